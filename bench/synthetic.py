@@ -1,0 +1,117 @@
+"""Seeded synthetic power-law bipartite graphs and item features for benchmarks.
+
+Item and context popularity follow a (truncated, continuous) Zipf law: the r-th most popular node of a
+side is drawn with probability ~ r^-alpha. Edges are i.i.d. (item, context) draws; popularity ranks are
+mapped to node indices through a random permutation, so popular nodes are scattered over the index
+range (as in real catalogues) rather than packed at low indices, which would flatter cache locality.
+
+Duplicate (item, context) pairs are removed and topped up with fresh draws for a few rounds, so the
+graph has exactly ``n_edges`` distinct edges unless the two popularity laws make that many distinct
+pairs unlikely (e.g. ``n_edges`` near ``n_items * n_contexts`` or a very steep alpha); then it has
+somewhat fewer. ``n_edges`` is therefore a target, not a guarantee.
+
+Usage from the repo root: ``from bench.synthetic import synthetic_graph``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make `pinsage` importable from the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pinsage.graph import BipartiteGraph, build_graph  # noqa: E402
+
+_TOP_UP_ROUNDS = 4
+
+
+def _zipf_ranks(rng: np.random.Generator, n: int, size: int, alpha: float) -> np.ndarray:
+    """``size`` ranks in [0, n) with P(rank r) ~ (r + 1)^-alpha, by inverting the continuous CDF."""
+    u = rng.random(size)
+    if abs(alpha - 1.0) < 1e-9:
+        x = np.exp(u * np.log(n + 1.0))  # density 1/x on [1, n + 1)
+    else:
+        e = 1.0 - alpha
+        x = (u * ((n + 1.0) ** e - 1.0) + 1.0) ** (1.0 / e)  # density x^-alpha on [1, n + 1)
+    return np.minimum(x.astype(np.int64) - 1, n - 1)
+
+
+def power_law_bipartite(n_items: int, n_contexts: int, n_edges: int, seed: int,
+                        alpha: float = 0.8,
+                        context_alpha: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (item, context) edges with power-law popularity on both sides.
+
+    Args:
+        n_items, n_contexts: sizes of the two sides.
+        n_edges: target number of distinct edges (see module docstring: may come out lower).
+        seed: all randomness derives from it.
+        alpha: Zipf exponent of item popularity (0 = uniform; ~0.8 gives a long-tail catalogue).
+        context_alpha: exponent for contexts; ``alpha`` when None.
+
+    Returns:
+        (item_index, context_index): (E,) int64 arrays, E <= n_edges, sorted by (item, context).
+    """
+    if n_items <= 0 or n_contexts <= 0 or n_edges < 0:
+        raise ValueError("n_items and n_contexts must be positive and n_edges non-negative")
+    context_alpha = alpha if context_alpha is None else context_alpha
+    rng = np.random.default_rng(seed)
+    item_perm = rng.permutation(n_items)
+    context_perm = rng.permutation(n_contexts)
+    n_target = min(int(n_edges), n_items * n_contexts)
+
+    keys = np.empty(0, dtype=np.int64)  # item * n_contexts + context, distinct (sorted)
+    want = n_target
+    for _ in range(_TOP_UP_ROUNDS):
+        if want <= 0:
+            break
+        items = item_perm[_zipf_ranks(rng, n_items, want, alpha)]
+        contexts = context_perm[_zipf_ranks(rng, n_contexts, want, context_alpha)]
+        keys = np.concatenate([keys, items * np.int64(n_contexts) + contexts])
+        keys.sort()
+        keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]  # np.unique, but faster
+        missing = n_target - len(keys)
+        if missing <= 0:
+            break
+        # next round oversamples by the observed duplicate rate so it usually closes the gap
+        want = int(missing * min(8.0, max(1.0, want / max(1, want - missing))) * 1.1) + 16
+    if len(keys) > n_target:  # overshoot of the last round: drop a random subset
+        keys = keys[np.sort(rng.choice(len(keys), n_target, replace=False))]
+    return keys // n_contexts, keys % n_contexts
+
+
+def synthetic_graph(n_items: int, n_contexts: int, n_edges: int, seed: int = 0,
+                    alpha: float = 0.8, context_alpha: float | None = None,
+                    weighted: bool = False) -> BipartiteGraph:
+    """:func:`power_law_bipartite` as a :class:`BipartiteGraph`.
+
+    ``weighted=True`` attaches log-normal edge weights (median 1, a few heavy edges), which sends the
+    random walks down the cumulative-weight sampling path.
+    """
+    items, contexts = power_law_bipartite(n_items, n_contexts, n_edges, seed, alpha, context_alpha)
+    weights = None
+    if weighted:
+        rng = np.random.default_rng([seed, 1])
+        weights = rng.lognormal(0.0, 0.75, size=len(items)).astype(np.float32)
+    return build_graph(items, contexts, n_items, n_contexts, weights)
+
+
+def synthetic_features(n_items: int, dim: int, seed: int = 0) -> np.ndarray:
+    """(n_items, dim) float32 i.i.d. standard-normal item features."""
+    rng = np.random.default_rng([seed, 2])
+    return rng.standard_normal((n_items, dim), dtype=np.float32)
+
+
+if __name__ == "__main__":
+    import time
+
+    t0 = time.perf_counter()
+    it, ct = power_law_bipartite(1_000_000, 500_000, 10_000_000, seed=0)
+    dt = time.perf_counter() - t0
+    g = build_graph(it, ct, 1_000_000, 500_000)
+    deg = g.item_degree()
+    print(f"{len(it):,} edges in {dt:.2f}s; item degree max {deg.max()}, median "
+          f"{int(np.median(deg))}, isolated {(deg == 0).sum():,}; context degree max "
+          f"{g.context_degree().max()}")

@@ -1,0 +1,70 @@
+"""Offline evaluation under full ranking (DESIGN.md protocol, fixed).
+
+rank = 1 + #items scoring higher + 1/2 #other items scoring the same, over every catalogue item
+except the query; MRR is the untruncated mean of 1/rank; HR@K the share of ranks <= K.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+HIT_CUTOFFS = (10, 50, 100)
+
+
+def ranks_from_scores(scores: np.ndarray, queries: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Tie-aware ranks of each target.
+
+    Args:
+        scores: (Q, N) scores of every catalogue item for each query (higher = more related).
+        queries, targets: (Q,) catalogue indices.
+    Returns:
+        (Q,) float64 ranks, 1 = best; half ranks appear where the target ties with other items.
+    """
+    scores = np.array(scores, dtype=np.float64, copy=True)
+    rows = np.arange(len(queries))
+    scores[rows, queries] = np.nan  # the query is not a candidate: NaN compares false both ways
+    target_score = scores[rows, targets][:, None]  # (Q, 1)
+    higher = (scores > target_score).sum(axis=1)
+    ties = (scores == target_score).sum(axis=1) - 1  # minus the target itself
+    return 1.0 + higher + 0.5 * ties
+
+
+def metrics_from_ranks(ranks: np.ndarray) -> dict[str, float]:
+    ranks = np.asarray(ranks, dtype=np.float64)
+    if len(ranks) == 0:
+        raise ValueError("no evaluation pairs to score")
+    out = {"mrr": float(np.mean(1.0 / ranks))}
+    for k in HIT_CUTOFFS:
+        out[f"hr@{k}"] = float(np.mean(ranks <= k))
+    return out
+
+
+def evaluate_scorer(score_fn: Callable[[np.ndarray], np.ndarray], queries: np.ndarray,
+                    targets: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Ranks of ``targets`` under ``score_fn(query chunk) -> (q, N) scores``, chunked for memory."""
+    ranks = [ranks_from_scores(score_fn(queries[s:s + chunk]), queries[s:s + chunk], targets[s:s + chunk])
+             for s in range(0, len(queries), chunk)]
+    return np.concatenate(ranks) if ranks else np.zeros(0)
+
+
+def embedding_scorer(embeddings: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Dot-product scores (cosine for unit vectors) against the whole catalogue."""
+    emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+    return lambda q: emb[q] @ emb.T
+
+
+def cosine_scorer(vectors: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return embedding_scorer(np.where(norms > 0, vectors / np.maximum(norms, 1e-12), 0.0))
+
+
+def markdown_table(results: dict[str, dict[str, float]], n_pairs: int, title: str) -> str:
+    cols = ["mrr"] + [f"hr@{k}" for k in HIT_CUTOFFS]
+    lines = [f"### {title} ({n_pairs} pairs, full ranking)", "",
+             "| method | " + " | ".join(c.upper() for c in cols) + " |",
+             "|---|" + "---:|" * len(cols)]
+    for name, m in sorted(results.items(), key=lambda kv: -kv[1]["mrr"]):
+        lines.append(f"| {name} | " + " | ".join(f"{m[c]:.4f}" for c in cols) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,304 @@
+"""The whole chain as stage functions over one run directory.
+
+Each stage reads what earlier stages wrote under ``out``, writes its own outputs atomically and
+returns the paths it wrote. ``tasks/`` wraps these for Airflow and MLflow; ``run_all`` chains them
+in-process for ``python -m pinsage run``.
+
+    out/dataset/      contract-format copy when the input needed an adapter (MovieLens)
+    out/prepare/      items.parquet, train.parquet, valid.parquet, test.parquet, summary.json
+    out/features/     features.parquet, features_manifest.json
+    out/graph/        graph.npz
+    out/neighbors/    neighbors.parquet, visits.npz
+    out/train/        last.pt (resumable checkpoint), model.pt, model_config.json, history.json
+    out/embeddings/   part-*.parquet, manifest.json
+    out/index/        index.faiss, ids.parquet, manifest.json
+    out/metrics.json, out/metrics.md
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import baselines
+from .adapters import resolve_dataset_dir
+from .dataset import load_dataset
+from .evaluation import embedding_scorer, evaluate_scorer, markdown_table, metrics_from_ranks
+from .features import FeatureConfig, build_features, feature_blocks, feature_matrix, save_features
+from .graph import BipartiteGraph, build_graph
+from .index import IndexConfig, build_index, save_index
+from .io import read_npz, write_json, write_npz, write_table, write_text
+from .model import ModelConfig, PinSage, load_model, save_model
+from .sampler import hard_negative_band, positive_pairs
+from .split import split_interactions
+from .train import TrainConfig, train_model
+from .walks import Neighbors, VisitTable, WalkConfig, random_walk_neighbors
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class PipelineConfig:
+    data: str = "data/ml-latest-small"  # dataset directory (contract format, or MovieLens via adapter)
+    out: str = "runs/latest"  # run directory: every artifact of the run lives under it
+    seed: int = 0
+    max_timestamp: int | None = None  # train as of this unix time (daily retrains / backfills)
+    pixie_walks_per_item: int = 4000  # the Pixie baseline walks far more from its few queries
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    walks: WalkConfig = field(default_factory=WalkConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+
+    def with_seed(self, seed: int) -> "PipelineConfig":
+        """Propagate one seed to every stage that draws random numbers."""
+        cfg = dataclasses.replace(self, seed=seed)
+        cfg.features = dataclasses.replace(self.features, seed=seed)
+        cfg.walks = dataclasses.replace(self.walks, seed=seed)
+        cfg.train = dataclasses.replace(self.train, seed=seed)
+        return cfg
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PipelineConfig":
+        from .sampler import SamplerConfig
+
+        d = dict(d)
+        train = dict(d.pop("train", {}))
+        sampler = SamplerConfig(**train.pop("sampler", {}))
+        return cls(features=FeatureConfig(**d.pop("features", {})), walks=WalkConfig(**d.pop("walks", {})),
+                   model=ModelConfig(**d.pop("model", {})), train=TrainConfig(sampler=sampler, **train),
+                   index=IndexConfig(**d.pop("index", {})), **d)
+
+
+def _out(cfg: PipelineConfig, *parts: str) -> Path:
+    return Path(cfg.out).joinpath(*parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 1: prepare -- validate, split, dense indices
+
+def prepare(cfg: PipelineConfig, log: Log = print) -> dict:
+    root = resolve_dataset_dir(cfg.data, _out(cfg, "dataset"))
+    ds = load_dataset(root, max_timestamp=cfg.max_timestamp)
+    split = split_interactions(ds.interactions, ds.has_timestamps, seed=cfg.seed)
+    items = ds.items.reset_index(drop=True)
+    index = pd.Index(items["item_id"])
+    train = split.train.sort_values(["context_id", "order"], kind="stable").reset_index(drop=True)
+    train["item"] = index.get_indexer(train["item_id"]).astype(np.int64)
+    train["context"] = pd.factorize(train["context_id"], sort=True)[0].astype(np.int64)
+    d = _out(cfg, "prepare")
+    write_table(d / "items.parquet", pa.Table.from_pandas(items, preserve_index=False))
+    write_table(d / "train.parquet", pa.Table.from_pandas(train, preserve_index=False))
+    for name, pairs in (("valid", split.valid), ("test", split.test)):
+        pairs = pairs.reset_index(drop=True).copy()
+        pairs["query"] = index.get_indexer(pairs["query_item"]).astype(np.int64)
+        pairs["target"] = index.get_indexer(pairs["target_item"]).astype(np.int64)
+        write_table(d / f"{name}.parquet", pa.Table.from_pandas(pairs, preserve_index=False))
+    summary = {"dataset": str(root), "has_timestamps": bool(ds.has_timestamps),
+               "n_items": int(len(items)), "n_contexts": int(train["context"].max() + 1) if len(train) else 0,
+               "n_train_interactions": int(len(train)), "n_valid_pairs": int(len(split.valid)),
+               "n_test_pairs": int(len(split.test)), "max_timestamp": cfg.max_timestamp}
+    write_json(d / "summary.json", summary)
+    log(f"prepare: {summary['n_items']} items, {summary['n_contexts']} contexts, "
+        f"{summary['n_train_interactions']} training interactions, {summary['n_valid_pairs']} validation "
+        f"and {summary['n_test_pairs']} test pairs")
+    return {"prepare_dir": str(d)}
+
+
+def _summary(cfg: PipelineConfig) -> dict:
+    return json.loads(_out(cfg, "prepare", "summary.json").read_text())
+
+
+def _train_table(cfg: PipelineConfig) -> pd.DataFrame:
+    return pq.read_table(_out(cfg, "prepare", "train.parquet"),
+                         columns=["context", "item", "weight", "order"]).to_pandas()
+
+
+def _pairs(cfg: PipelineConfig, name: str) -> tuple[np.ndarray, np.ndarray]:
+    t = pq.read_table(_out(cfg, "prepare", f"{name}.parquet"), columns=["query", "target"])
+    return t.column("query").to_numpy(), t.column("target").to_numpy()
+
+
+def _item_ids(cfg: PipelineConfig) -> np.ndarray:
+    return pq.read_table(_out(cfg, "prepare", "items.parquet"), columns=["item_id"]) \
+        .column("item_id").to_numpy(zero_copy_only=False).astype(str)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages 2-4: graph, features, neighbourhoods
+
+def graph(cfg: PipelineConfig, log: Log = print) -> dict:
+    s, train = _summary(cfg), _train_table(cfg)
+    g = build_graph(train["item"].to_numpy(), train["context"].to_numpy(), s["n_items"], s["n_contexts"],
+                    weights=train["weight"].to_numpy())
+    path = _out(cfg, "graph", "graph.npz")
+    g.save(path)
+    log(f"graph: {g.n_items} items, {g.n_contexts} contexts, {g.n_edges} edges")
+    return {"graph": str(path)}
+
+
+def features(cfg: PipelineConfig, log: Log = print) -> dict:
+    t0 = time.perf_counter()
+    items = pq.read_table(_out(cfg, "prepare", "items.parquet")).to_pandas()
+    degree = np.bincount(_train_table(cfg)["item"].to_numpy(), minlength=len(items))
+    table, manifest = build_features(items["item_id"].to_numpy(), items["title"], items["text"], degree,
+                                     cfg.features)
+    path = save_features(_out(cfg, "features"), table, manifest)
+    log(f"features: {table.num_rows} items x {feature_matrix(table).shape[1]} dims "
+        f"({', '.join(manifest['columns'])}) in {time.perf_counter() - t0:.1f}s")
+    return {"features": str(path)}
+
+
+def _hard_negative_depth(n_items: int, cfg: PipelineConfig) -> int:
+    return hard_negative_band(n_items)[1] if cfg.train.sampler.hard_negatives else 0
+
+
+def neighbors(cfg: PipelineConfig, log: Log = print) -> dict:
+    t0 = time.perf_counter()
+    g = BipartiteGraph.load(_out(cfg, "graph", "graph.npz"))
+    nbrs, visits = random_walk_neighbors(g, cfg.walks, hard_negative_depth=_hard_negative_depth(g.n_items, cfg))
+    d = _out(cfg, "neighbors")
+    nbrs.save(d / "neighbors.parquet", _item_ids(cfg))
+    write_npz(d / "visits.npz", items=visits.items, counts=visits.counts)
+    log(f"neighbors: top-{cfg.walks.top_t} of {cfg.walks.walks_per_item} walks/item, "
+        f"{nbrs.mask.any(axis=1).mean():.1%} items with neighbours, {time.perf_counter() - t0:.1f}s")
+    return {"neighbors": str(d / "neighbors.parquet"), "visits": str(d / "visits.npz")}
+
+
+def _load_inputs(cfg: PipelineConfig):
+    feats = feature_matrix(pq.read_table(_out(cfg, "features", "features.parquet")))
+    nbrs = Neighbors.load(_out(cfg, "neighbors", "neighbors.parquet"))
+    return feats, nbrs
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages 5-7: train, export, index
+
+def build_model(cfg: PipelineConfig, feats: np.ndarray) -> PinSage:
+    mcfg = dataclasses.replace(cfg.model, input_dim=feats.shape[1], n_items=len(feats))
+    return PinSage(mcfg, feature_mean=feats.mean(axis=0), feature_std=feats.std(axis=0))
+
+
+def validation_mrr(model: PinSage, feats: np.ndarray, nbrs: Neighbors, queries, targets) -> float:
+    from .export import export_embeddings
+
+    emb = export_embeddings(model, feats, nbrs)
+    return metrics_from_ranks(evaluate_scorer(embedding_scorer(emb), queries, targets))["mrr"]
+
+
+def train(cfg: PipelineConfig, log: Log = print, on_epoch_end=None) -> dict:
+    feats, nbrs = _load_inputs(cfg)
+    v = read_npz(_out(cfg, "neighbors", "visits.npz"))
+    visits = VisitTable(v["items"], v["counts"])
+    train_rows = _train_table(cfg)
+    context, item = train_rows["context"].to_numpy(), train_rows["item"].to_numpy()
+    ordered = _summary(cfg)["has_timestamps"]
+    window = cfg.train.sampler.positive_window
+
+    def pairs_for_epoch(epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([cfg.train.seed, epoch, 1])
+        pairs = positive_pairs(context, item, window, ordered, rng)
+        return pairs[rng.permutation(len(pairs))]
+
+    vq, vt = _pairs(cfg, "valid")
+    model = build_model(cfg, feats)
+    d = _out(cfg, "train")
+    model, state = train_model(
+        model, pairs_for_epoch, feats, nbrs, visits, cfg.train, candidate_items=np.arange(len(feats)),
+        checkpoint_dir=d, evaluate_fn=lambda m: validation_mrr(m, feats, nbrs, vq, vt),
+        on_epoch_end=on_epoch_end, log=lambda s: log(f"train: {s}"))
+    save_model(model, d)
+    write_json(d / "history.json", {"best_epoch": state.best_epoch, "best_validation_mrr": state.best_score,
+                                    "epochs": state.history})
+    log(f"train: best epoch {state.best_epoch}, validation MRR {state.best_score:.4f}")
+    return {"model_dir": str(d), "best_epoch": state.best_epoch}
+
+
+def export(cfg: PipelineConfig, log: Log = print, model_dir: str | None = None) -> dict:
+    from .export import export_embeddings, write_embeddings
+
+    t0 = time.perf_counter()
+    feats, nbrs = _load_inputs(cfg)
+    model = load_model(model_dir or _out(cfg, "train"))
+    emb = export_embeddings(model, feats, nbrs)
+    parts = write_embeddings(_out(cfg, "embeddings"), _item_ids(cfg), emb)
+    log(f"export: {len(emb)} embeddings of {emb.shape[1]} dims in {len(parts)} part(s), "
+        f"{time.perf_counter() - t0:.1f}s")
+    return {"embeddings_dir": str(_out(cfg, "embeddings"))}
+
+
+def index(cfg: PipelineConfig, log: Log = print) -> dict:
+    from .export import read_embeddings
+
+    ids, emb = read_embeddings(_out(cfg, "embeddings"))
+    idx = build_index(emb, cfg.index)
+    path = save_index(_out(cfg, "index"), idx, ids)
+    log(f"index: {type(idx).__name__} over {idx.ntotal} items")
+    return {"index_dir": str(path)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 8: evaluate PinSage and the baselines under full ranking
+
+def evaluate(cfg: PipelineConfig, log: Log = print) -> dict:
+    from .export import read_embeddings
+
+    t0 = time.perf_counter()
+    ids, emb = read_embeddings(_out(cfg, "embeddings"))
+    if not np.array_equal(ids, _item_ids(cfg)):
+        raise ValueError("embeddings are not in catalogue order; re-run the export")
+    g = BipartiteGraph.load(_out(cfg, "graph", "graph.npz"))
+    blocks = feature_blocks(pq.read_table(_out(cfg, "features", "features.parquet")))
+    w = cfg.walks
+    scorers = {
+        "pinsage": embedding_scorer(emb),
+        "popularity": baselines.popularity(g),
+        "annotation": baselines.annotation(blocks["annotation"]),
+        "combined": baselines.combined(blocks),
+        "pixie": baselines.pixie(g, cfg.pixie_walks_per_item, w.restart_prob, w.max_walk_length, cfg.seed),
+        "itemknn": baselines.itemknn(g),
+    }
+    if "visual" in blocks:
+        scorers["visual"] = baselines.annotation(blocks["visual"])
+    result = {}
+    for split_name in ("test", "valid"):
+        q, t = _pairs(cfg, split_name)
+        result[split_name] = (len(q), {name: metrics_from_ranks(evaluate_scorer(fn, q, t))
+                                       for name, fn in scorers.items()})
+    n_test, test = result["test"]
+    n_valid, valid = result["valid"]
+    metrics = {"n_pairs": n_test, "methods": test, "validation": {"n_pairs": n_valid, "methods": valid}}
+    write_json(_out(cfg, "metrics.json"), metrics)
+    table = (markdown_table(test, n_test, "Test") + "\n" + markdown_table(valid, n_valid, "Validation"))
+    write_text(_out(cfg, "metrics.md"), table)
+    log(f"evaluate: {len(scorers)} methods in {time.perf_counter() - t0:.1f}s\n\n{table}")
+    return {"metrics": str(_out(cfg, "metrics.json")), "metrics_table": str(_out(cfg, "metrics.md"))}
+
+
+STAGES: dict[str, Callable[..., dict]] = {
+    "prepare": prepare, "graph": graph, "features": features, "neighbors": neighbors,
+    "train": train, "export": export, "index": index, "evaluate": evaluate}
+
+
+def run_all(cfg: PipelineConfig, log: Log = print) -> dict:
+    out: dict = {}
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    write_json(_out(cfg, "config.json"), cfg.to_dict())
+    t_all = time.perf_counter()
+    for name, stage in STAGES.items():
+        t0 = time.perf_counter()
+        out.update(stage(cfg, log=log))
+        log(f"[{name}] done in {time.perf_counter() - t0:.1f}s (total {time.perf_counter() - t_all:.1f}s)")
+    return out

@@ -1,0 +1,192 @@
+"""Training: max-margin loss, producer-consumer minibatches, warm-up + decay, resumable checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .io import atomic_path
+from .model import PinSage
+from .sampler import MinibatchProducer, SamplerConfig, collate_identity
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 8  # paper: trains until convergence; early stopping on validation MRR picks the epoch
+    learning_rate: float = 3e-3  # peak rate after warm-up (Adam)
+    warmup_steps: int = 100  # linear warm-up, as the paper's large-batch recipe
+    decay_per_epoch: float = 0.8  # exponential decay of the rate after warm-up
+    weight_decay: float = 0.0
+    margin: float = 0.3  # Delta of the max-margin loss on cosine scores
+    num_workers: int = 1  # producer processes; 0 samples in the training process
+    device: str = "auto"  # auto | cpu | cuda
+    seed: int = 0
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch sees no CUDA device; use --device cpu or auto")
+    return torch.device(name)
+
+
+def max_margin_loss(z_query: torch.Tensor, z_positive: torch.Tensor, z_negative: torch.Tensor,
+                    margin: float, z_hard: torch.Tensor | None = None,
+                    negative_mask: torch.Tensor | None = None,
+                    hard_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Paper eq. (1): J(q, i) = E_{n ~ P_n(q)} max(0, z_q.z_n - z_q.z_i + Delta), averaged.
+
+    Args:
+        z_query, z_positive: (B, D) embeddings of each query and its positive item.
+        z_negative: (N, D) negatives shared by the whole minibatch.
+        z_hard: (B, H) per-query hard negatives as (B, H, D), or None.
+        negative_mask: (B, N) bool, False where a shared negative happens to be the query's positive.
+        hard_mask: (B, H) bool, likewise for hard negatives.
+    Returns:
+        scalar loss: the mean hinge over every (query, negative) term that counts.
+    """
+    positive = (z_query * z_positive).sum(dim=1, keepdim=True)  # (B, 1)
+    hinge = torch.relu(z_query @ z_negative.T - positive + margin)  # (B, N)
+    mask = torch.ones_like(hinge, dtype=torch.bool) if negative_mask is None else negative_mask
+    terms, counts = (hinge * mask).sum(), mask.sum()
+    if z_hard is not None and z_hard.shape[1] > 0:
+        hard_hinge = torch.relu(torch.einsum("bd,bhd->bh", z_query, z_hard) - positive + margin)  # (B, H)
+        hmask = torch.ones_like(hard_hinge, dtype=torch.bool) if hard_mask is None else hard_mask
+        terms, counts = terms + (hard_hinge * hmask).sum(), counts + hmask.sum()
+    return terms / counts.clamp(min=1)
+
+
+def learning_rate_at(step: int, steps_per_epoch: int, config: TrainConfig) -> float:
+    """Linear warm-up to the peak rate, then exponential decay per epoch (paper Section 3.3)."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    epochs_after = (step - config.warmup_steps) / max(1, steps_per_epoch)
+    return config.learning_rate * config.decay_per_epoch ** epochs_after
+
+
+@dataclass
+class TrainState:
+    epoch: int  # epochs completed
+    step: int
+    best_score: float
+    best_epoch: int
+    history: list  # one dict per completed epoch
+
+
+def save_checkpoint(path: Path, model: PinSage, optimizer, state: TrainState, best_state: dict) -> None:
+    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+               "best_model": best_state, "epoch": state.epoch, "step": state.step,
+               "best_score": state.best_score, "best_epoch": state.best_epoch,
+               "history_json": json.dumps(state.history)}
+    with atomic_path(path, ".pt") as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path, model: PinSage, optimizer) -> tuple[TrainState, dict]:
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    state = TrainState(int(payload["epoch"]), int(payload["step"]), float(payload["best_score"]),
+                       int(payload["best_epoch"]), json.loads(payload["history_json"]))
+    return state, payload["best_model"]
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    nb = device.type == "cuda"
+    out = {k: (v.to(device, non_blocking=nb) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    out["blocks"] = [blk.to(device, non_blocking=nb) for blk in batch["blocks"]]
+    return out
+
+
+def train_model(model: PinSage, pairs_fn: Callable[[int], np.ndarray], features: np.ndarray,
+                neighbors, visits, config: TrainConfig, candidate_items: np.ndarray,
+                checkpoint_dir: str | Path | None = None,
+                evaluate_fn: Callable[[PinSage], float] | None = None,
+                on_epoch_end: Callable[[dict], None] | None = None,
+                log: Callable[[str], None] = print) -> tuple[PinSage, TrainState]:
+    """Train ``model`` in place and return it with the best validation epoch's weights loaded.
+
+    Args:
+        pairs_fn: epoch -> (P, 2) positive pairs for that epoch (resampled every epoch).
+        features: (N, F) float32 raw features of the whole catalogue.
+        neighbors, visits: the importance-neighbour table and the deeper visit ranks (hard negatives).
+        candidate_items: catalogue indices negatives are drawn from.
+        checkpoint_dir: ``last.pt`` is written there after every epoch; if present, training resumes.
+        evaluate_fn: model -> validation score (higher is better) after each epoch; the best epoch wins.
+        on_epoch_end: receives each epoch's record (loss, score, seconds, learning rate).
+    """
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    state = TrainState(0, 0, -math.inf, -1, [])
+    best_state = copy.deepcopy(model.state_dict())
+    ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
+    if ckpt is not None and ckpt.exists():
+        state, best_state = load_checkpoint(ckpt, model, optimizer)
+        log(f"resumed from {ckpt} after epoch {state.epoch}")
+    sampler_cfg = config.sampler
+    for epoch in range(state.epoch, config.epochs):
+        t0 = time.perf_counter()
+        pairs = pairs_fn(epoch)
+        producer = MinibatchProducer(pairs, features, neighbors, visits, sampler_cfg, epoch,
+                                     config.seed, candidate_items)
+        loader = torch.utils.data.DataLoader(
+            producer, batch_size=None, collate_fn=collate_identity, num_workers=config.num_workers,
+            pin_memory=device.type == "cuda", prefetch_factor=4 if config.num_workers else None,
+            persistent_workers=False)
+        model.train()
+        total, n_batches = 0.0, 0
+        steps_per_epoch = len(producer)
+        for batch in loader:
+            lr = learning_rate_at(state.step, steps_per_epoch, config)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = _to_device(batch, device)
+            z = model(batch["x"], batch["item_index"], batch["blocks"])  # (N_targets, D)
+            zq = z[batch["query"]]
+            pos_item = batch["positive_item"]
+            loss = max_margin_loss(
+                zq, z[batch["positive"]], z[batch["negative"]], config.margin,
+                z_hard=z[batch["hard"]],  # (B, H, D)
+                negative_mask=batch["negative_item"][None, :] != pos_item[:, None],
+                hard_mask=batch["hard_item"] != pos_item[:, None])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+            n_batches += 1
+            state.step += 1
+        model.eval()
+        score = float(evaluate_fn(model)) if evaluate_fn is not None else -float(total / max(1, n_batches))
+        record = {"epoch": epoch + 1, "loss": total / max(1, n_batches), "validation_score": score,
+                  "seconds": time.perf_counter() - t0, "learning_rate": lr if n_batches else 0.0,
+                  "hard_negatives": producer.n_hard(), "examples": int(len(pairs))}
+        if score > state.best_score:
+            state.best_score, state.best_epoch = score, epoch + 1
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        state.epoch = epoch + 1
+        state.history.append(record)
+        if ckpt is not None:
+            save_checkpoint(ckpt, model, optimizer, state, best_state)
+        log(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  "
+            f"val {score:.4f}  {record['seconds']:.1f}s")
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+    model.load_state_dict(best_state)
+    model.to("cpu").eval()
+    return model, state
+
+
+def config_dict(config: TrainConfig) -> dict:
+    return asdict(config)

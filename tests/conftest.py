@@ -1,0 +1,47 @@
+"""Shared fixtures: small fabricated datasets with known structure."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def make_community_dataset(path: Path, n_items: int = 60, n_contexts: int = 80, per_context: int = 8,
+                           seed: int = 0, timestamps: bool = True, extra_items: int = 0) -> Path:
+    """Two communities: items 0..n/2-1 ("a" words) and n/2..n-1 ("b" words); every context engages
+    items of one community only, in a time order. ``extra_items`` catalogue items never interacted."""
+    rng = np.random.default_rng(seed)
+    half = n_items // 2
+    items = pd.DataFrame({
+        "item_id": [f"i{k}" for k in range(n_items + extra_items)],
+        "title": [f"item {k}" for k in range(n_items + extra_items)],
+        "text": [("alpha apple" if k % n_items < half else "beta banana") + f" w{k % 5}"
+                 for k in range(n_items + extra_items)],
+    })
+    rows = []
+    for c in range(n_contexts):
+        community = c % 2
+        pool = np.arange(half) + community * half
+        chosen = rng.choice(pool, size=per_context, replace=False)
+        for t, item in enumerate(chosen):
+            rows.append({"context_id": f"u{c}", "item_id": f"i{item}", "timestamp": 1_000_000 + 1000 * c + t})
+    inter = pd.DataFrame(rows)
+    if not timestamps:
+        inter = inter.drop(columns=["timestamp"])
+    path.mkdir(parents=True, exist_ok=True)
+    items.to_csv(path / "items.csv", index=False)
+    inter.to_csv(path / "interactions.csv", index=False)
+    return path
+
+
+@pytest.fixture
+def community_dataset(tmp_path) -> Path:
+    return make_community_dataset(tmp_path / "data")

@@ -1,0 +1,206 @@
+"""The fixed evaluation split: dedup, ordering, held-out pairs, determinism, no leakage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pinsage.dataset import DatasetError
+from pinsage.split import split_interactions
+
+
+def frame(rows, timestamps=True):
+    """rows: (context, item[, timestamp]) in file order."""
+    df = pd.DataFrame({"context_id": [str(r[0]) for r in rows],
+                       "item_id": [str(r[1]) for r in rows]})
+    df["weight"] = np.arange(1, len(rows) + 1, dtype=np.float64)  # identifies the source row
+    if timestamps:
+        df["timestamp"] = np.array([r[2] for r in rows], dtype=np.int64)
+    df["row"] = np.arange(len(rows), dtype=np.int64)
+    return df
+
+
+def pairs(df):
+    return {c: (q, t) for c, q, t in df[["context_id", "query_item", "target_item"]].itertuples(
+        index=False)}
+
+
+def reference(df):
+    """Slow, obvious implementation of the protocol with timestamps."""
+    latest = {}
+    for r in df.itertuples(index=False):
+        key = (r.context_id, r.item_id)
+        if key not in latest or (r.timestamp, r.row) >= (latest[key].timestamp, latest[key].row):
+            latest[key] = r
+    by_ctx = {}
+    for r in latest.values():
+        by_ctx.setdefault(r.context_id, []).append(r)
+    train, valid, test = set(), {}, {}
+    for c, rs in by_ctx.items():
+        rs.sort(key=lambda r: (r.timestamp, r.row))
+        if len(rs) >= 3:
+            test[c] = (rs[-3].item_id, rs[-1].item_id)
+            valid[c] = (rs[-3].item_id, rs[-2].item_id)
+            rs = rs[:-2]
+        train |= {(r.row, i) for i, r in enumerate(rs)}
+    return train, valid, test
+
+
+def test_matches_reference_on_random_data_with_ties_and_repeats():
+    rng = np.random.default_rng(7)
+    n = 3000
+    df = pd.DataFrame({"context_id": rng.integers(0, 150, n).astype(str),
+                       "item_id": rng.integers(0, 40, n).astype(str),
+                       "weight": np.ones(n),
+                       "timestamp": rng.integers(0, 30, n),  # many ties
+                       "row": np.arange(n)})
+    split = split_interactions(df, has_timestamps=True)
+    train, valid, test = reference(df)
+    assert set(zip(split.train["row"], split.train["order"])) == train
+    assert pairs(split.valid) == valid and pairs(split.test) == test
+    assert split.summary()["n_valid_pairs"] == len(valid)
+    assert split.summary()["n_duplicates_collapsed"] == n - len(train) - 2 * len(test)
+
+
+def test_dedup_keeps_latest_occurrence():
+    rows = [("u", "a", 50), ("u", "b", 10), ("u", "a", 5), ("u", "c", 20), ("u", "d", 30),
+            ("u", "e", 40)]
+    split = split_interactions(frame(rows), True)
+    train = split.train
+    # 'a' kept once, the ts=50 copy (row 0), so it is the latest: the test target
+    assert pairs(split.test)["u"] == ("d", "a")
+    assert pairs(split.valid)["u"] == ("d", "e")
+    assert sorted(train["item_id"]) == ["b", "c", "d"]
+    assert split.summary()["n_duplicates_collapsed"] == 1
+
+
+def test_dedup_ties_and_order_ties_by_file_order():
+    # 'x' twice with the same timestamp: the later row wins; y, z, x share a timestamp
+    rows = [("u", "x", 7), ("u", "w", 1), ("u", "y", 7), ("u", "z", 7), ("u", "x", 7)]
+    split = split_interactions(frame(rows), True)
+    # sequence: w(1) then y, z, x(row 4) at ts 7 in file order
+    assert pairs(split.test)["u"] == ("y", "x")
+    assert pairs(split.valid)["u"] == ("y", "z")
+    assert split.train.sort_values("order")["item_id"].tolist() == ["w", "y"]
+    assert split.train.loc[split.train["item_id"] == "x"].empty
+
+
+def test_targets_latest_two_query_latest_training_item_and_no_leak():
+    rows = [("u1", "i1", 300), ("u1", "i2", 100), ("u1", "i3", 400), ("u1", "i4", 200),
+            ("u2", "i1", 10), ("u2", "i5", 30), ("u2", "i6", 20),
+            ("u3", "i2", 1), ("u3", "i3", 2)]
+    split = split_interactions(frame(rows), True)
+    assert pairs(split.test) == {"u1": ("i4", "i3"), "u2": ("i1", "i5")}
+    assert pairs(split.valid) == {"u1": ("i4", "i1"), "u2": ("i1", "i6")}
+    held = set(map(tuple, split.valid[["context_id", "target_item"]].to_numpy())) | set(
+        map(tuple, split.test[["context_id", "target_item"]].to_numpy()))
+    train_pairs = set(map(tuple, split.train[["context_id", "item_id"]].to_numpy()))
+    assert not held & train_pairs
+    # the query is the latest training interaction of its context
+    for c, (q, _) in pairs(split.test).items():
+        t = split.train[split.train["context_id"] == c]
+        assert t.loc[t["timestamp"].idxmax(), "item_id"] == q
+        assert t.loc[t["order"].idxmax(), "item_id"] == q
+
+
+def test_short_contexts_stay_whole_in_train():
+    rows = [("a", "1", 5), ("a", "2", 1), ("b", "1", 1), ("c", "1", 1), ("c", "2", 2),
+            ("c", "3", 3)]
+    split = split_interactions(frame(rows), True)
+    assert set(split.test["context_id"]) == {"c"}
+    short = split.train[split.train["context_id"].isin(["a", "b"])]
+    assert sorted(short["row"]) == [0, 1, 2]
+    a = short[short["context_id"] == "a"].sort_values("order")
+    assert a["item_id"].tolist() == ["2", "1"] and a["order"].tolist() == [0, 1]
+
+
+def test_train_columns_and_file_order():
+    rows = [("u", "a", 3), ("v", "a", 1), ("u", "b", 2), ("u", "c", 1), ("u", "d", 9)]
+    split = split_interactions(frame(rows), True)
+    train = split.train
+    assert list(train.columns) == ["context_id", "item_id", "weight", "timestamp", "row", "order"]
+    assert train["order"].dtype == np.int64
+    assert train["row"].tolist() == sorted(train["row"].tolist())
+    # weights travel with their rows
+    assert (train["weight"] == train["row"] + 1).all()
+    for frame_ in (split.valid, split.test):
+        assert list(frame_.columns) == ["context_id", "query_item", "target_item"]
+        assert all(isinstance(v, str) for v in frame_.to_numpy().ravel())
+
+
+def test_input_not_in_file_order_is_handled():
+    rows = [("u", "a", 1), ("u", "b", 1), ("u", "c", 1), ("u", "d", 1)]
+    df = frame(rows).iloc[::-1]
+    split = split_interactions(df, True)
+    assert pairs(split.test)["u"] == ("b", "d")  # ties resolved by the 'row' column
+
+
+def test_without_timestamps_seeded_and_deterministic():
+    rng = np.random.default_rng(1)
+    n = 2000
+    df = pd.DataFrame({"context_id": rng.integers(0, 100, n).astype(str),
+                       "item_id": rng.integers(0, 300, n).astype(str),
+                       "weight": np.ones(n), "row": np.arange(n)})
+    a = split_interactions(df, False, seed=3)
+    b = split_interactions(df, False, seed=3)
+    c = split_interactions(df, False, seed=4)
+    pd.testing.assert_frame_equal(a.test, b.test)
+    pd.testing.assert_frame_equal(a.train, b.train)
+    assert not a.test.equals(c.test)
+    assert len(a.test) == len(c.test)  # same contexts qualify, only the order differs
+    # invariants per context: everything of the context is train + valid + test, and the query
+    # is the highest-order training item
+    dedup = df.drop_duplicates(["context_id", "item_id"], keep="last")
+    for split in (a, c):
+        for ctx, (q, t) in pairs(split.test).items():
+            v = pairs(split.valid)[ctx][1]
+            tr = split.train[split.train["context_id"] == ctx]
+            assert sorted(tr["order"]) == list(range(len(tr)))
+            assert tr.loc[tr["order"].idxmax(), "item_id"] == q
+            items = set(dedup.loc[dedup["context_id"] == ctx, "item_id"])
+            assert set(tr["item_id"]) | {v, t} == items and len(tr) + 2 == len(items)
+
+
+def test_without_timestamps_dedup_keeps_last_in_file_order():
+    rows = [("u", "a"), ("u", "b"), ("u", "a"), ("u", "c"), ("u", "d")]
+    seen_a_in_train = False
+    for seed in range(20):
+        split = split_interactions(frame(rows, timestamps=False), False, seed=seed)
+        train = split.train
+        held = {pairs(split.valid)["u"][1], pairs(split.test)["u"][1]}
+        assert held | set(train["item_id"]) == {"a", "b", "c", "d"} and len(train) == 2
+        assert 0 not in set(train["row"])  # the first 'a' is collapsed into the later one
+        if "a" in set(train["item_id"]):
+            seen_a_in_train = True
+            assert train.loc[train["item_id"] == "a", "row"].tolist() == [2]
+    assert seen_a_in_train
+
+
+def test_seeded_order_varies_with_seed():
+    rows = [("u", str(i)) for i in range(20)]
+    tests = {pairs(split_interactions(frame(rows, False), False, seed=s).test)["u"]
+             for s in range(10)}
+    assert len(tests) > 1
+
+
+def test_no_context_long_enough_raises():
+    rows = [("u", "a", 1), ("u", "b", 2), ("v", "a", 1), ("u", "a", 3)]
+    with pytest.raises(DatasetError, match="at least 3"):
+        split_interactions(frame(rows), True)
+
+
+def test_million_rows_vectorised_speed():
+    """Not a benchmark: a per-context Python loop would take minutes here."""
+    import time
+
+    rng = np.random.default_rng(0)
+    n = 1_000_000
+    df = pd.DataFrame({"context_id": rng.integers(0, 50_000, n).astype(str),
+                       "item_id": rng.integers(0, 20_000, n).astype(str),
+                       "weight": np.ones(n), "timestamp": rng.integers(0, 10**9, n),
+                       "row": np.arange(n)})
+    t = time.perf_counter()
+    split = split_interactions(df, True)
+    assert time.perf_counter() - t < 20
+    assert len(split.test) == len(split.valid) > 0

@@ -1,0 +1,256 @@
+"""Random walks with restart: neighbourhood structure, exact hop probabilities, determinism, I/O."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pinsage.graph import BipartiteGraph, build_graph
+from pinsage.walks import (
+    Neighbors,
+    VisitTable,
+    WalkConfig,
+    _walk_topm,
+    dense_visit_counts,
+    neighbors_from_visits,
+    random_walk_neighbors,
+    visit_counts_topm,
+)
+
+
+def _random_graph(n_items: int, n_contexts: int, n_edges: int, seed: int, weighted: bool,
+                  isolated: int = 0) -> BipartiteGraph:
+    """Random bipartite graph, every non-isolated item and every context with at least one edge.
+
+    The last ``isolated`` items get no edge at all.
+    """
+    rng = np.random.default_rng(seed)
+    n_conn = n_items - isolated
+    items = np.concatenate([np.arange(n_conn), rng.integers(0, n_conn, n_contexts),
+                            rng.integers(0, n_conn, n_edges)])
+    contexts = np.concatenate([rng.integers(0, n_contexts, n_conn), np.arange(n_contexts),
+                               rng.integers(0, n_contexts, n_edges)])
+    key = np.unique(items * n_contexts + contexts)
+    items, contexts = key // n_contexts, key % n_contexts
+    weights = rng.uniform(0.2, 5.0, len(items)).astype(np.float32) if weighted else None
+    return build_graph(items, contexts, n_items, n_contexts, weights)
+
+
+def _transition(graph: BipartiteGraph) -> np.ndarray:
+    """Exact one-hop matrix P[i, j] = sum_c w_ic / W_i * w_cj / W_c, from the CSR arrays."""
+    p_ic = np.zeros((graph.n_items, graph.n_contexts))
+    for i in range(graph.n_items):
+        lo, hi = graph.item_indptr[i], graph.item_indptr[i + 1]
+        w = graph.item_weights[lo:hi].astype(np.float64)
+        if len(w):
+            p_ic[i, graph.item_contexts[lo:hi]] = w / w.sum()
+    p_ci = np.zeros((graph.n_contexts, graph.n_items))
+    for c in range(graph.n_contexts):
+        lo, hi = graph.context_indptr[c], graph.context_indptr[c + 1]
+        w = graph.context_weights[lo:hi].astype(np.float64)
+        p_ci[c, graph.context_items[lo:hi]] = w / w.sum()
+    return p_ic @ p_ci
+
+
+def _assert_tables_equal(a: VisitTable, b: VisitTable) -> None:
+    np.testing.assert_array_equal(a.items, b.items)
+    np.testing.assert_array_equal(a.counts, b.counts)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def test_two_communities_stay_separate():
+    rng = np.random.default_rng(0)
+    items, contexts = [], []
+    for block in range(2):  # items 0..29 x contexts 0..14, items 30..59 x contexts 15..29
+        it = rng.integers(0, 30, 300) + 30 * block
+        ct = rng.integers(0, 15, 300) + 15 * block
+        items += [it, np.arange(30) + 30 * block]
+        contexts += [ct, rng.integers(0, 15, 30) + 15 * block]
+    graph = build_graph(np.concatenate(items), np.concatenate(contexts), 60, 30)
+    neighbors, visits = random_walk_neighbors(graph, WalkConfig(walks_per_item=300, top_t=10))
+    community = np.arange(60) // 30
+    assert neighbors.mask.sum(axis=1).min() == 10  # everyone has a full neighbourhood
+    assert np.all(community[neighbors.items][neighbors.mask]
+                  == np.broadcast_to(community[:, None], neighbors.items.shape)[neighbors.mask])
+    assert np.all(neighbors.items[neighbors.mask]
+                  != np.broadcast_to(np.arange(60)[:, None], neighbors.items.shape)[neighbors.mask])
+    assert visits.items.shape == (60, 10)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_one_hop_frequencies_match_exact_probabilities(weighted):
+    graph = _random_graph(12, 7, 30, seed=1, weighted=weighted)
+    assert (np.unique(graph.item_weights).size > 1) == weighted
+    p = _transition(graph)
+    sources = np.arange(graph.n_items)
+    dense = dense_visit_counts(graph, sources, walks_per_item=100_000, restart_prob=0.3,
+                               max_walk_length=1, seed=3)
+    for i in sources:
+        expected = p[i].copy()
+        expected[i] = 0.0
+        if expected.sum() == 0:  # only the source itself is reachable
+            assert dense[i].sum() == 0
+            continue
+        expected /= expected.sum()
+        observed = dense[i] / dense[i].sum()
+        assert dense[i, i] == 0
+        np.testing.assert_allclose(observed, expected, atol=0.01)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_two_hop_walks_continue_through_the_source(weighted):
+    """restart 0, length 2: E[count_ij] = walks * (P + P @ P)_ij, source landings not counted."""
+    graph = _random_graph(8, 5, 14, seed=2, weighted=weighted)
+    p = _transition(graph)
+    walks = 100_000
+    dense = dense_visit_counts(graph, np.arange(8), walks, restart_prob=0.0, max_walk_length=2,
+                               seed=5)
+    expected = walks * (p + p @ p)
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(dense / walks, expected / walks, atol=0.01)
+
+
+def test_walk_lengths_are_truncated_geometric():
+    graph = _random_graph(50, 20, 200, seed=3, weighted=False)
+    walks, p, length = 2000, 0.4, 5
+    _, hops = _walk_topm(graph, np.arange(50), 5, walks, p, length, seed=0)
+    mean_len = sum((1 - p) ** k for k in range(length))  # P(walk has > k hops) = (1-p)^k
+    assert abs(hops / (50 * walks) - mean_len) < 0.02 * mean_len
+    _, hops = _walk_topm(graph, np.arange(50), 5, walks, 0.0, length, seed=0)
+    assert hops == 50 * walks * length
+    _, hops = _walk_topm(graph, np.arange(50), 5, walks, 1.0, length, seed=0)
+    assert hops == 50 * walks
+
+
+def test_deterministic_and_thread_independent():
+    graph = _random_graph(300, 80, 2000, seed=4, weighted=True)
+    sources = np.arange(graph.n_items)
+    args = (30, 50, 0.5, 6)
+    a = visit_counts_topm(graph, sources, *args, seed=11)
+    _assert_tables_equal(a, visit_counts_topm(graph, sources, *args, seed=11))
+    b = visit_counts_topm(graph, sources, *args, seed=12)
+    assert not np.array_equal(a.counts, b.counts)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = visit_counts_topm(graph, sources, *args, seed=11)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = visit_counts_topm(graph, sources, *args, seed=11)
+    finally:
+        numba.set_num_threads(before)
+    _assert_tables_equal(one, a)
+    _assert_tables_equal(many, a)
+    # a source's walks do not depend on which other sources share the call
+    subset = np.array([299, 5, 5, 120])
+    _assert_tables_equal(visit_counts_topm(graph, subset, *args, seed=11),
+                         VisitTable(a.items[subset], a.counts[subset]))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_dense_counts_agree_with_topm(weighted):
+    graph = _random_graph(200, 40, 600, seed=5, weighted=weighted, isolated=3)
+    sources = np.array([0, 7, 199, 42, 7, 198])
+    args = (40, 0.5, 8, 9)
+    m = 25
+    dense = dense_visit_counts(graph, sources, *args)
+    top = visit_counts_topm(graph, sources, m, *args)
+    assert dense.dtype == np.float32 and dense.shape == (len(sources), graph.n_items)
+    assert np.all(dense[np.arange(len(sources)), sources] == 0)
+    for k in range(len(sources)):
+        order = np.lexsort((np.arange(graph.n_items), -dense[k]))[:m]  # count desc, index asc
+        order = order[dense[k, order] > 0]
+        n = len(order)
+        np.testing.assert_array_equal(top.items[k, :n], order)
+        np.testing.assert_array_equal(top.counts[k, :n], dense[k, order].astype(np.int32))
+        assert np.all(top.items[k, n:] == -1) and np.all(top.counts[k, n:] == 0)
+    assert np.all(dense[-1] == 0)  # item 198 is isolated (sources[-1])
+    # ties exist in these counts, so the index tie-break above was actually exercised
+    assert any(len(np.unique(top.counts[k][top.counts[k] > 0])) < (top.counts[k] > 0).sum()
+               for k in range(len(sources)))
+
+
+def test_padding_weights_and_isolated_items():
+    # items 0-2 share context 0 (each other's only neighbours); items 3-9 a bigger component;
+    # item 10 has no edge at all
+    items = np.array([0, 1, 2] + [3, 4, 5, 6, 7, 8, 9, 3, 5, 7, 9])
+    contexts = np.array([0, 0, 0] + [1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3])
+    graph = build_graph(items, contexts, 11, 4)
+    top_t = 5
+    neighbors, visits = random_walk_neighbors(graph, WalkConfig(walks_per_item=100, top_t=top_t,
+                                                                seed=1))
+    n_real = neighbors.mask.sum(axis=1)
+    assert list(n_real[:3]) == [2, 2, 2]
+    assert np.all(n_real[3:10] == top_t)
+    assert n_real[10] == 0
+    assert neighbors.items.dtype == np.int32 and neighbors.weights.dtype == np.float32
+    assert np.all(neighbors.weights[~neighbors.mask] == 0)
+    assert np.all(neighbors.items[~neighbors.mask] == 0)
+    assert np.all(neighbors.weights[neighbors.mask] > 0)
+    np.testing.assert_allclose(neighbors.weights[:10].sum(axis=1), 1.0, rtol=1e-6)
+    assert neighbors.weights[10].sum() == 0
+    assert set(neighbors.items[0, :2]) == {1, 2}
+    assert np.all(visits.items[:3, 2:] == -1) and np.all(visits.counts[:3, 2:] == 0)
+    assert np.all(visits.items[10] == -1)
+    # weights are the counts, L1-normalised, best first
+    w = visits.counts[3, :top_t] / visits.counts[3, :top_t].sum()
+    np.testing.assert_allclose(neighbors.weights[3], w, rtol=1e-6)
+    assert np.all(np.diff(neighbors.weights[3]) <= 0)
+
+
+def test_hard_negative_depth_keeps_deeper_ranks():
+    graph = _random_graph(400, 60, 3000, seed=6, weighted=False)
+    config = WalkConfig(walks_per_item=100, top_t=8, seed=2)
+    neighbors, visits = random_walk_neighbors(graph, config, hard_negative_depth=60)
+    assert visits.items.shape == (400, 60) and neighbors.items.shape == (400, 8)
+    shallow = visit_counts_topm(graph, np.arange(400), 8, 100, config.restart_prob,
+                                config.max_walk_length, 2)
+    _assert_tables_equal(VisitTable(visits.items[:, :8], visits.counts[:, :8]), shallow)
+    again = neighbors_from_visits(visits, 8)
+    np.testing.assert_array_equal(again.items, neighbors.items)
+    assert (visits.items[:, 8:] >= 0).sum() > 0  # deeper ranks are really filled
+
+
+def test_neighbors_parquet_roundtrip(tmp_path):
+    graph = _random_graph(40, 10, 100, seed=7, weighted=True, isolated=2)
+    neighbors, _ = random_walk_neighbors(graph, WalkConfig(walks_per_item=30, top_t=6))
+    item_ids = np.array([f"movie-{i}" for i in range(40)])
+    path = tmp_path / "out" / "neighbors.parquet"
+    neighbors.save(path, item_ids)
+    assert [p.name for p in path.parent.iterdir()] == ["neighbors.parquet"]  # no temp left over
+
+    table = pq.read_table(path)
+    assert table.column_names == ["item_id", "neighbors", "neighbor_ids", "weights"]
+    assert table.schema.field("item_id").type == pa.string()
+    assert table.schema.field("neighbors").type == pa.list_(pa.int32(), 6)
+    assert table.schema.field("weights").type == pa.list_(pa.float32(), 6)
+    assert table.schema.field("neighbor_ids").type == pa.list_(pa.string())
+    ids = table.column("neighbor_ids").to_pylist()
+    for i in range(40):
+        assert ids[i] == list(item_ids[neighbors.items[i][neighbors.mask[i]]])
+    assert ids[-1] == []
+
+    loaded = Neighbors.load(path)
+    np.testing.assert_array_equal(loaded.items, neighbors.items)
+    np.testing.assert_array_equal(loaded.weights, neighbors.weights)
+    np.testing.assert_array_equal(loaded.mask, neighbors.mask)
+    assert loaded.items.dtype == np.int32 and loaded.weights.dtype == np.float32
+    assert loaded.mask.dtype == bool
+
+
+def test_invalid_arguments():
+    graph = _random_graph(10, 4, 20, seed=8, weighted=False)
+    with pytest.raises(ValueError):
+        visit_counts_topm(graph, np.array([10]), 3, 10, 0.5, 4, 0)
+    with pytest.raises(ValueError):
+        visit_counts_topm(graph, np.arange(3), 3, 10, 1.5, 4, 0)
+    with pytest.raises(ValueError):
+        dense_visit_counts(graph, np.arange(3), 10, 0.5, 0, 0)
+    bad = Neighbors(np.zeros((1, 3), np.int32), np.zeros((1, 3), np.float32),
+                    np.array([[False, True, False]]))
+    with pytest.raises(ValueError):
+        bad.save("unused.parquet", np.array(["a"]))
