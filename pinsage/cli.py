@@ -28,6 +28,11 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--workers", type=int, default=None, help="minibatch producer processes")
     p.add_argument("--max-timestamp", type=int, default=None, help="train on interactions up to this unix time")
+    p.add_argument("--vgg-weights", default=None, metavar="PATH",
+                   help="local torchvision vgg16 weights file (vgg16-397923af.pth) for 4,096-d visual "
+                        "features of items with an image_path; never downloaded; without it: no visual features")
+    p.add_argument("--word2vec-vectors", default=None, metavar="PATH",
+                   help="pretrained word vectors (word2vec format; *.bin = binary) instead of training word2vec")
 
 
 def config_from_args(args, out: str):
@@ -38,9 +43,11 @@ def config_from_args(args, out: str):
     for value, obj, name in ((args.epochs, cfg.train, "epochs"), (args.top_t, cfg.walks, "top_t"),
                              (args.walks_per_item, cfg.walks, "walks_per_item"),
                              (args.hidden_dim, cfg.model, "hidden_dim"), (args.output_dim, cfg.model, "output_dim"),
-                             (args.layers, cfg.model, "n_layers"), (args.layers, cfg.train.sampler, "n_layers"),
+                             (args.layers, cfg.model, "n_layers"),
                              (args.learning_rate, cfg.train, "learning_rate"),
-                             (args.workers, cfg.train, "num_workers")):
+                             (args.workers, cfg.train, "num_workers"),
+                             (args.vgg_weights, cfg.features, "vgg_weights"),
+                             (args.word2vec_vectors, cfg.features, "word2vec_vectors")):
         if value is not None:
             setattr(obj, name, value)
     return cfg
@@ -52,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run the whole pipeline on one machine")
     add_config_arguments(run)
     run.add_argument("--out", required=True, help="run directory for every artifact")
+    exp = sub.add_parser("experiment", help="paper Table 1 / Table 4 over several seeds, with bootstrap")
+    add_config_arguments(exp)
+    exp.add_argument("--out", required=True)
+    exp.add_argument("--seeds", type=int, default=3)
+    exp.add_argument("--t-values", default="10,20,50", help="comma-separated T values for Table 4")
     args = parser.parse_args(argv)
 
     from .dataset import DatasetError
@@ -65,4 +77,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
         _log(f"done: metrics in {Path(args.out) / 'metrics.json'}")
+    elif args.command == "experiment":
+        from .experiment import run_experiment
+
+        cfg = config_from_args(args, args.out)
+        t_values = tuple(int(t) for t in args.t_values.split(",") if t)
+        try:
+            run_experiment(cfg, args.seeds, log=_log, t_values=t_values)
+        except DatasetError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        _log(f"done: {Path(args.out) / 'experiment.md'}")
     return 0

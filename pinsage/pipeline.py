@@ -12,7 +12,7 @@ in-process for ``python -m pinsage run``.
     out/train/        last.pt (resumable checkpoint), model.pt, model_config.json, history.json
     out/embeddings/   part-*.parquet, manifest.json
     out/index/        index.faiss, ids.parquet, manifest.json
-    out/metrics.json, out/metrics.md
+    out/metrics.json, out/metrics.md, out/ranks.parquet (per-pair ranks of every method)
 """
 
 from __future__ import annotations
@@ -153,8 +153,12 @@ def features(cfg: PipelineConfig, log: Log = print) -> dict:
     t0 = time.perf_counter()
     items = pq.read_table(_out(cfg, "prepare", "items.parquet")).to_pandas()
     degree = np.bincount(_train_table(cfg)["item"].to_numpy(), minlength=len(items))
+    fcfg = cfg.features  # VGG16 runs where training does unless features.device says otherwise
+    if fcfg.device == "auto":
+        fcfg = dataclasses.replace(fcfg, device=cfg.train.device)
     table, manifest = build_features(items["item_id"].to_numpy(), items["title"], items["text"], degree,
-                                     cfg.features)
+                                     fcfg, image_paths=items.get("image_path"),
+                                     image_root=_summary(cfg)["dataset"], log=log)
     path = save_features(_out(cfg, "features"), table, manifest)
     log(f"features: {table.num_rows} items x {feature_matrix(table).shape[1]} dims "
         f"({', '.join(manifest['columns'])}) in {time.perf_counter() - t0:.1f}s")
@@ -272,11 +276,15 @@ def evaluate(cfg: PipelineConfig, log: Log = print) -> dict:
     }
     if "visual" in blocks:
         scorers["visual"] = baselines.annotation(blocks["visual"])
-    result = {}
+    result, rank_tables = {}, []
     for split_name in ("test", "valid"):
         q, t = _pairs(cfg, split_name)
-        result[split_name] = (len(q), {name: metrics_from_ranks(evaluate_scorer(fn, q, t))
-                                       for name, fn in scorers.items()})
+        ranks = {name: evaluate_scorer(fn, q, t) for name, fn in scorers.items()}
+        result[split_name] = (len(q), {name: metrics_from_ranks(r) for name, r in ranks.items()})
+        rank_tables.append(pd.DataFrame({"split": split_name, "query": q, "target": t, **ranks}))
+    # Per-pair ranks: what paired bootstrap comparisons between methods and runs resample.
+    write_table(_out(cfg, "ranks.parquet"),
+                pa.Table.from_pandas(pd.concat(rank_tables, ignore_index=True), preserve_index=False))
     n_test, test = result["test"]
     n_valid, valid = result["valid"]
     metrics = {"n_pairs": n_test, "methods": test, "validation": {"n_pairs": n_valid, "methods": valid}}
@@ -284,7 +292,8 @@ def evaluate(cfg: PipelineConfig, log: Log = print) -> dict:
     table = (markdown_table(test, n_test, "Test") + "\n" + markdown_table(valid, n_valid, "Validation"))
     write_text(_out(cfg, "metrics.md"), table)
     log(f"evaluate: {len(scorers)} methods in {time.perf_counter() - t0:.1f}s\n\n{table}")
-    return {"metrics": str(_out(cfg, "metrics.json")), "metrics_table": str(_out(cfg, "metrics.md"))}
+    return {"metrics": str(_out(cfg, "metrics.json")), "metrics_table": str(_out(cfg, "metrics.md")),
+            "ranks": str(_out(cfg, "ranks.parquet"))}
 
 
 STAGES: dict[str, Callable[..., dict]] = {

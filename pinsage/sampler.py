@@ -115,7 +115,6 @@ class SamplerConfig:
     hard_negatives: bool = True  # curriculum: epoch e adds e-1 hard negatives per query (paper)
     max_hard_negatives: int = 6  # cap for long runs (the paper trains few epochs)
     positive_window: int = 3  # engagement steps counted as "one after the other"
-    n_layers: int = 2  # K
 
 
 class MinibatchProducer(torch.utils.data.IterableDataset):
@@ -127,7 +126,7 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
 
     def __init__(self, pairs: np.ndarray, features: np.ndarray, neighbors: Neighbors,
                  visits: VisitTable | None, config: SamplerConfig, epoch: int, seed: int,
-                 candidate_items: np.ndarray):
+                 candidate_items: np.ndarray, n_layers: int):
         super().__init__()
         self.pairs = pairs
         self.features = features
@@ -137,6 +136,7 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
         self.epoch = epoch
         self.seed = seed
         self.candidates = candidate_items
+        self.n_layers = n_layers  # K of the model: the computation graph has K hops
         self.n_batches = math.ceil(len(pairs) / config.batch_size)
         self.band = hard_negative_band(len(features))
 
@@ -169,7 +169,7 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
                 else np.zeros((len(queries), 0), dtype=np.int64))
         wanted = np.concatenate([queries, positives, negatives, hard.reshape(-1)])
         targets, inverse = np.unique(wanted, return_inverse=True)
-        input_nodes, blocks = computation_graph(targets, self.neighbors, self.config.n_layers)
+        input_nodes, blocks = computation_graph(targets, self.neighbors, self.n_layers)
         nq, nn_ = len(queries), len(negatives)
         return {
             "x": torch.from_numpy(self.features[input_nodes]),  # (N_0, F)

@@ -140,7 +140,7 @@ def train_model(model: PinSage, pairs_fn: Callable[[int], np.ndarray], features:
         t0 = time.perf_counter()
         pairs = pairs_fn(epoch)
         producer = MinibatchProducer(pairs, features, neighbors, visits, sampler_cfg, epoch,
-                                     config.seed, candidate_items)
+                                     config.seed, candidate_items, model.config.n_layers)
         loader = torch.utils.data.DataLoader(
             producer, batch_size=None, collate_fn=collate_identity, num_workers=config.num_workers,
             pin_memory=device.type == "cuda", prefetch_factor=4 if config.num_workers else None,
