@@ -40,9 +40,9 @@ def test_run_all_writes_every_artifact_and_sensible_metrics(tmp_path):
     assert metrics["n_pairs"] == 120 and metrics["validation"]["n_pairs"] == 120
     for m in metrics["methods"].values():
         assert set(m) == {"mrr", "hr@10", "hr@50", "hr@100"} and 0 < m["mrr"] <= 1
-    # 59 candidates, half of them in the target's community: a model that learned the communities
-    # ranks targets far above chance (random MRR ~ 0.08).
-    assert metrics["methods"]["pinsage"]["mrr"] > 0.12
+    # 59 candidates: a random ranking has MRR ~ H(59)/59 ~ 0.08; perfect community separation with
+    # random order inside the community ~ H(29)/29 ~ 0.14.
+    assert metrics["methods"]["pinsage"]["mrr"] > 0.1
     assert metrics["methods"]["pinsage"]["hr@10"] > metrics["methods"]["popularity"]["hr@10"]
     assert (out / "metrics.md").read_text().count("| pinsage |") == 2
     shards = sorted((out / "embeddings").glob("part-*.parquet"))
@@ -50,6 +50,14 @@ def test_run_all_writes_every_artifact_and_sensible_metrics(tmp_path):
     assert table.schema.field("embedding").type.list_size == 8
     assert table.column("item_id").type == "string"
     assert (out / "index" / "index.faiss").exists() and (out / "index" / "ids.parquet").exists()
+    # the learned embeddings separate the two communities: nearest items share the community
+    from pinsage.export import read_embeddings
+    _, emb = read_embeddings(out / "embeddings")
+    sims = emb @ emb.T
+    np.fill_diagonal(sims, -np.inf)
+    top = np.argsort(-sims, axis=1)[:, :10]
+    same = (top < 30) == (np.arange(60)[:, None] < 30)
+    assert same.mean() > 0.9
     # neighbourhoods stay inside each item's community
     nbrs = Neighbors.load(out / "neighbors" / "neighbors.parquet")
     for i in range(60):
