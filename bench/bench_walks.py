@@ -1,6 +1,6 @@
 """Random-walk throughput on a synthetic power-law bipartite graph.
 
-    python bench/bench_walks.py --items 100000 --contexts 50000 --edges 2000000 --top-t 50 --threads 2
+    python bench/bench_walks.py --items 100000 --contexts 50000 --edges 2000000 --threads 2
 
 One walk step = one item -> context -> item hop. The timed region is the whole
 ``visit_counts_topm`` call over every item (walking, visit counting and top-T selection); numba is

@@ -1,9 +1,10 @@
 """Seeded synthetic power-law bipartite graphs and item features for benchmarks.
 
-Item and context popularity follow a (truncated, continuous) Zipf law: the r-th most popular node of a
-side is drawn with probability ~ r^-alpha. Edges are i.i.d. (item, context) draws; popularity ranks are
-mapped to node indices through a random permutation, so popular nodes are scattered over the index
-range (as in real catalogues) rather than packed at low indices, which would flatter cache locality.
+Item and context popularity follow a (truncated, continuous) Zipf law: the r-th most popular node
+of a side is drawn with probability ~ r^-alpha. Edges are i.i.d. (item, context) draws; popularity
+ranks are mapped to node indices through a random permutation, so popular nodes are scattered over
+the index range (as in real catalogues) rather than packed at low indices, which would flatter
+cache locality.
 
 Duplicate (item, context) pairs are removed and topped up with fresh draws for a few rounds, so the
 graph has exactly ``n_edges`` distinct edges unless the two popularity laws make that many distinct
@@ -87,8 +88,8 @@ def synthetic_graph(n_items: int, n_contexts: int, n_edges: int, seed: int = 0,
                     weighted: bool = False) -> BipartiteGraph:
     """:func:`power_law_bipartite` as a :class:`BipartiteGraph`.
 
-    ``weighted=True`` attaches log-normal edge weights (median 1, a few heavy edges), which sends the
-    random walks down the cumulative-weight sampling path.
+    ``weighted=True`` attaches log-normal edge weights (median 1, a few heavy edges), which sends
+    the random walks down the cumulative-weight sampling path.
     """
     items, contexts = power_law_bipartite(n_items, n_contexts, n_edges, seed, alpha, context_alpha)
     weights = None

@@ -151,16 +151,23 @@ def test_deterministic_and_thread_independent():
                          VisitTable(a.items[subset], a.counts[subset]))
 
 
-@pytest.mark.parametrize("weighted", [False, True])
-def test_dense_counts_agree_with_topm(weighted):
-    graph = _random_graph(200, 40, 600, seed=5, weighted=weighted, isolated=3)
-    sources = np.array([0, 7, 199, 42, 7, 198])
-    args = (40, 0.5, 8, 9)
-    m = 25
+@pytest.mark.parametrize("weighted,walks,m", [
+    (False, 40, 25),  # mostly counts 1-3: many ties at the rank-m count, cut by item index
+    (True, 40, 25),
+    (False, 40, 3),
+    (False, 3000, 25),  # counts far above the selection histogram's cap
+    (True, 40, 1000),  # m above the number of visited items: padded rows
+])
+def test_dense_counts_agree_with_topm(weighted, walks, m):
+    graph = _random_graph(1500, 300, 4000, seed=5, weighted=weighted, isolated=3)
+    sources = np.array([0, 7, 1499, 42, 7, 800, 1498])
+    args = (walks, 0.5, 8, 9)
     dense = dense_visit_counts(graph, sources, *args)
     top = visit_counts_topm(graph, sources, m, *args)
     assert dense.dtype == np.float32 and dense.shape == (len(sources), graph.n_items)
+    assert top.items.shape == top.counts.shape == (len(sources), m)
     assert np.all(dense[np.arange(len(sources)), sources] == 0)
+    ties_cut = False
     for k in range(len(sources)):
         order = np.lexsort((np.arange(graph.n_items), -dense[k]))[:m]  # count desc, index asc
         order = order[dense[k, order] > 0]
@@ -168,10 +175,12 @@ def test_dense_counts_agree_with_topm(weighted):
         np.testing.assert_array_equal(top.items[k, :n], order)
         np.testing.assert_array_equal(top.counts[k, :n], dense[k, order].astype(np.int32))
         assert np.all(top.items[k, n:] == -1) and np.all(top.counts[k, n:] == 0)
-    assert np.all(dense[-1] == 0)  # item 198 is isolated (sources[-1])
-    # ties exist in these counts, so the index tie-break above was actually exercised
-    assert any(len(np.unique(top.counts[k][top.counts[k] > 0])) < (top.counts[k] > 0).sum()
-               for k in range(len(sources)))
+        if n == m:
+            ties_cut |= bool((dense[k] == dense[k, order[-1]]).sum() > (top.counts[k] ==
+                                                                       top.counts[k, -1]).sum())
+    assert np.all(dense[-1] == 0) and np.all(top.items[-1] == -1)  # item 1498 is isolated
+    if m < 100:  # the tie-break by index was really exercised
+        assert ties_cut
 
 
 def test_padding_weights_and_isolated_items():
