@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from . import baselines
 from .adapters import resolve_dataset_dir
@@ -217,6 +218,7 @@ def train(cfg: PipelineConfig, log: Log = print, on_epoch_end=None) -> dict:
         return pairs[rng.permutation(len(pairs))]
 
     vq, vt = _pairs(cfg, "valid")
+    torch.manual_seed(cfg.train.seed)  # the initial weights are part of what a seed reproduces
     model = build_model(cfg, feats)
     d = _out(cfg, "train")
     model, state = train_model(
@@ -231,7 +233,8 @@ def train(cfg: PipelineConfig, log: Log = print, on_epoch_end=None) -> dict:
 
 
 def export(cfg: PipelineConfig, log: Log = print, model_dir: str | None = None) -> dict:
-    from .export import export_embeddings, write_embeddings
+    from .embeddings import write_embeddings
+    from .export import export_embeddings
 
     t0 = time.perf_counter()
     feats, nbrs = _load_inputs(cfg)
@@ -244,7 +247,7 @@ def export(cfg: PipelineConfig, log: Log = print, model_dir: str | None = None) 
 
 
 def index(cfg: PipelineConfig, log: Log = print) -> dict:
-    from .export import read_embeddings
+    from .embeddings import read_embeddings
 
     ids, emb = read_embeddings(_out(cfg, "embeddings"))
     idx = build_index(emb, cfg.index)
@@ -257,7 +260,7 @@ def index(cfg: PipelineConfig, log: Log = print) -> dict:
 # Stage 8: evaluate PinSage and the baselines under full ranking
 
 def evaluate(cfg: PipelineConfig, log: Log = print) -> dict:
-    from .export import read_embeddings
+    from .embeddings import read_embeddings
 
     t0 = time.perf_counter()
     ids, emb = read_embeddings(_out(cfg, "embeddings"))

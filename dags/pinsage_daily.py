@@ -1,0 +1,192 @@
+"""
+### pinsage_daily: retrain PinSage, record everything in MLflow, gate the `champion` alias
+
+```
+prepare ─┬─ features ───────────────┐
+         └─ graph ── neighbours ────┴─ train ── export ── index ── evaluate ── register
+```
+
+* **prepare** opens the run: a run directory keyed by the Airflow run id, `config.json`, and one
+  MLflow run tagged with the DAG id, run id, logical date, git commit and the data's sha256.
+  A scheduled (or backfill) run trains on the interactions up to its data interval's end, so a
+  backfill of a past date sees what that day's run saw; a triggered run sees all the data unless
+  `max_timestamp` is set.
+* **features**, **graph**, **neighbours**, **train**, **export**, **index**, **evaluate** run
+  the `pinsage` stages and log their outputs as artifacts (per-epoch loss and validation MRR as
+  metric histories).
+* **export** is handed the model URI the train step logged (`runs:/<id>/checkpoint`); the index
+  is built over those embeddings and records which model it came from.
+* **register** logs the pyfunc recommender (network + embeddings + faiss index + titles) as a new
+  version of the registered model (`model_name`, default `pinsage`). The alias `champion` moves to
+  it only if its validation MRR beats the champion's by more than `promotion_margin`; otherwise the
+  version is tagged `pinsage.promotion=rejected` with `pinsage.promotion_reason`.
+  Consumers load `models:/pinsage@champion`.
+
+Trigger with a config from the UI's form or the REST API (`conf` overrides any parameter;
+`overrides` takes dotted `PipelineConfig` keys, e.g. `{"features.word2vec_dim": 64}`).
+`engine` = `ray` (with `ray_address`) is the coming seam for running the heavy steps on a Ray
+cluster; today only `local` runs.
+
+This file only wires tasks: it imports no torch, faiss, mlflow or pandas and touches no database,
+network or GPU when parsed. The steps live in `tasks/` and also run from the command line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+DAG_ID = "pinsage_daily"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+PARAMS = {
+    "data": Param("data/ml-latest-small", type="string", minLength=1, title="Dataset path",
+                  description="Dataset directory (the dataset contract, or a MovieLens directory). Relative "
+                              "paths are resolved against the project root (or $PINSAGE_DATA_ROOT)."),
+    "epochs": Param(8, type="integer", minimum=1, maximum=200, title="Epochs",
+                    description="Training epochs; the epoch with the best validation MRR is kept."),
+    "hidden_dim": Param(256, type="integer", minimum=4, maximum=8192, title="Hidden dimension",
+                        description="Width of the convolutions (paper: 2048)."),
+    "output_dim": Param(128, type="integer", minimum=2, maximum=4096, title="Output dimension",
+                        description="Embedding size (paper: 1024)."),
+    "top_t": Param(20, type="integer", minimum=1, maximum=500, title="T (neighbours per item)",
+                   description="Importance neighbours kept per item from the random walks (paper: 50)."),
+    "walks_per_item": Param(200, type="integer", minimum=1, maximum=100_000, title="Walks per item",
+                            description="Random walks with restart started from every item."),
+    "learning_rate": Param(0.003, type="number", exclusiveMinimum=0, maximum=1, title="Learning rate",
+                           description="Peak Adam learning rate after warm-up."),
+    "seed": Param(0, type="integer", minimum=0, maximum=2**31 - 1, title="Seed",
+                  description="One seed for every random stage (features, walks, training, split)."),
+    "device": Param("auto", type="string", enum=["auto", "cpu", "cuda"], title="Device",
+                    description="Training device: auto picks CUDA when torch sees a GPU."),
+    "vgg_weights": Param(None, type=["null", "string"], title="VGG16 weights file",
+                         description="Local path (visible to the workers) of torchvision's vgg16-397923af.pth; "
+                                     "never downloaded. Empty: no visual features."),
+    "promotion_margin": Param(0.0, type="number", minimum=0, maximum=1, title="Promotion margin",
+                              description="The new version takes the 'champion' alias only if its validation "
+                                          "MRR exceeds the champion's by more than this (absolute MRR)."),
+    "max_timestamp": Param(None, type=["null", "integer"], minimum=0, title="As of (unix seconds)",
+                           description="Train on interactions with timestamp <= this. Empty: scheduled runs "
+                                       "use their data interval's end, triggered runs use all the data."),
+    "model_name": Param("pinsage", type="string", pattern="^[A-Za-z0-9_.-]+$", title="Registered model",
+                        description="MLflow registered model that receives the new version."),
+    "experiment": Param("pinsage", type="string", minLength=1, title="MLflow experiment",
+                        description="MLflow experiment that holds the run."),
+    "engine": Param("local", type="string", enum=["local", "ray"], title="Engine",
+                    description="Where the heavy steps run. 'local': in the Airflow worker. 'ray': coming "
+                                "(neighbourhoods, export and batch work on a Ray cluster); refused for now."),
+    "ray_address": Param("", type="string", title="Ray address",
+                         description="Ray cluster address for engine 'ray' (coming), e.g. ray://head:10001."),
+    "overrides": Param({}, type="object", title="Advanced overrides",
+                       description="Dotted PipelineConfig keys, e.g. {\"features.word2vec_dim\": 64, "
+                                   "\"train.sampler.batch_size\": 256}."),
+}
+
+DEFAULT_ARGS = {
+    "owner": "pinsage",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=10),
+    "execution_timeout": timedelta(hours=1),
+}
+
+
+def _run_step(step: str, *args, **kwargs) -> dict:
+    """Import the step at run time (never at parse time) and run it; bad input fails without retries.
+
+    Returns the step's references plus ``ref`` (the run reference) for the downstream tasks.
+    """
+    if str(PROJECT_ROOT) not in sys.path:
+        sys.path.insert(0, str(PROJECT_ROOT))
+    from airflow.sdk.exceptions import AirflowFailException
+
+    common = importlib.import_module("tasks.common")
+    module = importlib.import_module(f"tasks.{step}")
+    try:
+        result = module.run(*args, **kwargs)
+    except common.permanent_errors() as err:
+        raise AirflowFailException(f"{type(err).__name__}: {err}") from err
+    ref = result if step == "prepare" else args[0]
+    return dict(result, ref={k: v for k, v in ref.items() if k != "ref"})
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if hasattr(value, "isoformat") else (str(value) if value else None)
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule="@daily",
+    start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,  # the champion gate compares against the champion of the previous run
+    max_active_tasks=2,
+    dagrun_timeout=timedelta(hours=12),
+    default_args=DEFAULT_ARGS,
+    params=PARAMS,
+    tags=["pinsage", "recommender", "mlflow", "training"],
+    doc_md=__doc__,
+)
+def pinsage_daily():
+    @task(execution_timeout=timedelta(minutes=30))
+    def prepare() -> dict:
+        ctx = get_current_context()
+        params = {k: ctx["params"][k] for k in ctx["params"]}
+        dag_run = ctx["dag_run"]
+        run_type = getattr(dag_run, "run_type", None)
+        run_type = getattr(run_type, "value", run_type)
+        return _run_step("prepare", params, run_key=ctx["run_id"], dag_id=DAG_ID,
+                         logical_date=_iso(ctx.get("logical_date")), run_type=str(run_type) if run_type else None,
+                         data_interval_end=_iso(ctx.get("data_interval_end")))
+
+    # Every task returns its step's references plus the run reference, so each task depends only on
+    # the tasks whose outputs it reads.
+    @task(execution_timeout=timedelta(hours=1))
+    def features(prepared: dict) -> dict:
+        return _run_step("features", prepared, prepare_dir=prepared["prepare_dir"])
+
+    @task(execution_timeout=timedelta(minutes=30))
+    def graph(prepared: dict) -> dict:
+        return _run_step("graph", prepared, prepare_dir=prepared["prepare_dir"])
+
+    @task(execution_timeout=timedelta(hours=2))
+    def neighbours(graph_out: dict) -> dict:
+        return _run_step("neighbours", graph_out["ref"], graph=graph_out["graph"])
+
+    @task(execution_timeout=timedelta(hours=6))
+    def train(features_out: dict, neighbours_out: dict) -> dict:
+        return _run_step("train", features_out["ref"], features=features_out["features"],
+                         neighbors=neighbours_out["neighbors"])
+
+    @task(execution_timeout=timedelta(hours=2))
+    def export(train_out: dict) -> dict:
+        return _run_step("export", train_out["ref"], model_uri=train_out["model_uri"])
+
+    @task(execution_timeout=timedelta(hours=1))
+    def index(export_out: dict) -> dict:
+        return _run_step("index", export_out["ref"], embeddings_dir=export_out["embeddings_dir"],
+                         model_uri=export_out["model_uri"], model_sha256=export_out["model_sha256"])
+
+    @task(execution_timeout=timedelta(hours=2))
+    def evaluate(index_out: dict) -> dict:
+        return _run_step("evaluate", index_out["ref"], embeddings_dir=index_out["embeddings_dir"],
+                         index_dir=index_out["index_dir"])
+
+    @task(execution_timeout=timedelta(minutes=30))
+    def register(index_out: dict, evaluate_out: dict) -> dict:
+        return _run_step("register", index_out["ref"], model_uri=index_out["model_uri"],
+                         embeddings_dir=index_out["embeddings_dir"], index_dir=index_out["index_dir"],
+                         metrics=evaluate_out["metrics"])
+
+    prepared = prepare()
+    trained = train(features(prepared), neighbours(graph(prepared)))
+    indexed = index(export(trained))
+    register(indexed, evaluate(indexed))
+
+
+pinsage_daily()

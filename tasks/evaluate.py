@@ -1,0 +1,59 @@
+"""Step 8, evaluate: MRR and HR@K on the held-out pairs for PinSage and the baselines.
+
+Logs ``metrics.json`` and the metrics table ``metrics.md`` as artifacts and every figure as an
+MLflow metric: ``validation_mrr`` / ``test_mrr`` (PinSage), and ``{valid,test}.{method}.{mrr,hr_at_K}``.
+
+    python -m tasks.evaluate --run-dir RUN_DIR
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from . import common
+
+
+def metric_values(metrics: dict) -> dict[str, float]:
+    out = {}
+    for split, block in (("test", metrics), ("valid", metrics["validation"])):
+        for method, values in block["methods"].items():
+            for name, value in values.items():
+                out[f"{split}.{method}.{name.replace('@', '_at_')}"] = float(value)
+    out["validation_mrr"] = float(metrics["validation"]["methods"]["pinsage"]["mrr"])
+    out["test_mrr"] = float(metrics["methods"]["pinsage"]["mrr"])
+    return out
+
+
+def run(ref: dict, embeddings_dir: str | None = None, index_dir: str | None = None) -> dict:
+    from pinsage import pipeline
+
+    cfg = common.load_config(ref)
+    out = Path(cfg.out)
+    common.same_path(embeddings_dir or out / "embeddings", out / "embeddings", "embeddings")
+    common.same_path(index_dir or out / "index", out / "index", "index")
+    rid = ref["mlflow_run_id"]
+    with common.step(ref, "evaluate") as c:
+        result = pipeline.evaluate(cfg, log=common.stage_logger("evaluate"))
+        metrics = json.loads(Path(result["metrics"]).read_text())
+        values = metric_values(metrics)
+        if not math.isfinite(values["validation_mrr"]):
+            raise ValueError(f"validation MRR is {values['validation_mrr']}: the evaluation failed")
+        common.log_metrics(c, rid, values)
+        common.log_artifacts(c, rid, result["metrics"])
+        common.log_artifacts(c, rid, result["metrics_table"])
+        if result.get("ranks"):  # per-pair ranks of every method (paired comparisons across runs)
+            common.log_artifacts(c, rid, result["ranks"])
+    result = {"metrics": result["metrics"], "metrics_table": result["metrics_table"],
+              "ranks": result.get("ranks"), "validation_mrr": values["validation_mrr"], "test_mrr": values["test_mrr"]}
+    common.write_step_record(ref, "evaluate", result)
+    return result
+
+
+def main(argv=None) -> int:
+    return common.cli_main(run, common.cli_parser(__doc__), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,205 @@
+"""Step 9, register: log the recommender, register a model version, and gate the ``champion`` alias.
+
+The version's artifacts are exactly what was evaluated: the model fetched from the handed
+``model_uri``, the embeddings exported from it and the index built over them (checked through their
+``source.json``). The version is tagged ``pinsage.promotion=candidate`` when it is created; then the
+gate decides:
+
+* no champion yet -> the version becomes ``champion``;
+* its validation MRR beats the champion's by more than ``promotion_margin`` -> ``champion`` moves;
+* otherwise the alias stays and the version is tagged ``pinsage.promotion=rejected`` with
+  ``pinsage.promotion_reason`` saying why.
+
+A missing or non-finite validation MRR never moves the alias. Aliases and tags only; no stages.
+Re-running the step finds the version it already registered for this MLflow run (no duplicate) and
+keeps the decision already recorded on it.
+
+    python -m tasks.register --run-dir RUN_DIR
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+from . import common
+
+CHAMPION = "champion"
+MODEL_ARTIFACT = "model"
+log = logging.getLogger("pinsage.tasks.register")
+
+
+def _mrr(value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return v
+
+
+def champion_version(c, name: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return c.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def champion_mrr(c, mv) -> float:
+    mrr = _mrr(mv.tags.get("validation_mrr"))
+    if not math.isfinite(mrr) and mv.run_id:
+        mrr = _mrr(c.get_run(mv.run_id).data.metrics.get("validation_mrr"))
+    return mrr
+
+
+def gate(c, name: str, version: str, candidate_mrr, margin: float) -> tuple[bool, str]:
+    """Decide and apply: move ``champion`` to ``version`` or tag why not. Returns (promoted, reason)."""
+    version = str(version)
+    mv = c.get_model_version(name, version)
+    decided = mv.tags.get("pinsage.promotion")
+    if decided in ("champion", "rejected"):  # a retry keeps the decision already taken
+        return decided == "champion", mv.tags.get("pinsage.promotion_reason", "")
+    mrr = _mrr(candidate_mrr)
+    champ = champion_version(c, name)
+    if champ is not None and str(champ.version) == version:
+        promoted, reason = True, f"version {version} is already {CHAMPION}"
+    elif not math.isfinite(mrr):
+        promoted, reason = False, (f"no valid evaluation (validation MRR {candidate_mrr!r}): "
+                                   f"{CHAMPION} never moves without one")
+    elif champ is None:
+        promoted, reason = True, f"first evaluated version (validation MRR {mrr:.4f}): no {CHAMPION} yet"
+    else:
+        cm = champion_mrr(c, champ)
+        if not math.isfinite(cm):
+            promoted, reason = True, (f"validation MRR {mrr:.4f}; {CHAMPION} version {champ.version} has no "
+                                      "recorded validation MRR")
+        elif mrr > cm + margin:
+            promoted, reason = True, (f"validation MRR {mrr:.4f} beats {CHAMPION} version {champ.version} "
+                                      f"({cm:.4f}) by more than the margin {margin:g}")
+        else:
+            promoted, reason = False, (f"validation MRR {mrr:.4f} does not beat {CHAMPION} version "
+                                       f"{champ.version} ({cm:.4f}) by more than the margin {margin:g}")
+    if promoted:
+        c.set_registered_model_alias(name, CHAMPION, version)
+        if champ is not None and str(champ.version) != version:
+            c.set_model_version_tag(name, str(champ.version), "pinsage.replaced_by", version)
+    c.set_model_version_tag(name, version, "pinsage.promotion_reason", reason)
+    c.set_model_version_tag(name, version, "pinsage.promotion", "champion" if promoted else "rejected")
+    log.info("gate: version %s %s: %s", version, "promoted" if promoted else "not promoted", reason)
+    return promoted, reason
+
+
+def existing_version(c, name: str, run_id: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = c.search_model_versions(f"name = '{common.sql_quote(name)}' and run_id = '{run_id}'")
+    except MlflowException:
+        return None
+    return sorted(found, key=lambda v: int(v.version))[0] if found else None
+
+
+def _first_item(out: Path) -> str:
+    import pyarrow.parquet as pq
+
+    return str(pq.read_table(out / "prepare" / "items.parquet", columns=["item_id"]).column(0)[0])
+
+
+def _ready(model_id: str) -> bool:
+    import mlflow
+    from mlflow.entities import LoggedModelStatus
+
+    try:
+        return mlflow.get_logged_model(model_id).status == LoggedModelStatus.READY
+    except Exception:
+        return False
+
+
+def _ensure_registered_model(c, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        c.get_registered_model(name)
+    except MlflowException:
+        try:
+            c.create_registered_model(name, description=(
+                "PinSage related-items recommender (pyfunc): predict on a DataFrame with item_id "
+                f"(and optional k). The alias '{CHAMPION}' marks the version in service."))
+        except MlflowException:
+            c.get_registered_model(name)  # created concurrently
+
+
+def run(ref: dict, model_uri: str | None = None, embeddings_dir: str | None = None,
+        index_dir: str | None = None, metrics: str | None = None) -> dict:
+    import mlflow
+
+    from . import mlflow_model
+
+    cfg = common.load_config(ref)
+    out = Path(cfg.out)
+    settings = ref["settings"]
+    name, margin = settings["model_name"], float(settings["promotion_margin"])
+    rid = ref["mlflow_run_id"]
+    if model_uri is None or index_dir is None or embeddings_dir is None:
+        rec = common.read_step_record(ref, "index")
+        model_uri, index_dir = model_uri or rec["model_uri"], index_dir or rec["index_dir"]
+        embeddings_dir = embeddings_dir or rec["embeddings_dir"]
+    metrics = metrics or str(out / "metrics.json")
+    m = json.loads(common.require(metrics, "metrics").read_text())
+    validation_mrr = _mrr(m.get("validation", {}).get("methods", {}).get("pinsage", {}).get("mrr"))
+    test_mrr = _mrr(m.get("methods", {}).get("pinsage", {}).get("mrr"))
+
+    emb = common.same_path(embeddings_dir, out / "embeddings", "embeddings")
+    idx = common.same_path(index_dir, out / "index", "index")
+    model_dir = out / "export" / "model"
+    sha = common.sha256_file(common.require(model_dir / "model.pt", "exported model"))
+    for what, d in (("embeddings", emb), ("index", idx)):
+        src = json.loads(common.require(d / "source.json", f"{what} source").read_text())
+        if (src["model_uri"], src["model_sha256"]) != (model_uri, sha):
+            raise ValueError(f"the {what} in {d} were built from {src}, not from {model_uri} "
+                             f"(sha256 {sha}); re-run export and index")
+
+    with common.step(ref, "register") as c:
+        _ensure_registered_model(c, name)
+        mv = existing_version(c, name, rid)
+        if mv is None:
+            run_tags = c.get_run(rid).data.tags
+            model_id = run_tags.get("pinsage.logged_model_id")
+            if model_id and not _ready(model_id):  # an earlier attempt died while logging it
+                model_id = None
+            if not model_id:
+                with mlflow.start_run(run_id=rid):
+                    info = mlflow_model.log_recommender(
+                        name=MODEL_ARTIFACT, model_dir=str(model_dir), embeddings_dir=str(emb),
+                        index_dir=str(idx), items=str(out / "prepare" / "items.parquet"),
+                        example_item_id=_first_item(out))
+                model_id = info.model_id
+                c.set_tag(rid, "pinsage.logged_model_id", model_id)
+                c.update_run(rid, status="RUNNING")
+            tags = {"pinsage.promotion": "candidate", "validation_mrr": repr(validation_mrr),
+                    "test_mrr": repr(test_mrr), "model_sha256": sha, "source_model_uri": model_uri,
+                    "data_sha256": ref.get("data_sha256", ""), "airflow.dag_id": ref["dag_id"],
+                    "airflow.run_id": ref["run_key"], "git_commit": run_tags.get("git_commit", "")}
+            mv = mlflow.register_model(f"models:/{model_id}", name, tags=tags)
+        version = str(mv.version)
+        promoted, reason = gate(c, name, version, validation_mrr, margin)
+        c.set_tag(rid, "pinsage.model_version", version)
+        c.set_tag(rid, "pinsage.promoted", str(promoted).lower())
+        c.set_tag(rid, "pinsage.promotion_reason", reason)
+    c.set_terminated(rid, status="FINISHED")
+    result = {"model_name": name, "version": version, "model_uri": f"models:/{name}/{version}",
+              "promoted": promoted, "reason": reason, "validation_mrr": validation_mrr,
+              "mlflow_run_id": rid}
+    common.write_step_record(ref, "register", result)
+    return result
+
+
+def main(argv=None) -> int:
+    return common.cli_main(run, common.cli_parser(__doc__), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""Shared helpers for the orchestration tests: small datasets, small configs, a real MLflow store."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+for p in (ROOT, ROOT / "tests"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from conftest import make_community_dataset  # noqa: E402  (tests/conftest.py)
+
+# The form parameters of a small run (~10 s): every stage runs, nothing is big.
+SMALL_OVERRIDES = {"features.word2vec_dim": 16, "features.word2vec_epochs": 5, "train.num_workers": 0,
+                   "train.warmup_steps": 5, "train.sampler.batch_size": 64,
+                   "train.sampler.n_shared_negatives": 20, "pixie_walks_per_item": 200}
+
+
+def small_params(data, **changes) -> dict:
+    params = {"data": str(data), "epochs": 3, "hidden_dim": 16, "output_dim": 8, "top_t": 5,
+              "walks_per_item": 60, "learning_rate": 0.003, "seed": 0, "device": "cpu",
+              "promotion_margin": 0.0, "overrides": dict(SMALL_OVERRIDES)}
+    overrides = changes.pop("overrides", {})
+    params.update(changes)
+    params["overrides"].update(overrides)
+    return params
+
+
+def weak_params(data, **changes) -> dict:
+    """Deliberately weaker: 1-d text features, one epoch at a negligible learning rate, T=1."""
+    return small_params(data, epochs=1, learning_rate=1e-6, top_t=1, walks_per_item=10,
+                        overrides={"features.word2vec_dim": 1, "features.word2vec_epochs": 1}, **changes)
+
+
+def community_data(path: Path) -> Path:
+    return make_community_dataset(path, n_items=60, n_contexts=120)
+
+
+class Store:
+    """A real MLflow tracking + registry store (SQLite) and a runs directory, under one folder."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.uri = f"sqlite:///{root / 'mlflow.db'}"
+        self.env = {"MLFLOW_TRACKING_URI": self.uri, "PINSAGE_MLFLOW_ARTIFACT_ROOT": str(root / "artifacts"),
+                    "PINSAGE_RUNS_DIR": str(root / "runs")}
+
+    def client(self):
+        import mlflow
+        from mlflow import MlflowClient
+
+        mlflow.set_tracking_uri(self.uri)
+        return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+
+def _activate(store: Store, mp: pytest.MonkeyPatch) -> Store:
+    import mlflow
+
+    for k, v in store.env.items():
+        mp.setenv(k, v)
+    mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    mlflow.set_tracking_uri(store.uri)
+    mlflow.set_registry_uri(store.uri)
+    return store
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> Store:
+    return _activate(Store(tmp_path / "store"), monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def module_store(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    try:
+        yield _activate(Store(tmp_path_factory.mktemp("store")), mp)
+    finally:
+        mp.undo()
+
+
+def subprocess_env(extra: dict | None = None) -> dict:
+    """The environment for child processes: this one without Airflow/MLflow settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AIRFLOW", "MLFLOW_", "PINSAGE_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env.update(extra or {})
+    return env

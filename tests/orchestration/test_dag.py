@@ -1,0 +1,178 @@
+"""DAG integrity: parses cleanly in a fresh process, wires the expected tasks, touches nothing heavy.
+
+And the DAG really runs: ``airflow dags test`` on a clean AIRFLOW_HOME with SQLite and a small config.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from .conftest import ROOT, community_data, small_params, subprocess_env
+
+EXPECTED_EDGES = {
+    ("prepare", "features"), ("prepare", "graph"), ("graph", "neighbours"), ("features", "train"),
+    ("neighbours", "train"), ("train", "export"), ("export", "index"), ("index", "evaluate"),
+    ("index", "register"), ("evaluate", "register"),
+}
+HEAVY = ("torch", "mlflow", "faiss", "pandas", "numpy", "pyarrow", "gensim", "numba", "ray", "sqlalchemy.engine",
+         "pinsage", "tasks", "requests")
+
+PARSE = textwrap.dedent("""
+    import copy, json, socket, sys
+    from datetime import timedelta
+
+    def refuse(*a, **k):
+        raise AssertionError("network access while parsing the DAG")
+    socket.socket.connect = refuse
+    socket.create_connection = refuse
+    before = set(sys.modules)
+    from airflow.dag_processing.dagbag import DagBag
+    loaded_by_airflow = set(sys.modules) - before
+    before_dags = set(sys.modules)
+    bag = DagBag(dag_folder=sys.argv[1])
+    new = set(sys.modules) - before_dags
+    dag = bag.dags.get("pinsage_daily")
+    out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dag_ids": sorted(bag.dags),
+           "new_modules": sorted(new)}
+    if dag is not None:
+        out.update({
+            "schedule": str(dag.schedule) + " " + repr(dag.timetable), "catchup": dag.catchup, "tags": sorted(dag.tags),
+            "doc_md": dag.doc_md or "", "max_active_runs": dag.max_active_runs,
+            "edges": sorted([t.task_id, d] for t in dag.tasks for d in t.downstream_task_ids),
+            "tasks": {t.task_id: {"retries": t.retries, "backoff": float(t.retry_exponential_backoff or 0),
+                                  "retry_delay": t.retry_delay.total_seconds(),
+                                  "timeout": t.execution_timeout.total_seconds() if t.execution_timeout else None}
+                      for t in dag.tasks},
+            "params": {k: {"default": dag.params.get_param(k).value, "schema": dag.params.get_param(k).schema,
+                           "description": dag.params.get_param(k).description} for k in dag.params},
+        })
+        bad = []
+        for conf in ({"epochs": 0}, {"device": "tpu"}, {"learning_rate": 0}, {"promotion_margin": -0.1},
+                     {"hidden_dim": "big"}, {"engine": "spark"}):
+            try:
+                merged = copy.deepcopy(dag.params)
+                merged.update(conf)
+                merged.validate()
+            except Exception:
+                bad.append(True)
+            else:
+                bad.append(False)
+        out["rejected"] = bad
+        merged = copy.deepcopy(dag.params)
+        merged.update({"epochs": 2, "data": "/x", "overrides": {"a": 1}, "max_timestamp": 5})
+        merged.validate()
+    print("JSON" + json.dumps(out, default=str))
+""")
+
+
+@pytest.fixture(scope="module")
+def parsed(tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow_home")
+    env = subprocess_env({"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                          "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+                          # a database that does not exist: parsing must not need one
+                          "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://nobody@127.0.0.1:1/none"})
+    p = subprocess.run([sys.executable, "-c", PARSE, str(ROOT / "dags")], env=env, cwd=home,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return json.loads(p.stdout[p.stdout.rindex("JSON") + 4:])
+
+
+def test_the_dag_parses_without_import_errors(parsed):
+    assert parsed["errors"] == {}
+    assert parsed["dag_ids"] == ["pinsage_daily"]
+
+
+def test_parsing_imports_nothing_heavy_and_touches_no_network(parsed):
+    heavy = [m for m in parsed["new_modules"] if m.split(".")[0] in {h.split(".")[0] for h in HEAVY}
+             and not m.startswith("sqlalchemy")]
+    assert heavy == []
+
+
+def test_the_expected_tasks_and_edges(parsed):
+    assert set(parsed["tasks"]) == {"prepare", "features", "graph", "neighbours", "train", "export", "index",
+                                    "evaluate", "register"}
+    assert {tuple(e) for e in parsed["edges"]} == EXPECTED_EDGES
+
+
+def test_schedule_retries_timeouts_tags_and_docs(parsed):
+    assert "0 0 * * *" in parsed["schedule"] or "@daily" in parsed["schedule"]
+    assert parsed["catchup"] is False
+    assert parsed["max_active_runs"] == 1
+    assert "pinsage" in parsed["tags"]
+    assert "champion" in parsed["doc_md"] and "ray" in parsed["doc_md"].lower()
+    for task_id, t in parsed["tasks"].items():
+        assert t["retries"] >= 2, task_id
+        assert t["backoff"] > 0 and t["retry_delay"] > 0, task_id
+        assert t["timeout"] and t["timeout"] <= 6 * 3600, task_id
+
+
+def test_params_render_a_typed_bounded_described_form(parsed):
+    params = parsed["params"]
+    for name in ("data", "epochs", "hidden_dim", "output_dim", "top_t", "walks_per_item", "learning_rate", "seed",
+                 "device", "promotion_margin", "engine", "ray_address"):
+        assert name in params, name
+        assert params[name]["description"], name
+        assert "type" in params[name]["schema"], name
+    for name in ("epochs", "hidden_dim", "output_dim", "top_t", "walks_per_item"):
+        assert params[name]["schema"]["type"] == "integer" and params[name]["schema"]["minimum"] >= 1, name
+        assert "maximum" in params[name]["schema"], name
+    assert params["device"]["schema"]["enum"] == ["auto", "cpu", "cuda"]
+    assert params["engine"]["default"] == "local"
+    assert parsed["rejected"] == [True] * 6  # the form refuses out-of-range values
+
+
+def test_param_defaults_are_the_library_defaults(parsed):
+    from pinsage.pipeline import PipelineConfig
+    from tasks.common import FORM_FIELDS, SETTINGS_DEFAULTS
+
+    params = parsed["params"]
+    cfg = PipelineConfig().to_dict()
+    for name, key in FORM_FIELDS.items():
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        assert params[name]["default"] == node, name
+    assert params["seed"]["default"] == cfg["seed"]
+    assert params["data"]["default"] == cfg["data"]
+    for name, value in SETTINGS_DEFAULTS.items():
+        assert params[name]["default"] == value, name
+
+
+def test_airflow_dags_test_runs_the_dag_on_sqlite(tmp_path):
+    """The real DAG through Airflow's own runner, on a clean AIRFLOW_HOME with SQLite."""
+    from mlflow import MlflowClient
+
+    data = community_data(tmp_path / "data")
+    home = tmp_path / "airflow"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = subprocess_env({"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                          "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"), "MLFLOW_TRACKING_URI": uri,
+                          "PINSAGE_MLFLOW_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
+                          "PINSAGE_RUNS_DIR": str(tmp_path / "runs")})
+    migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    assert migrate.returncode == 0, migrate.stderr[-3000:]
+    conf = json.dumps(small_params(data, model_name="pinsage-dags-test"))
+    run = subprocess.run([sys.executable, "-m", "airflow", "dags", "test", "pinsage_daily", "-c", conf], env=env,
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
+    c = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    mv = c.get_model_version_by_alias("pinsage-dags-test", "champion")
+    tags = c.get_run(mv.run_id).data.tags
+    assert tags["airflow.dag_id"] == "pinsage_daily" and tags["airflow.run_id"].startswith("manual__")
+    assert tags["airflow.logical_date"]
+    # a bad dataset path fails prepare at once (no retries for errors a retry cannot fix)
+    bad = subprocess.run([sys.executable, "-m", "airflow", "dags", "test", "pinsage_daily", "-c",
+                          json.dumps({"data": str(tmp_path / "missing"), "model_name": "pinsage-dags-test"})],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    out = bad.stdout + bad.stderr
+    assert bad.returncode != 0
+    assert "DatasetError" in out and "AirflowFailException" in out, out[-5000:]
+    assert "new_state=failed" in out and "new_state=up_for_retry" not in out, out[-5000:]
+    assert str(c.get_model_version_by_alias("pinsage-dags-test", "champion").version) == str(mv.version)

@@ -1,0 +1,142 @@
+"""The champion gate against a real MLflow registry (SQLite store): aliases and version tags only."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+
+from tasks import register
+
+
+
+@pytest.fixture
+def store(module_store):
+    """One SQLite registry for the module; each test gets its own registered model name."""
+    return module_store
+
+
+@pytest.fixture
+def name(request) -> str:
+    return "gate-" + re.sub(r"[^A-Za-z0-9]+", "-", request.node.name).strip("-")
+
+
+def make_version(store, tmp_path, name, mrr=None) -> str:
+    """A registered version whose run recorded ``validation_mrr`` (as the register step does)."""
+    c = store.client()
+    exp = c.get_experiment_by_name("gate") or c.get_experiment(c.create_experiment(
+        "gate", artifact_location=str(tmp_path / "gate-artifacts")))
+    run = c.create_run(exp.experiment_id)
+    if mrr is not None and not (isinstance(mrr, float) and math.isnan(mrr)):
+        c.log_metric(run.info.run_id, "validation_mrr", mrr)
+    src = tmp_path / "models" / run.info.run_id
+    src.mkdir(parents=True)
+    (src / "MLmodel").write_text("flavors: {}\n")
+    try:
+        c.get_registered_model(name)
+    except Exception:
+        c.create_registered_model(name)
+    tags = {"pinsage.promotion": "candidate"}
+    if mrr is not None:
+        tags["validation_mrr"] = repr(mrr)
+    mv = c.create_model_version(name, source=str(src), run_id=run.info.run_id, tags=tags)
+    return str(mv.version)
+
+
+def champion(store, name):
+    return register.champion_version(store.client(), name)
+
+
+def tags_of(store, name, version) -> dict:
+    return store.client().get_model_version(name, version).tags
+
+
+def test_first_version_becomes_champion(store, tmp_path, name):
+    v1 = make_version(store, tmp_path, name, 0.12)
+    assert champion(store, name) is None
+    promoted, reason = register.gate(store.client(), name, v1, 0.12, margin=0.0)
+    assert promoted and "no champion yet" in reason
+    assert str(champion(store, name).version) == v1
+    assert tags_of(store, name, v1)["pinsage.promotion"] == "champion"
+    assert tags_of(store, name, v1)["pinsage.promotion_reason"] == reason
+
+
+def test_a_worse_version_does_not_take_champion_and_is_tagged_with_why(store, tmp_path, name):
+    c = store.client()
+    v1 = make_version(store, tmp_path, name, 0.20)
+    register.gate(c, name, v1, 0.20, margin=0.0)
+    v2 = make_version(store, tmp_path, name, 0.15)
+    promoted, reason = register.gate(c, name, v2, 0.15, margin=0.0)
+    assert not promoted
+    assert str(champion(store, name).version) == v1
+    tags = tags_of(store, name, v2)
+    assert tags["pinsage.promotion"] == "rejected"
+    assert tags["pinsage.promotion_reason"] == reason
+    assert "0.1500" in reason and f"champion version {v1}" in reason and "0.2000" in reason
+    # an equal score does not "beat" the champion either
+    v3 = make_version(store, tmp_path, name, 0.20)
+    assert register.gate(c, name, v3, 0.20, margin=0.0)[0] is False
+    assert str(champion(store, name).version) == v1
+    # aliases and tags only: no version was ever moved to a stage
+    assert {mv.current_stage for mv in c.search_model_versions(f"name = '{name}'")} <= {"None", None}
+
+
+def test_the_margin_is_required_and_the_old_champion_is_tagged_when_replaced(store, tmp_path, name):
+    c = store.client()
+    v1 = make_version(store, tmp_path, name, 0.100)
+    register.gate(c, name, v1, 0.100, margin=0.01)
+    v2 = make_version(store, tmp_path, name, 0.105)  # better, but not by the margin
+    promoted, reason = register.gate(c, name, v2, 0.105, margin=0.01)
+    assert not promoted and "margin 0.01" in reason
+    assert str(champion(store, name).version) == v1
+    v3 = make_version(store, tmp_path, name, 0.150)
+    promoted, reason = register.gate(c, name, v3, 0.150, margin=0.01)
+    assert promoted and f"beats champion version {v1}" in reason
+    assert str(champion(store, name).version) == v3
+    assert tags_of(store, name, v1)["pinsage.replaced_by"] == v3
+    assert {k: str(v) for k, v in c.get_registered_model(name).aliases.items()} == {"champion": v3}
+
+
+@pytest.mark.parametrize("bad", [None, float("nan"), "not-a-number", float("inf")])
+def test_a_missing_or_failed_evaluation_never_moves_the_alias(store, tmp_path, name, bad):
+    c = store.client()
+    # not even when there is no champion at all
+    v1 = make_version(store, tmp_path, name, None)
+    promoted, reason = register.gate(c, name, v1, bad, margin=0.0)
+    assert not promoted and "no valid evaluation" in reason
+    assert champion(store, name) is None
+    assert tags_of(store, name, v1)["pinsage.promotion"] == "rejected"
+    # nor away from an existing champion
+    v2 = make_version(store, tmp_path, name, 0.05)
+    assert register.gate(c, name, v2, 0.05, margin=0.0)[0]
+    v3 = make_version(store, tmp_path, name, None)
+    assert register.gate(c, name, v3, bad, margin=0.0)[0] is False
+    assert str(champion(store, name).version) == v2
+
+
+def test_the_gate_keeps_its_decision_when_retried(store, tmp_path, name):
+    c = store.client()
+    v1 = make_version(store, tmp_path, name, 0.30)
+    register.gate(c, name, v1, 0.30, margin=0.0)
+    v2 = make_version(store, tmp_path, name, 0.10)
+    first = register.gate(c, name, v2, 0.10, margin=0.0)
+    # a retry (even one that would now read a different score) does not re-decide
+    assert register.gate(c, name, v2, 0.99, margin=0.0) == first
+    assert str(champion(store, name).version) == v1
+    # a retry after the alias moved but before the decision tag was written completes the promotion
+    v3 = make_version(store, tmp_path, name, 0.40)
+    c.set_registered_model_alias(name, "champion", v3)
+    promoted, reason = register.gate(c, name, v3, 0.40, margin=0.0)
+    assert promoted and "already champion" in reason
+    assert tags_of(store, name, v3)["pinsage.promotion"] == "champion"
+
+
+def test_a_champion_without_recorded_mrr_falls_back_to_its_run_metric(store, tmp_path, name):
+    c = store.client()
+    v1 = make_version(store, tmp_path, name, 0.25)
+    register.gate(c, name, v1, 0.25, margin=0.0)
+    c.delete_model_version_tag(name, v1, "validation_mrr")  # e.g. registered by an older version of the DAG
+    v2 = make_version(store, tmp_path, name, 0.20)
+    promoted, reason = register.gate(c, name, v2, 0.20, margin=0.0)
+    assert not promoted and "(0.2500)" in reason

@@ -1,0 +1,265 @@
+"""The steps in tasks/ against a real MLflow store (SQLite), chained as the DAG chains them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pinsage.dataset import DatasetError, data_fingerprint
+from tasks import common, evaluate, export, flow, graph, index, prepare, register, train
+
+from .conftest import ROOT, community_data, small_params, subprocess_env
+
+MODEL = "pinsage-tasks-test"
+
+
+@pytest.fixture(scope="module")
+def first_run(module_store, tmp_path_factory):
+    data = community_data(tmp_path_factory.mktemp("data") / "community")
+    params = small_params(data, model_name=MODEL)
+    result = flow.run_chain(params, run_key="manual__first", dag_id="pinsage_daily",
+                            logical_date="2025-01-01T00:00:00+00:00")
+    return {"data": data, "params": params, **result}
+
+
+def _artifacts(c, run_id, path=None) -> set[str]:
+    out = set()
+    for f in c.list_artifacts(run_id, path):
+        out |= _artifacts(c, run_id, f.path) if f.is_dir else {f.path}
+    return out
+
+
+def test_a_run_records_tags_params_metric_histories_and_every_artifact(module_store, first_run):
+    c = module_store.client()
+    ref = first_run["ref"]
+    run = c.get_run(ref["mlflow_run_id"])
+    tags = run.data.tags
+    assert run.info.status == "FINISHED"
+    assert tags["airflow.dag_id"] == "pinsage_daily" and tags["airflow.run_id"] == "manual__first"
+    assert tags["airflow.logical_date"] == "2025-01-01T00:00:00+00:00"
+    assert tags["git_commit"] == common.git_commit() and tags["git_commit"] != ""
+    assert tags["data_sha256"] == data_fingerprint(first_run["data"])
+    assert tags["pinsage.model_version"] == first_run["register"]["version"]
+    assert run.data.params["model.hidden_dim"] == "16" and run.data.params["train.epochs"] == "3"
+    assert run.data.params["features.word2vec_dim"] == "16"
+    assert run.data.params["settings.model_name"] == MODEL
+    for key in ("train_loss", "epoch_validation_mrr", "learning_rate", "epoch_seconds"):
+        assert [m.step for m in c.get_metric_history(run.info.run_id, key)] == [1, 2, 3], key
+    history = json.loads((Path(ref["run_dir"]) / "train" / "history.json").read_text())
+    logged = {m.step: m.value for m in c.get_metric_history(run.info.run_id, "train_loss")}
+    assert logged == pytest.approx({e["epoch"]: e["loss"] for e in history["epochs"]})
+    metrics = json.loads((Path(ref["run_dir"]) / "metrics.json").read_text())
+    assert run.data.metrics["validation_mrr"] == pytest.approx(metrics["validation"]["methods"]["pinsage"]["mrr"])
+    assert run.data.metrics["test.popularity.hr_at_10"] == pytest.approx(metrics["methods"]["popularity"]["hr@10"])
+    files = _artifacts(c, run.info.run_id)
+    expected = {"config.json", "prepare/summary.json", "features/features.parquet", "graph/graph.npz",
+                "neighbors/neighbors.parquet", "neighbors/visits.npz", "checkpoint/model.pt",
+                "checkpoint/model_config.json", "checkpoint/history.json", "checkpoint/last.pt",
+                "embeddings/part-00000.parquet", "embeddings/manifest.json", "embeddings/source.json",
+                "index/index.faiss", "index/ids.parquet", "index/source.json", "metrics.json", "metrics.md"}
+    assert expected <= files, expected - files
+    # XCom carries references only: every step's result is small and JSON
+    for name in flow.ORDER:
+        record = common.step_record_path(ref, name)
+        assert record.stat().st_size < 4000, name
+
+
+def test_the_registered_version_loads_as_champion_and_recommends_related_items(module_store, first_run):
+    import mlflow
+
+    c = module_store.client()
+    mv = c.get_model_version_by_alias(MODEL, "champion")
+    assert str(mv.version) == first_run["register"]["version"] == "1"
+    assert mv.run_id == first_run["ref"]["mlflow_run_id"]
+    assert mv.tags["pinsage.promotion"] == "champion"
+    assert float(mv.tags["validation_mrr"]) == pytest.approx(first_run["evaluate"]["validation_mrr"])
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    sig = model.metadata.signature
+    assert [s.name for s in sig.inputs.inputs] == ["item_id", "k"]
+    assert "score" in [s.name for s in sig.outputs.inputs]
+    reqs = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL}@champion/requirements.txt")).read_text()
+    assert f"torch=={torch.__version__.split('+')[0]}" in reqs and "faiss-cpu==" in reqs and "mlflow==" in reqs
+    out = model.predict(pd.DataFrame({"item_id": ["i1", "i40"]}), params={"k": 5})
+    assert list(out.columns) == ["query_item_id", "rank", "item_id", "title", "score"]
+    assert out["query_item_id"].tolist() == ["i1"] * 5 + ["i40"] * 5
+    assert (out["item_id"] != out["query_item_id"]).all()
+    assert out["title"].tolist() == [f"item {i[1:]}" for i in out["item_id"]]
+    for query, group in out.groupby("query_item_id"):
+        assert group["score"].is_monotonic_decreasing
+        # the two communities of the fabricated data: items 0-29 and 30-59
+        same = [(int(i[1:]) < 30) == (int(query[1:]) < 30) for i in group["item_id"]]
+        assert sum(same) >= 4, group
+    per_row = model.predict(pd.DataFrame({"item_id": ["i2", "i3"], "k": [1, 3]}))
+    assert per_row.groupby("query_item_id").size().to_dict() == {"i2": 1, "i3": 3}
+    with pytest.raises(Exception, match="unknown item_id"):
+        model.predict(pd.DataFrame({"item_id": ["nope"]}))
+
+
+def test_retried_steps_recompute_the_same_outputs_and_register_nothing_twice(module_store, first_run):
+    c = module_store.client()
+    ref = first_run["ref"]
+    run_dir = Path(ref["run_dir"])
+    rid = ref["mlflow_run_id"]
+    weights = torch.load(run_dir / "train" / "model.pt", weights_only=True)
+    emb_before = pd.read_parquet(run_dir / "embeddings" / "part-00000.parquet")
+    metrics_before = (run_dir / "metrics.json").read_text()
+
+    t = train.run(ref)  # resumes from last.pt: nothing retrained, the same weights
+    again = torch.load(run_dir / "train" / "model.pt", weights_only=True)
+    assert weights.keys() == again.keys() and all(torch.equal(weights[k], again[k]) for k in weights)
+    assert t["model_uri"] == first_run["train"]["model_uri"]
+    e = export.run(ref, model_uri=t["model_uri"])
+    i = index.run(ref, embeddings_dir=e["embeddings_dir"], model_uri=e["model_uri"],
+                  model_sha256=e["model_sha256"])
+    m = evaluate.run(ref, embeddings_dir=i["embeddings_dir"], index_dir=i["index_dir"])
+    r = register.run(ref, model_uri=i["model_uri"], embeddings_dir=i["embeddings_dir"],
+                     index_dir=i["index_dir"], metrics=m["metrics"])
+
+    emb_after = pd.read_parquet(run_dir / "embeddings" / "part-00000.parquet")
+    assert emb_after["item_id"].tolist() == emb_before["item_id"].tolist()
+    assert np.array_equal(np.stack(emb_after["embedding"]), np.stack(emb_before["embedding"]))
+    assert (run_dir / "metrics.json").read_text() == metrics_before
+    assert r["version"] == first_run["register"]["version"] and r["promoted"]
+    assert len(c.search_model_versions(f"name = '{MODEL}'")) == 1
+    for key in ("train_loss", "validation_mrr", "test.pinsage.mrr"):
+        steps = [mm.step for mm in c.get_metric_history(rid, key)]
+        assert len(steps) == len(set(steps)), (key, steps)  # no duplicated points
+    assert c.get_run(rid).info.status == "FINISHED"
+    # no half-written artifact is left behind by the atomic writes
+    assert not [p for p in run_dir.rglob("*") if ".tmp" in p.name]
+
+
+def test_export_and_index_use_the_model_they_are_handed(module_store, first_run, tmp_path):
+    ref = first_run["ref"]
+    run_dir = Path(ref["run_dir"])
+    checkpoint_uri = first_run["train"]["model_uri"]
+    other = tmp_path / "other-model"
+    other.mkdir()
+    state = torch.load(run_dir / "train" / "model.pt", weights_only=True)
+    torch.manual_seed(1)
+    torch.save({k: v + 0.1 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()},
+               other / "model.pt")
+    (other / "model_config.json").write_text((run_dir / "train" / "model_config.json").read_text())
+    try:
+        e = export.run(ref, model_uri=str(other))
+        assert e["model_sha256"] == common.sha256_file(other / "model.pt") != first_run["train"]["model_sha256"]
+        assert json.loads((run_dir / "embeddings" / "source.json").read_text())["model_uri"] == str(other)
+        with pytest.raises(ValueError, match="not from the handed model"):
+            index.run(ref, embeddings_dir=e["embeddings_dir"], model_uri=checkpoint_uri,
+                      model_sha256=first_run["train"]["model_sha256"])
+        i = index.run(ref, embeddings_dir=e["embeddings_dir"], model_uri=e["model_uri"],
+                      model_sha256=e["model_sha256"])
+        assert json.loads((run_dir / "index" / "source.json").read_text())["model_sha256"] == e["model_sha256"]
+        with pytest.raises(ValueError, match="re-run export and index"):  # never registers a mixed model
+            register.run(ref, model_uri=checkpoint_uri, embeddings_dir=i["embeddings_dir"],
+                         index_dir=i["index_dir"])
+        # a registered version can be handed too (its model_dir artifact), aliases resolved to a version
+        e = export.run(ref, model_uri=f"models:/{MODEL}@champion")
+        assert e["model_uri"] == f"models:/{MODEL}/1"
+        assert e["model_sha256"] == first_run["train"]["model_sha256"]
+    finally:
+        e = export.run(ref, model_uri=checkpoint_uri)
+        index.run(ref, embeddings_dir=e["embeddings_dir"], model_uri=e["model_uri"], model_sha256=e["model_sha256"])
+
+
+def test_a_failed_evaluation_marks_the_run_failed_and_never_moves_champion(module_store, first_run):
+    c = module_store.client()
+    params = small_params(first_run["data"], model_name=MODEL, seed=5)
+    ref = prepare.run(params, run_key="manual__broken", dag_id="pinsage_daily", run_type="manual")
+    for step in ("features", "graph", "neighbours", "train", "export", "index"):
+        __import__(f"tasks.{step}", fromlist=["run"]).run(ref)
+    (Path(ref["run_dir"]) / "prepare" / "valid.parquet").unlink()  # evaluation cannot run
+    with pytest.raises(Exception):
+        evaluate.run(ref)
+    run = c.get_run(ref["mlflow_run_id"])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["pinsage.failed_step"] == "evaluate"
+    assert not (Path(ref["run_dir"]) / "metrics.json").exists()
+    with pytest.raises(FileNotFoundError, match="metrics"):
+        register.run(ref)
+    assert [str(v.version) for v in c.search_model_versions(f"name = '{MODEL}'")] == ["1"]
+    assert str(c.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    # a retry after the cause is fixed recovers the run
+    prepare.run(params, run_key="manual__broken", dag_id="pinsage_daily", run_type="manual")
+    evaluate.run(ref)
+    run = c.get_run(ref["mlflow_run_id"])
+    assert run.info.status == "RUNNING" and "pinsage.failed_step" not in run.data.tags
+
+
+def test_a_scheduled_run_trains_as_of_its_data_interval_end(module_store, first_run):
+    c = module_store.client()
+    end = datetime.fromtimestamp(1_000_000 + 1000 * 60, tz=timezone.utc)  # half of the contexts' rows
+    assert prepare.resolve_max_timestamp({}, "scheduled", end) == 1_060_000
+    assert prepare.resolve_max_timestamp({}, "backfill", end.isoformat()) == 1_060_000
+    assert prepare.resolve_max_timestamp({}, "manual", end) is None
+    assert prepare.resolve_max_timestamp({"max_timestamp": 5}, "scheduled", end) == 5
+    params = small_params(first_run["data"], model_name=MODEL)
+    ref = prepare.run(params, run_key="scheduled__2025-01-02", dag_id="pinsage_daily", run_type="scheduled",
+                      data_interval_end=end.isoformat())
+    summary = json.loads((Path(ref["run_dir"]) / "prepare" / "summary.json").read_text())
+    full = json.loads((Path(first_run["ref"]["run_dir"]) / "prepare" / "summary.json").read_text())
+    assert summary["max_timestamp"] == 1_060_000
+    assert 0 < summary["n_train_interactions"] < full["n_train_interactions"]
+    assert summary["n_valid_pairs"] == 60  # contexts u0..u59 lie wholly before the interval's end
+    assert c.get_run(ref["mlflow_run_id"]).data.tags["data_max_timestamp"] == "1060000"
+    # the same scheduled run again (a backfill of that date, a cleared task) finds the same MLflow run
+    again = prepare.run(params, run_key="scheduled__2025-01-02", dag_id="pinsage_daily", run_type="scheduled",
+                        data_interval_end=end.isoformat())
+    assert again["mlflow_run_id"] == ref["mlflow_run_id"]
+    assert json.loads((Path(ref["run_dir"]) / "prepare" / "summary.json").read_text()) == summary
+
+
+def test_form_parameters_and_overrides_build_the_config(tmp_path):
+    cfg = common.build_config({"data": "data/ml-latest-small", "epochs": 2, "hidden_dim": 32, "top_t": 7,
+                               "seed": 3, "learning_rate": 0.01, "device": "cpu",
+                               "overrides": {"model.n_layers": 1, "train.sampler.batch_size": 128}},
+                              tmp_path / "out", max_timestamp=123)
+    assert cfg.data == str(ROOT / "data" / "ml-latest-small")
+    assert (cfg.train.epochs, cfg.model.hidden_dim, cfg.walks.top_t, cfg.train.learning_rate) == (2, 32, 7, 0.01)
+    assert (cfg.seed, cfg.walks.seed, cfg.train.seed, cfg.features.seed) == (3, 3, 3, 3)
+    assert cfg.model.n_layers == 1 and cfg.train.sampler.batch_size == 128
+    assert cfg.max_timestamp == 123 and cfg.out == str(tmp_path / "out")
+    for bad in ({"overrides": {"model.nope": 1}}, {"overrides": {"train.epochs": "many"}},
+                {"overrides": {"out": "/elsewhere"}}, {"epochs": 1.5}):
+        with pytest.raises(common.ConfigError):
+            common.build_config(bad, tmp_path)
+    with pytest.raises(NotImplementedError, match="ray"):
+        common.build_settings({"engine": "ray", "ray_address": "ray://head:10001"})
+    with pytest.raises(common.ConfigError):
+        common.build_settings({"promotion_margin": -1})
+    assert common.build_settings({})["model_name"] == "pinsage"
+    errors = common.permanent_errors()
+    assert DatasetError in errors and common.ConfigError in errors
+
+
+def test_a_bad_dataset_fails_prepare_with_the_dataset_error(module_store, tmp_path):
+    with pytest.raises(DatasetError):
+        prepare.run({"data": str(tmp_path / "missing")}, run_key="manual__bad", dag_id="t")
+
+
+def test_steps_run_from_the_command_line(module_store, first_run, tmp_path):
+    env = subprocess_env(module_store.env)
+    args = ["--data", str(first_run["data"]), "--run-id", "cli-run", "--epochs", "1", "--hidden-dim", "8",
+            "--output-dim", "4", "--top-t", "3", "--walks-per-item", "20", "--model-name", MODEL,
+            "--device", "cpu"] + [f"--override={k}={json.dumps(v)}" for k, v in first_run["params"]["overrides"].items()]
+    p = subprocess.run([sys.executable, "-m", "tasks.prepare", *args], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    ref = json.loads(p.stdout[p.stdout.index("{"):])
+    assert Path(ref["run_dir"]) == Path(module_store.env["PINSAGE_RUNS_DIR"]) / "cli" / "cli-run"
+    g = subprocess.run([sys.executable, "-m", "tasks.graph", "--run-dir", ref["run_dir"]], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert g.returncode == 0, g.stderr[-3000:]
+    assert json.loads(g.stdout[g.stdout.index("{"):])["graph"] == str(Path(ref["run_dir"]) / "graph" / "graph.npz")
+    c = module_store.client()
+    assert "graph/graph.npz" in _artifacts(c, ref["mlflow_run_id"])
+    assert c.get_run(ref["mlflow_run_id"]).data.params["train.epochs"] == "1"
+    assert graph.run.__module__ == "tasks.graph"
