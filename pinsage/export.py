@@ -40,8 +40,9 @@ def export_embeddings(model: PinSage, features: np.ndarray, neighbors: Neighbors
     model = model.to("cpu").eval()
     n = len(features)
     index = np.arange(n, dtype=np.int64)
-    h = _map_chunks(model.embed_input, np.ascontiguousarray(features, dtype=np.float32),
-                    chunk_size, index)  # (N, hidden)
+    h0 = _map_chunks(model.embed_input, np.ascontiguousarray(features, dtype=np.float32),
+                     chunk_size, index)  # (N, hidden)
+    h = h0
     nbr = torch.from_numpy(neighbors.items.astype(np.int64))  # (N, T)
     w = torch.from_numpy(neighbors.weights.astype(np.float32))
     mask = torch.from_numpy(neighbors.mask)
@@ -54,7 +55,7 @@ def export_embeddings(model: PinSage, features: np.ndarray, neighbors: Neighbors
             pooled = conv.pool(messages, nbr[s:e], w[s:e], mask[s:e])  # (chunk, M)
             out.append(conv.combine(h_t[s:e], pooled).numpy())
         h = np.concatenate(out)
-    return _map_chunks(model.finalize, h, chunk_size).astype(np.float32)
+    return _map_chunks(model.finalize, h, chunk_size, h0).astype(np.float32)
 
 
 @torch.no_grad()

@@ -3,6 +3,7 @@
     h_u^0 = P standardize(x_u) + p  (+ e_u, a learnable id embedding; see README "Differences")
     for k = 1..K:  h_u^k = PinSageConv_k(h_u^{k-1}, {h_v^{k-1} : v in N(u)})
     z_u = G2 ReLU(G1 h_u^K + g),  z_u <- z_u / ||z_u||_2
+          (with ``input_skip``: G1 [h_u^K ; h_u^0], so the item's own input reaches the output directly)
 
 Scores are dot products of the unit-length z, i.e. cosine similarities.
 """
@@ -30,6 +31,7 @@ class ModelConfig:
     n_layers: int = 2  # K, paper: 2 (K=0 is the no-convolution ablation)
     aggregator: str = "importance"  # paper's importance pooling; "mean" is the GraphSAGE ablation
     id_embedding: bool = True  # learnable per-item vector added to the projected features (not in the paper)
+    input_skip: bool = False  # final layers also see h^0 (jumping-knowledge concat; not in the paper)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -61,7 +63,7 @@ class PinSage(nn.Module):
             nn.init.zeros_(self.id_embedding.weight)
         self.convs = nn.ModuleList(
             PinSageConv(h, h, h, aggregator=config.aggregator) for _ in range(config.n_layers))
-        self.G1 = nn.Linear(h, h)
+        self.G1 = nn.Linear(2 * h if config.input_skip else h, h)
         self.G2 = nn.Linear(h, config.output_dim)
 
     def embed_input(self, x: torch.Tensor, item_index: torch.Tensor) -> torch.Tensor:
@@ -71,8 +73,13 @@ class PinSage(nn.Module):
             h = h + self.id_embedding(item_index)
         return h
 
-    def finalize(self, h: torch.Tensor) -> torch.Tensor:
-        """z = normalize(G2 ReLU(G1 h + g)).  (N, hidden) -> (N, output_dim)"""
+    def finalize(self, h: torch.Tensor, h_input: torch.Tensor | None = None) -> torch.Tensor:
+        """z = normalize(G2 ReLU(G1 h + g)), or G1 [h ; h^0] with ``input_skip``.
+
+        (N, hidden)[, (N, hidden)] -> (N, output_dim)
+        """
+        if self.config.input_skip:
+            h = torch.cat([h, h_input], dim=1)  # (N, 2 * hidden)
         return F.normalize(self.G2(F.relu(self.G1(h))), dim=1)
 
     def forward(self, x: torch.Tensor, item_index: torch.Tensor, blocks) -> torch.Tensor:
@@ -86,10 +93,11 @@ class PinSage(nn.Module):
         Returns:
             (N_K, output_dim) unit-length embeddings of the targets.
         """
-        h = self.embed_input(x, item_index)  # (N_0, hidden)
+        h0 = self.embed_input(x, item_index)  # (N_0, hidden)
+        h = h0
         for conv, block in zip(self.convs, blocks):
             h = conv(h, block.n_dst, block.neighbors, block.weights, block.mask)  # (N_k, hidden)
-        return self.finalize(h)
+        return self.finalize(h, h0[:len(h)])  # targets are the first N_K input nodes
 
 
 def save_model(model: PinSage, directory: str | Path) -> None:

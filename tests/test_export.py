@@ -23,9 +23,9 @@ def test_mapreduce_export_equals_per_item_inference():
     n, t = 120, 6
     feats = rng.normal(size=(n, 7)).astype(np.float32)
     nbrs = _random_neighbors(n, t, rng)
-    for aggregator in ("importance", "mean"):
+    for aggregator, skip in (("importance", False), ("mean", False), ("importance", True)):
         model = PinSage(ModelConfig(input_dim=7, n_items=n, hidden_dim=16, output_dim=8, n_layers=2,
-                                    aggregator=aggregator), feats.mean(0), feats.std(0))
+                                    aggregator=aggregator, input_skip=skip), feats.mean(0), feats.std(0))
         torch.nn.init.normal_(model.id_embedding.weight, std=0.1)  # as after training
         exported = export_embeddings(model, feats, nbrs, chunk_size=17)  # chunks that do not divide n
         single = per_item_embeddings(model, feats, nbrs, np.arange(n), batch_size=1)
