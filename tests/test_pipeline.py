@@ -114,3 +114,16 @@ def test_cli_reports_bad_dataset_with_file_and_column(tmp_path):
     assert proc.returncode == 2
     assert "interactions.csv" in proc.stderr and "context_id" in proc.stderr
     assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_same_seed_in_separate_processes_gives_identical_metrics(tmp_path):
+    data = make_community_dataset(tmp_path / "data", n_items=40, n_contexts=40)
+    results = []
+    for name in ("a", "b"):
+        proc = subprocess.run([sys.executable, "-m", "pinsage", "run", "--data", str(data), "--out",
+                               str(tmp_path / name), "--epochs", "2", "--device", "cpu", "--hidden-dim", "16",
+                               "--output-dim", "8", "--top-t", "5", "--walks-per-item", "30", "--seed", "3"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        results.append(json.loads((tmp_path / name / "metrics.json").read_text()))
+    assert results[0] == results[1]
