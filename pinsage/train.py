@@ -126,6 +126,20 @@ def train_model(model: PinSage, pairs_fn: Callable[[int], np.ndarray], features:
         on_epoch_end: receives each epoch's record (loss, score, seconds, learning rate).
     """
     device = resolve_device(config.device)
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if device.type == "cpu":
+        # Without this, the scatter-adds in the backward pass of repeated-index gathers run in a
+        # thread-dependent order on CPU, and 1-ulp differences grow into different models.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _train(model, pairs_fn, features, neighbors, visits, config, candidate_items,
+                      checkpoint_dir, evaluate_fn, on_epoch_end, log, device)
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def _train(model, pairs_fn, features, neighbors, visits, config: TrainConfig, candidate_items,
+           checkpoint_dir, evaluate_fn, on_epoch_end, log, device) -> tuple[PinSage, TrainState]:
     torch.manual_seed(config.seed)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
