@@ -29,11 +29,17 @@ class PinSageConv(nn.Module):
             pooling, the paper's ablation baseline).
     """
 
-    def __init__(self, in_dim: int, message_dim: int, out_dim: int, aggregator: str = "importance"):
+    def __init__(self, in_dim: int, message_dim: int, out_dim: int, aggregator: str = "importance",
+                 combine: str = "concat"):
         super().__init__()
         if aggregator not in ("importance", "mean"):
             raise ValueError(f"aggregator must be 'importance' or 'mean', got {aggregator!r}")
+        if combine not in ("concat", "residual"):
+            raise ValueError(f"combine must be 'concat' or 'residual', got {combine!r}")
+        if combine == "residual" and in_dim != out_dim:
+            raise ValueError(f"a residual combine needs in_dim == out_dim, got {in_dim} and {out_dim}")
         self.aggregator = aggregator
+        self.combine_mode = combine
         self.Q = nn.Linear(in_dim, message_dim)
         self.W = nn.Linear(in_dim + message_dim, out_dim)
 
@@ -67,9 +73,14 @@ class PinSageConv(nn.Module):
                                mode="sum")  # (B, M)
 
     def combine(self, h_self: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        """z = normalize(ReLU(W [h ; n] + w)).  (B, D_in), (B, M) -> (B, D_out)"""
-        z = F.relu(self.W(torch.cat([h_self, pooled], dim=1)))  # (B, D_in + M) -> (B, D_out)
-        return F.normalize(z, dim=1)
+        """concat (paper): z = normalize(ReLU(W [h ; n] + w)); residual: z = h + W [h ; n] + w.
+
+        (B, D_in), (B, M) -> (B, D_out)
+        """
+        z = self.W(torch.cat([h_self, pooled], dim=1))  # (B, D_in + M) -> (B, D_out)
+        if self.combine_mode == "residual":
+            return h_self + z
+        return F.normalize(F.relu(z), dim=1)
 
     def forward(self, h_src: torch.Tensor, n_dst: int, neighbors: torch.Tensor, weights: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:

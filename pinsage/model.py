@@ -32,6 +32,7 @@ class ModelConfig:
     aggregator: str = "importance"  # paper's importance pooling; "mean" is the GraphSAGE ablation
     id_embedding: bool = True  # learnable per-item vector added to the projected features (not in the paper)
     input_skip: bool = False  # final layers also see h^0 (jumping-knowledge concat; not in the paper)
+    combine: str = "concat"  # paper: normalize(ReLU(W[h; n])); "residual": h + W[h; n] (see README)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -62,7 +63,7 @@ class PinSage(nn.Module):
             self.id_embedding = nn.Embedding(config.n_items, h)
             nn.init.zeros_(self.id_embedding.weight)
         self.convs = nn.ModuleList(
-            PinSageConv(h, h, h, aggregator=config.aggregator) for _ in range(config.n_layers))
+            PinSageConv(h, h, h, aggregator=config.aggregator, combine=config.combine) for _ in range(config.n_layers))
         self.G1 = nn.Linear(2 * h if config.input_skip else h, h)
         self.G2 = nn.Linear(h, config.output_dim)
 

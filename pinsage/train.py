@@ -25,7 +25,9 @@ class TrainConfig:
     warmup_steps: int = 100  # linear warm-up, as the paper's large-batch recipe
     decay_per_epoch: float = 0.8  # exponential decay of the rate after warm-up
     weight_decay: float = 0.0
+    loss: str = "softmax"  # "softmax": sampled softmax over the same negatives; "max_margin": paper eq. (1)
     margin: float = 0.3  # Delta of the max-margin loss on cosine scores
+    temperature: float = 0.1  # softmax over cosines / tau; 0.1 spreads [-1, 1] cosines over 20 logits
     num_workers: int = 1  # producer processes; 0 samples in the training process
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
@@ -64,6 +66,31 @@ def max_margin_loss(z_query: torch.Tensor, z_positive: torch.Tensor, z_negative:
         hmask = torch.ones_like(hard_hinge, dtype=torch.bool) if hard_mask is None else hard_mask
         terms, counts = terms + (hard_hinge * hmask).sum(), counts + hmask.sum()
     return terms / counts.clamp(min=1)
+
+
+def sampled_softmax_loss(z_query: torch.Tensor, z_positive: torch.Tensor, z_negative: torch.Tensor,
+                         temperature: float, z_hard: torch.Tensor | None = None,
+                         negative_mask: torch.Tensor | None = None,
+                         hard_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of the positive against the same negatives as :func:`max_margin_loss`.
+
+    loss(q, i) = -log( exp(z_q.z_i / tau) / (exp(z_q.z_i / tau) + sum_n exp(z_q.z_n / tau)) )
+
+    Every negative pushes with a weight that grows with its score (a soft version of hard-negative
+    mining), where the hinge gives zero gradient to every negative already beyond the margin.
+    Arguments and masks as for :func:`max_margin_loss`; masked negatives drop out of the sum.
+    """
+    positive = (z_query * z_positive).sum(dim=1, keepdim=True)  # (B, 1)
+    logits = [positive, z_query @ z_negative.T]  # (B, 1), (B, N)
+    masks = [torch.ones_like(positive, dtype=torch.bool),
+             torch.ones_like(logits[1], dtype=torch.bool) if negative_mask is None else negative_mask]
+    if z_hard is not None and z_hard.shape[1] > 0:
+        logits.append(torch.einsum("bd,bhd->bh", z_query, z_hard))  # (B, H)
+        masks.append(torch.ones_like(logits[-1], dtype=torch.bool) if hard_mask is None else hard_mask)
+    scores = torch.cat(logits, dim=1) / temperature  # (B, 1 + N + H), column 0 is the positive
+    scores = scores.masked_fill(~torch.cat(masks, dim=1), float("-inf"))
+    return torch.nn.functional.cross_entropy(scores, torch.zeros(len(scores), dtype=torch.long,
+                                                                 device=scores.device))
 
 
 def learning_rate_at(step: int, steps_per_epoch: int, config: TrainConfig) -> float:
@@ -125,6 +152,7 @@ def train_model(model: PinSage, pairs_fn: Callable[[int], np.ndarray], features:
         evaluate_fn: model -> validation score (higher is better) after each epoch; the best epoch wins.
         on_epoch_end: receives each epoch's record (loss, score, seconds, learning rate).
     """
+    _check(config)
     device = resolve_device(config.device)
     previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     if device.type == "cpu":
@@ -136,6 +164,13 @@ def train_model(model: PinSage, pairs_fn: Callable[[int], np.ndarray], features:
                       checkpoint_dir, evaluate_fn, on_epoch_end, log, device)
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def _check(config: TrainConfig) -> None:
+    if config.loss not in ("softmax", "max_margin"):
+        raise ValueError(f"TrainConfig.loss must be 'softmax' or 'max_margin', got {config.loss!r}")
+    if config.temperature <= 0:
+        raise ValueError(f"TrainConfig.temperature must be > 0, got {config.temperature}")
 
 
 def _train(model, pairs_fn, features, neighbors, visits, config: TrainConfig, candidate_items,
@@ -170,8 +205,10 @@ def _train(model, pairs_fn, features, neighbors, visits, config: TrainConfig, ca
             z = model(batch["x"], batch["item_index"], batch["blocks"])  # (N_targets, D)
             zq = z[batch["query"]]
             pos_item = batch["positive_item"]
-            loss = max_margin_loss(
-                zq, z[batch["positive"]], z[batch["negative"]], config.margin,
+            loss_fn, scale = ((sampled_softmax_loss, config.temperature) if config.loss == "softmax"
+                              else (max_margin_loss, config.margin))
+            loss = loss_fn(
+                zq, z[batch["positive"]], z[batch["negative"]], scale,
                 z_hard=z[batch["hard"]],  # (B, H, D)
                 negative_mask=batch["negative_item"][None, :] != pos_item[:, None],
                 hard_mask=batch["hard_item"] != pos_item[:, None])

@@ -5,7 +5,7 @@ import torch
 from pinsage.layers import PinSageConv
 from pinsage.model import ModelConfig, PinSage
 from pinsage.sampler import TensorBlock, computation_graph, hard_negative_band, positive_pairs
-from pinsage.train import max_margin_loss
+from pinsage.train import max_margin_loss, sampled_softmax_loss
 from pinsage.walks import Neighbors
 
 
@@ -48,6 +48,30 @@ def test_max_margin_loss_hand_computed():
     zh = torch.tensor([[[0.5, 0.0]], [[0.0, 0.95]]])
     loss_h = max_margin_loss(zq, zi, zn, 0.1, z_hard=zh)
     assert loss_h.item() == pytest.approx((0.5 + 0.0 + 0.05) / 6)
+
+
+def test_sampled_softmax_loss_hand_computed():
+    zq = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    zi = torch.tensor([[0.6, 0.8], [0.0, 1.0]])  # positive scores 0.6 and 1.0
+    zn = torch.tensor([[1.0, 0.0], [0.0, -1.0]])  # negative scores (1.0, 0.0) and (0.0, -1.0)
+    tau = 0.5
+
+    def nll(pos, negs):
+        logits = np.array([pos] + negs) / tau
+        return -(logits[0] - np.log(np.exp(logits).sum()))
+
+    loss = sampled_softmax_loss(zq, zi, zn, tau)
+    assert loss.item() == pytest.approx((nll(0.6, [1.0, 0.0]) + nll(1.0, [0.0, -1.0])) / 2, rel=1e-5)
+    # a masked negative drops out of the normaliser
+    mask = torch.tensor([[False, True], [True, True]])
+    masked = sampled_softmax_loss(zq, zi, zn, tau, negative_mask=mask)
+    assert masked.item() == pytest.approx((nll(0.6, [0.0]) + nll(1.0, [0.0, -1.0])) / 2, rel=1e-5)
+    # hard negatives join the same normaliser
+    zh = torch.tensor([[[0.5, 0.0]], [[0.0, 0.95]]])
+    hard = sampled_softmax_loss(zq, zi, zn, tau, z_hard=zh)
+    assert hard.item() == pytest.approx((nll(0.6, [1.0, 0.0, 0.5]) + nll(1.0, [0.0, -1.0, 0.95])) / 2, rel=1e-5)
+    # the loss falls as the positive's score rises: it is a real training signal
+    assert sampled_softmax_loss(zq, zq, zn, tau).item() < loss.item()
 
 
 def _chain_neighbors(n: int, t: int) -> Neighbors:
