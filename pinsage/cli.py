@@ -26,6 +26,9 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dim", type=int, default=None)
     p.add_argument("--layers", type=int, default=None, help="K, number of convolutions")
     p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--loss", choices=["softmax", "max_margin"], default=None,
+                   help="training loss: sampled softmax (default) or the paper's max-margin")
+    p.add_argument("--temperature", type=float, default=None, help="softmax temperature on cosine scores")
     p.add_argument("--workers", type=int, default=None, help="minibatch producer processes")
     p.add_argument("--max-timestamp", type=int, default=None, help="train on interactions up to this unix time")
     p.add_argument("--vgg-weights", default=None, metavar="PATH",
@@ -46,6 +49,7 @@ def config_from_args(args, out: str):
                              (args.layers, cfg.model, "n_layers"),
                              (args.learning_rate, cfg.train, "learning_rate"),
                              (args.workers, cfg.train, "num_workers"),
+                             (args.loss, cfg.train, "loss"), (args.temperature, cfg.train, "temperature"),
                              (args.vgg_weights, cfg.features, "vgg_weights"),
                              (args.word2vec_vectors, cfg.features, "word2vec_vectors")):
         if value is not None:

@@ -37,6 +37,7 @@ class Variant:
     aggregator: str | None = None
     hard_negatives: bool | None = None
     top_t: int | None = None
+    loss: str | None = None
 
     def apply(self, cfg: PipelineConfig) -> PipelineConfig:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model),
@@ -50,6 +51,8 @@ class Variant:
             cfg.train.sampler.hard_negatives = self.hard_negatives
         if self.top_t is not None:
             cfg.walks.top_t = self.top_t
+        if self.loss is not None:
+            cfg.train.loss = self.loss
         return cfg
 
 
@@ -58,6 +61,7 @@ TABLE1_VARIANTS = (
     Variant("no convolution (K=0)", n_layers=0),
     Variant("mean pooling", aggregator="mean", hard_negatives=False),
     Variant("mean pooling + hard negatives", aggregator="mean", hard_negatives=True),
+    Variant("pinsage, max-margin loss (paper)", aggregator="importance", hard_negatives=True, loss="max_margin"),
     Variant("pinsage", aggregator="importance", hard_negatives=True),
 )
 TABLE4_T = (10, 20, 50)
@@ -142,6 +146,7 @@ def run_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, t_values=T
     root = Path(cfg.out)
     t_variants = tuple(Variant(f"pinsage T={t}", top_t=t) for t in t_values)
     test_metrics: list[dict] = []
+    valid_metrics: list[dict] = []  # settings are chosen on these; shown beside the test figures
     test_ranks: dict[str, list[np.ndarray]] = {}
     train_time: dict[str, list[float]] = {}
     n_pairs = []
@@ -151,20 +156,24 @@ def run_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, t_values=T
         for stage in ("prepare", "graph", "features", "neighbors"):
             pipeline.STAGES[stage](seed_cfg, log=log)
         metrics: dict[str, dict] = {}
+        valid: dict[str, dict] = {}
         for variant in variants + t_variants:
             info = run_variant(seed_cfg, variant, log)
             m = json.loads((Path(info["out"]) / "metrics.json").read_text())
             ranks = _ranks(info["out"])
             metrics[variant.name] = m["methods"]["pinsage"]
+            valid[variant.name] = m["validation"]["methods"]["pinsage"]
             test_ranks.setdefault(variant.name, []).append(ranks["pinsage"].to_numpy())
             train_time.setdefault(variant.name, []).append(info["train_seconds"])
             for b in BASELINES:  # baselines do not depend on the variant: take them once per seed
                 if b in m["methods"] and b not in metrics:
                     metrics[b] = m["methods"][b]
+                    valid[b] = m["validation"]["methods"][b]
                     test_ranks.setdefault(b, []).append(ranks[b].to_numpy())
             n_pairs.append(m["n_pairs"])
         test_metrics.append(metrics)
-    summary = aggregate(test_metrics)
+        valid_metrics.append(valid)
+    summary, valid_summary = aggregate(test_metrics), aggregate(valid_metrics)
     present_baselines = [b for b in BASELINES if b in summary]
     best_baseline = max(present_baselines, key=lambda b: summary[b]["mrr"][0])
     comparisons = {}
@@ -173,23 +182,53 @@ def run_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, t_values=T
             if name == "pinsage" or other == best_baseline:
                 comparisons[f"{name} vs {other}"] = paired_bootstrap(test_ranks[name], test_ranks[other], draws)
     report = {"seeds": seeds, "n_test_pairs": n_pairs[0], "best_baseline": best_baseline,
-              "table1": {k: summary[k] for k in present_baselines + [v.name for v in variants]},
+              "table1": {k: {**summary[k], "valid_mrr": valid_summary[k]["mrr"]}
+                         for k in present_baselines + [v.name for v in variants]},
               "table4": {v.name: {**{k: summary[v.name][k] for k in ("mrr", "hr@10")},
                                   "train_seconds": [float(np.mean(train_time[v.name])),
                                                     float(np.std(train_time[v.name]))]} for v in t_variants},
               "bootstrap_95": comparisons}
+    report["bar"] = quality_bar(report)
     write_json(root / "experiment.json", report)
     write_text(root / "experiment.md", markdown_report(report))
     log("\n" + markdown_report(report))
     return report
 
 
+def quality_bar(report: dict, model: str = "pinsage", ablation: str = "no convolution (K=0)") -> dict:
+    """The quality issue's bar, checked on the report's own figures (test pairs).
+
+    ``beats_baselines``: the model's mean MRR and HR@10 are >= 1.1 x the best baseline's (best per
+    metric), its mean - std is above that baseline's mean, and the bootstrap interval of the MRR
+    difference against the best-MRR baseline lies above zero. ``beats_ablation``: the bootstrap interval
+    of the MRR difference against the K=0 ablation lies above zero.
+    """
+    t1 = report["table1"]
+    if model not in t1:
+        return {}
+    baselines = [b for b in BASELINES if b in t1]
+    out: dict = {"best_baseline": report["best_baseline"]}
+    ok = True
+    for metric in ("mrr", "hr@10"):
+        best = max(baselines, key=lambda b: t1[b][metric][0])
+        mean, std = t1[model][metric]
+        ratio = mean / max(t1[best][metric][0], 1e-12)
+        out[metric] = {"best_baseline": best, "ratio": ratio, "mean_minus_std_above": mean - std > t1[best][metric][0]}
+        ok &= ratio >= 1.1 and mean - std > t1[best][metric][0]
+    ci = report["bootstrap_95"].get(f"{model} vs {report['best_baseline']}")
+    out["beats_baselines"] = bool(ok and ci is not None and ci["mrr"][0] > 0)
+    ci0 = report["bootstrap_95"].get(f"{model} vs {ablation}")
+    out["beats_ablation"] = bool(ci0 is not None and ci0["mrr"][0] > 0)
+    return out
+
+
 def markdown_report(report: dict) -> str:
     n, seeds = report["n_test_pairs"], report["seeds"]
     lines = [f"#### Table 1 shape: test pairs ({n}), full ranking, mean ± std over {seeds} seeds", "",
-             "| method | MRR | HR@10 | HR@50 |", "|---|---:|---:|---:|"]
+             "| method | MRR | HR@10 | HR@50 | validation MRR |", "|---|---:|---:|---:|---:|"]
     for name, m in report["table1"].items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(m[k]) for k in TABLE_METRICS) + " |")
+        valid = _fmt(m["valid_mrr"]) if "valid_mrr" in m else ""
+        lines.append(f"| {name} | " + " | ".join(_fmt(m[k]) for k in TABLE_METRICS) + f" | {valid} |")
     lines += ["", f"#### Table 4 shape: neighbourhood size T (test pairs, {seeds} seeds)", "",
               "| T | MRR | HR@10 | training time (s) |", "|---|---:|---:|---:|"]
     for name, m in report["table4"].items():
@@ -203,4 +242,15 @@ def markdown_report(report: dict) -> str:
                      f"[{ci['hr@10'][0]:+.4f}, {ci['hr@10'][1]:+.4f}] |")
     lines += ["", f"With one held-out pair per context there are only {n} test pairs: differences whose "
               "interval spans zero are noise, whatever the means say."]
+    bar = report.get("bar") or {}
+    if bar:
+        lines += ["", "#### Quality bar (test pairs)", ""]
+        for metric in ("mrr", "hr@10"):
+            b = bar[metric]
+            lines.append(f"- {metric.upper()}: pinsage / best baseline ({b['best_baseline']}) = {b['ratio']:.2f}x "
+                         f"(needs >= 1.10x); mean - std above its mean: {'yes' if b['mean_minus_std_above'] else 'no'}")
+        lines.append(f"- beats the best baselines (ratio, mean - std, bootstrap above 0): "
+                     f"{'yes' if bar['beats_baselines'] else 'no'}")
+        lines.append(f"- beats its K=0 ablation (bootstrap interval of Δ MRR above 0): "
+                     f"{'yes' if bar['beats_ablation'] else 'no'}")
     return "\n".join(lines) + "\n"
