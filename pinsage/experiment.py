@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from . import pipeline
+from .graph import BipartiteGraph
 from .io import write_json, write_text
 from .pipeline import PipelineConfig
 
@@ -76,9 +77,19 @@ def _link_shared(base: Path, out: Path, stages: tuple[str, ...]) -> None:
 
 
 def run_variant(base_cfg: PipelineConfig, variant: Variant, log: Log) -> dict:
-    """Train, export and evaluate one variant over the base run's shared stages."""
+    """Train, export and evaluate one variant over the base run's shared stages.
+
+    A variant whose ``variant.json`` records the same configuration is not trained again, so an
+    interrupted experiment resumes where it stopped and a finished one re-renders its report at once.
+    """
     out = Path(base_cfg.out) / "variants" / variant.name.replace(" ", "_").replace("/", "_")
     cfg = dataclasses.replace(variant.apply(base_cfg), out=str(out))
+    done = out / "variant.json"
+    if done.exists() and (out / "ranks.parquet").exists():
+        record = json.loads(done.read_text())
+        if record["config"] == json.loads(json.dumps(cfg.to_dict())):
+            log(f"experiment: {variant.name} already done in {out}")
+            return {"out": str(out), "train_seconds": record["train_seconds"]}
     shared = ("dataset", "prepare", "graph", "features") + (() if variant.top_t else ("neighbors",))
     _link_shared(Path(base_cfg.out), out, tuple(s for s in shared if (Path(base_cfg.out) / s).exists()))
     if variant.top_t:
@@ -88,6 +99,7 @@ def run_variant(base_cfg: PipelineConfig, variant: Variant, log: Log) -> dict:
     train_seconds = time.perf_counter() - t0
     for stage in (pipeline.export, pipeline.evaluate):
         stage(cfg, log=lambda s: None)
+    write_json(done, {"config": cfg.to_dict(), "train_seconds": train_seconds})
     return {"out": str(out), "train_seconds": train_seconds}
 
 
@@ -150,11 +162,13 @@ def run_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, t_values=T
     test_ranks: dict[str, list[np.ndarray]] = {}
     train_time: dict[str, list[float]] = {}
     n_pairs = []
+    target_degree: list[np.ndarray] = []  # per seed, (P,) training degree of each test target
     for s in range(seeds):
         seed_cfg = dataclasses.replace(cfg.with_seed(cfg.seed + s), out=str(root / f"seed{s}"))
         log(f"experiment: seed {seed_cfg.seed}")
         for stage in ("prepare", "graph", "features", "neighbors"):
             pipeline.STAGES[stage](seed_cfg, log=log)
+        degree = BipartiteGraph.load(Path(seed_cfg.out) / "graph" / "graph.npz").item_degree()
         metrics: dict[str, dict] = {}
         valid: dict[str, dict] = {}
         for variant in variants + t_variants:
@@ -165,6 +179,8 @@ def run_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, t_values=T
             valid[variant.name] = m["validation"]["methods"]["pinsage"]
             test_ranks.setdefault(variant.name, []).append(ranks["pinsage"].to_numpy())
             train_time.setdefault(variant.name, []).append(info["train_seconds"])
+            if len(target_degree) == s:
+                target_degree.append(degree[ranks["target"].to_numpy()])
             for b in BASELINES:  # baselines do not depend on the variant: take them once per seed
                 if b in m["methods"] and b not in metrics:
                     metrics[b] = m["methods"][b]
@@ -188,11 +204,36 @@ def run_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, t_values=T
                                   "train_seconds": [float(np.mean(train_time[v.name])),
                                                     float(np.std(train_time[v.name]))]} for v in t_variants},
               "bootstrap_95": comparisons}
+    report["by_target_degree"] = by_target_degree(
+        {k: test_ranks[k] for k in present_baselines + [v.name for v in variants]}, target_degree)
     report["bar"] = quality_bar(report)
     write_json(root / "experiment.json", report)
     write_text(root / "experiment.md", markdown_report(report))
     log("\n" + markdown_report(report))
     return report
+
+
+DEGREE_BUCKETS = ((0, 0), (1, 5), (6, 20), (21, None))  # training interactions of the target item
+
+
+def by_target_degree(ranks: dict[str, list[np.ndarray]], degree: list[np.ndarray]) -> dict:
+    """MRR per bucket of the target's training degree, mean over seeds: where each method wins.
+
+    Args:
+        ranks: method -> per seed (P,) test ranks; degree: per seed (P,) training degree of the targets.
+    Returns:
+        {"buckets": {label: mean #pairs}, "mrr": {method: {label: mean MRR or None if empty}}}
+    """
+    labels, masks = [], []
+    for lo, hi in DEGREE_BUCKETS:
+        labels.append(f"{lo}" if hi == lo else (f">{lo - 1}" if hi is None else f"{lo}-{hi}"))
+        masks.append([(d >= lo) & (d <= (np.inf if hi is None else hi)) for d in degree])
+    out = {"buckets": {lab: float(np.mean([m.sum() for m in ms])) for lab, ms in zip(labels, masks)}, "mrr": {}}
+    for method, per_seed in ranks.items():
+        out["mrr"][method] = {lab: (float(np.mean([np.mean(1.0 / r[m]) for r, m in zip(per_seed, ms)]))
+                                    if all(m.any() for m in ms) else None)
+                              for lab, ms in zip(labels, masks)}
+    return out
 
 
 def quality_bar(report: dict, model: str = "pinsage", ablation: str = "no convolution (K=0)") -> dict:
@@ -242,6 +283,15 @@ def markdown_report(report: dict) -> str:
                      f"[{ci['hr@10'][0]:+.4f}, {ci['hr@10'][1]:+.4f}] |")
     lines += ["", f"With one held-out pair per context there are only {n} test pairs: differences whose "
               "interval spans zero are noise, whatever the means say."]
+    deg = report.get("by_target_degree")
+    if deg:
+        labels = list(deg["buckets"])
+        lines += ["", "#### Test MRR by the target's number of training interactions (mean over seeds)", "",
+                  "| method | " + " | ".join(f"{lab} ({deg['buckets'][lab]:.0f} pairs)" for lab in labels) + " |",
+                  "|---|" + "---:|" * len(labels)]
+        for method, row in deg["mrr"].items():
+            lines.append(f"| {method} | " + " | ".join("" if row[lab] is None else f"{row[lab]:.4f}"
+                                                        for lab in labels) + " |")
     bar = report.get("bar") or {}
     if bar:
         lines += ["", "#### Quality bar (test pairs)", ""]

@@ -45,3 +45,47 @@ def test_experiment_runs_variants_over_seeds(tmp_path):
     assert "pinsage vs itemknn" in report["bootstrap_95"]
     md = (tmp_path / "exp" / "experiment.md").read_text()
     assert "Table 1" in md and "Table 4" in md and "| pinsage |" in md
+    # a second call trains nothing (every variant is recorded as done) and reproduces the report
+    model = tmp_path / "exp" / "seed0" / "variants" / "pinsage" / "train" / "model.pt"
+    stamp = model.stat().st_mtime_ns
+    logs = []
+    again = run_experiment(cfg, seeds=2, log=logs.append, t_values=(5,), variants=variants, draws=50)
+    assert model.stat().st_mtime_ns == stamp
+    assert sum("already done" in line for line in logs) == 2 * 3
+    assert again["table1"] == report["table1"] and again["table4"]["pinsage T=5"]["mrr"] == report["table4"]["pinsage T=5"]["mrr"]
+
+
+def _report(pinsage_mrr, pinsage_hr, knn_ci_lo, k0_ci_lo):
+    return {"best_baseline": "itemknn",
+            "table1": {"itemknn": {"mrr": [0.030, 0.0], "hr@10": [0.050, 0.0]},
+                       "popularity": {"mrr": [0.020, 0.0], "hr@10": [0.060, 0.0]},
+                       "pinsage": {"mrr": pinsage_mrr, "hr@10": pinsage_hr}},
+            "bootstrap_95": {"pinsage vs itemknn": {"mrr": [knn_ci_lo, 0.01], "hr@10": [0.0, 0.1]},
+                             "pinsage vs no convolution (K=0)": {"mrr": [k0_ci_lo, 0.01], "hr@10": [0.0, 0.1]}}}
+
+
+def test_quality_bar_checks_ratio_spread_and_bootstrap():
+    from pinsage.experiment import quality_bar
+
+    good = quality_bar(_report([0.034, 0.001], [0.067, 0.002], 0.001, 0.0005))
+    assert good["beats_baselines"] and good["beats_ablation"]
+    assert good["hr@10"]["best_baseline"] == "popularity"  # best per metric, not the best-MRR method
+    assert good["mrr"]["ratio"] == pytest.approx(0.034 / 0.030)
+    assert not quality_bar(_report([0.032, 0.001], [0.067, 0.002], 0.001, 0.0))["beats_baselines"]  # < 10%
+    assert not quality_bar(_report([0.034, 0.005], [0.067, 0.002], 0.001, 0.0))["beats_baselines"]  # spread
+    assert not quality_bar(_report([0.034, 0.001], [0.067, 0.002], -0.001, 0.0))["beats_baselines"]  # noise
+    assert not quality_bar(_report([0.034, 0.001], [0.065, 0.002], 0.001, 0.0))["beats_baselines"]  # HR@10
+    assert not quality_bar(_report([0.034, 0.001], [0.067, 0.002], 0.001, -0.001))["beats_ablation"]
+
+
+def test_by_target_degree_buckets_ranks():
+    from pinsage.experiment import by_target_degree
+
+    degree = [np.array([0, 3, 3, 50]), np.array([0, 2, 10, 30])]
+    ranks = {"m": [np.array([4.0, 1.0, 2.0, 10.0]), np.array([2.0, 1.0, 5.0, 5.0])]}
+    out = by_target_degree(ranks, degree)
+    assert out["buckets"] == {"0": 1.0, "1-5": 1.5, "6-20": 0.5, ">20": 1.0}
+    assert out["mrr"]["m"]["0"] == pytest.approx((0.25 + 0.5) / 2)
+    assert out["mrr"]["m"]["1-5"] == pytest.approx((0.75 + 1.0) / 2)
+    assert out["mrr"]["m"]["6-20"] is None  # empty in seed 0: no mean over a missing bucket
+    assert out["mrr"]["m"][">20"] == pytest.approx((0.1 + 0.2) / 2)
