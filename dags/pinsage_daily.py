@@ -24,8 +24,9 @@ prepare ─┬─ features ───────────────┐
 
 Trigger with a config from the UI's form or the REST API (`conf` overrides any parameter;
 `overrides` takes dotted `PipelineConfig` keys, e.g. `{"features.word2vec_dim": 64}`).
-`engine` = `ray` (with `ray_address`) is the coming seam for running the heavy steps on a Ray
-cluster; today only `local` runs.
+`engine` = `ray` (with `ray_address`; empty starts a local Ray in the worker) shards the
+neighbourhood step over a Ray cluster, the graph shared once through Ray's object store; the other
+steps run in the worker for now.
 
 This file only wires tasks: it imports no torch, faiss, mlflow or pandas and touches no database,
 network or GPU when parsed. The steps live in `tasks/` and also run from the command line.
@@ -77,10 +78,11 @@ PARAMS = {
     "experiment": Param("pinsage", type="string", minLength=1, title="MLflow experiment",
                         description="MLflow experiment that holds the run."),
     "engine": Param("local", type="string", enum=["local", "ray"], title="Engine",
-                    description="Where the heavy steps run. 'local': in the Airflow worker. 'ray': coming "
-                                "(neighbourhoods, export and batch work on a Ray cluster); refused for now."),
+                    description="Where the heavy steps run. 'local': in the Airflow worker. 'ray': the "
+                                "neighbourhood step is sharded over a Ray cluster (other steps stay local)."),
     "ray_address": Param("", type="string", title="Ray address",
-                         description="Ray cluster address for engine 'ray' (coming), e.g. ray://head:10001."),
+                         description="Ray cluster address for engine 'ray', e.g. ray://head:10001; empty: "
+                                     "a local Ray started for the step."),
     "overrides": Param({}, type="object", title="Advanced overrides",
                        description="Dotted PipelineConfig keys, e.g. {\"features.word2vec_dim\": 64, "
                                    "\"train.sampler.batch_size\": 256}."),

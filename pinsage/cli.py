@@ -30,6 +30,9 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                    help="training loss: sampled softmax (default) or the paper's max-margin")
     p.add_argument("--temperature", type=float, default=None, help="softmax temperature on cosine scores")
     p.add_argument("--workers", type=int, default=None, help="minibatch producer processes")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="where the neighbourhood stage runs: in-process, or sharded over a Ray cluster")
+    p.add_argument("--ray-address", default="", help="Ray cluster address for --engine ray; empty: a local Ray")
     p.add_argument("--max-timestamp", type=int, default=None, help="train on interactions up to this unix time")
     p.add_argument("--vgg-weights", default=None, metavar="PATH",
                    help="local torchvision vgg16 weights file (vgg16-397923af.pth) for 4,096-d visual "
@@ -41,7 +44,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
 def config_from_args(args, out: str):
     from .pipeline import PipelineConfig
 
-    cfg = PipelineConfig(data=args.data, out=out, max_timestamp=args.max_timestamp).with_seed(args.seed)
+    cfg = PipelineConfig(data=args.data, out=out, max_timestamp=args.max_timestamp, engine=args.engine,
+                         ray_address=args.ray_address).with_seed(args.seed)
     cfg.train.device = args.device
     for value, obj, name in ((args.epochs, cfg.train, "epochs"), (args.top_t, cfg.walks, "top_t"),
                              (args.walks_per_item, cfg.walks, "walks_per_item"),

@@ -54,6 +54,8 @@ class PipelineConfig:
     seed: int = 0
     max_timestamp: int | None = None  # train as of this unix time (daily retrains / backfills)
     pixie_walks_per_item: int = 4000  # the Pixie baseline walks far more from its few queries
+    engine: str = "local"  # "local": in-process; "ray": neighbourhoods sharded over a Ray cluster
+    ray_address: str = ""  # Ray cluster for engine "ray" (e.g. ray://head:10001); empty: start a local one
     features: FeatureConfig = field(default_factory=FeatureConfig)
     walks: WalkConfig = field(default_factory=WalkConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -173,7 +175,19 @@ def _hard_negative_depth(n_items: int, cfg: PipelineConfig) -> int:
 def neighbors(cfg: PipelineConfig, log: Log = print) -> dict:
     t0 = time.perf_counter()
     g = BipartiteGraph.load(_out(cfg, "graph", "graph.npz"))
-    nbrs, visits = random_walk_neighbors(g, cfg.walks, hard_negative_depth=_hard_negative_depth(g.n_items, cfg))
+    depth = _hard_negative_depth(g.n_items, cfg)
+    if cfg.engine == "ray":
+        from .engine_ray import random_walk_neighbors_ray, ray_session
+
+        stats: dict = {}
+        with ray_session(cfg.ray_address or None):
+            nbrs, visits = random_walk_neighbors_ray(g, cfg.walks, hard_negative_depth=depth, stats=stats)
+        log(f"neighbors: engine ray ({cfg.ray_address or 'local cluster'}), {stats['n_shards']} tasks, "
+            f"graph shared zero-copy: {stats['zero_copy']}")
+    elif cfg.engine == "local":
+        nbrs, visits = random_walk_neighbors(g, cfg.walks, hard_negative_depth=depth)
+    else:
+        raise ValueError(f"engine must be 'local' or 'ray', got {cfg.engine!r}")
     d = _out(cfg, "neighbors")
     nbrs.save(d / "neighbors.parquet", _item_ids(cfg))
     write_npz(d / "visits.npz", items=visits.items, counts=visits.counts)

@@ -402,43 +402,56 @@ def _dense_kernel(sources, item_indptr, item_contexts, item_alias, context_indpt
 # --------------------------------------------------------------------------------------------------
 
 
-def _prepare(graph: BipartiteGraph, sources, walks_per_item: int, restart_prob: float,
+def walk_tables(graph: BipartiteGraph) -> dict[str, np.ndarray]:
+    """The arrays every walk reads: the CSR structure in fixed dtypes and, for weighted graphs, the
+    per-row alias tables. Built once per graph; the Ray engine ships them to the object store once."""
+    iw, cw = graph.item_weights, graph.context_weights
+    weighted = bool(len(iw) and (iw.min() != iw.max() or cw.min() != cw.max()))
+    if weighted and (iw.min() <= 0 or cw.min() <= 0):
+        raise ValueError("edge weights must be positive")
+    tables = {"n": np.array([graph.n_items, graph.n_contexts], dtype=np.int64),
+              "item_indptr": np.ascontiguousarray(graph.item_indptr, dtype=np.int64),
+              "item_contexts": np.ascontiguousarray(graph.item_contexts, dtype=np.int32),
+              "context_indptr": np.ascontiguousarray(graph.context_indptr, dtype=np.int64),
+              "context_items": np.ascontiguousarray(graph.context_items, dtype=np.int32),
+              "weighted": np.array([weighted])}
+    if weighted:
+        tables["item_alias"] = _alias_table(tables["item_indptr"], np.ascontiguousarray(iw, dtype=np.float32))
+        tables["context_alias"] = _alias_table(tables["context_indptr"], np.ascontiguousarray(cw, dtype=np.float32))
+    else:  # unused by the uniform path
+        tables["item_alias"] = tables["context_alias"] = np.zeros(1, dtype=np.uint64)
+    return tables
+
+
+def _prepare(graph: BipartiteGraph | dict, sources, walks_per_item: int, restart_prob: float,
              max_walk_length: int, seed: int):
-    """Validate arguments and return the fixed-dtype arguments shared by both kernels."""
+    """Validate arguments and return the fixed-dtype arguments shared by both kernels.
+
+    ``graph`` is a :class:`BipartiteGraph` or the :func:`walk_tables` of one (read as they are: no copy).
+    """
     if walks_per_item < 0:
         raise ValueError(f"walks_per_item must be >= 0, got {walks_per_item}")
     if not 0.0 <= restart_prob <= 1.0:
         raise ValueError(f"restart_prob must be in [0, 1], got {restart_prob}")
     if max_walk_length < 1:
         raise ValueError(f"max_walk_length must be >= 1, got {max_walk_length}")
-    if graph.n_items >= 2**31 - 1:
+    t = walk_tables(graph) if isinstance(graph, BipartiteGraph) else graph
+    n_items = int(t["n"][0])
+    if n_items >= 2**31 - 1:
         raise ValueError("n_items must fit in int32")
     sources = np.ascontiguousarray(sources, dtype=np.int64).reshape(-1)
-    if len(sources) and (sources.min() < 0 or sources.max() >= graph.n_items):
-        raise ValueError(f"source index out of range [0, {graph.n_items})")
-    iw, cw = graph.item_weights, graph.context_weights
-    weighted = bool(len(iw) and (iw.min() != iw.max() or cw.min() != cw.max()))
-    if weighted:
-        if iw.min() <= 0 or cw.min() <= 0:
-            raise ValueError("edge weights must be positive")
-        item_alias = _alias_table(np.ascontiguousarray(graph.item_indptr, dtype=np.int64),
-                                  np.ascontiguousarray(iw, dtype=np.float32))
-        context_alias = _alias_table(np.ascontiguousarray(graph.context_indptr, dtype=np.int64),
-                                     np.ascontiguousarray(cw, dtype=np.float32))
-    else:
-        item_alias = context_alias = np.zeros(1, dtype=np.uint64)  # unused by the uniform path
+    if len(sources) and (sources.min() < 0 or sources.max() >= n_items):
+        raise ValueError(f"source index out of range [0, {n_items})")
     n_threads = numba.get_num_threads()
     n_blocks = max(1, min(len(sources), 4 * n_threads))
     # distinct items one source can touch (every hop a new item), +1 for the branch-free append
-    touched_cap = min(graph.n_items, walks_per_item * max_walk_length) + 1
+    touched_cap = min(n_items, walks_per_item * max_walk_length) + 1
     restart_thresh = np.int64(round(restart_prob * 2.0**32))  # restart iff u32 < thresh
     seed_u64 = np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF)
-    graph_args = (np.ascontiguousarray(graph.item_indptr, dtype=np.int64),
-                  np.ascontiguousarray(graph.item_contexts, dtype=np.int32), item_alias,
-                  np.ascontiguousarray(graph.context_indptr, dtype=np.int64),
-                  np.ascontiguousarray(graph.context_items, dtype=np.int32), context_alias,
-                  weighted, np.int64(walks_per_item), restart_thresh, np.int64(max_walk_length),
-                  seed_u64, np.int64(graph.n_items), np.int64(n_blocks), np.int64(touched_cap))
+    graph_args = (t["item_indptr"], t["item_contexts"], t["item_alias"],
+                  t["context_indptr"], t["context_items"], t["context_alias"],
+                  bool(t["weighted"][0]), np.int64(walks_per_item), restart_thresh, np.int64(max_walk_length),
+                  seed_u64, np.int64(n_items), np.int64(n_blocks), np.int64(touched_cap))
     return sources, graph_args
 
 
@@ -480,7 +493,7 @@ def dense_visit_counts(graph: BipartiteGraph, sources: np.ndarray, walks_per_ite
     Meant for a few hundred query items: the output is dense.
     """
     sources, args = _prepare(graph, sources, walks_per_item, restart_prob, max_walk_length, seed)
-    out = np.zeros((len(sources), graph.n_items), dtype=np.float32)
+    out = np.zeros((len(sources), int(args[11])), dtype=np.float32)
     if len(sources):
         with numba.parallel_chunksize(1):
             _dense_kernel(sources, *args, out)

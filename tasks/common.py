@@ -49,6 +49,8 @@ FORM_FIELDS: dict[str, str] = {
     "learning_rate": "train.learning_rate",
     "device": "train.device",
     "vgg_weights": "features.vgg_weights",
+    "engine": "engine",
+    "ray_address": "ray_address",
 }
 # Run-level settings that are not part of PipelineConfig.
 SETTINGS_DEFAULTS: dict[str, Any] = {
@@ -138,12 +140,6 @@ def build_settings(params: dict) -> dict:
         raise ConfigError(f"promotion_margin must be a finite number >= 0, got {s['promotion_margin']}")
     if s["engine"] not in ENGINES:
         raise ConfigError(f"engine must be one of {ENGINES}, got {s['engine']!r}")
-    if s["engine"] != "local":
-        # The seam for distributed execution: neighbourhoods, export and batch work on a Ray
-        # cluster at ``ray_address``. Not implemented yet; fail before any work is done.
-        raise NotImplementedError(
-            f"engine {s['engine']!r} (ray_address={s['ray_address']!r}) is planned but not implemented "
-            "yet; use engine 'local'")
     return s
 
 

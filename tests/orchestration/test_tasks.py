@@ -231,8 +231,11 @@ def test_form_parameters_and_overrides_build_the_config(tmp_path):
                 {"overrides": {"out": "/elsewhere"}}, {"epochs": 1.5}):
         with pytest.raises(common.ConfigError):
             common.build_config(bad, tmp_path)
-    with pytest.raises(NotImplementedError, match="ray"):
-        common.build_settings({"engine": "ray", "ray_address": "ray://head:10001"})
+    assert common.build_settings({"engine": "ray", "ray_address": "ray://head:10001"})["engine"] == "ray"
+    ray_cfg = common.build_config({"engine": "ray", "ray_address": "ray://head:10001"}, tmp_path)
+    assert (ray_cfg.engine, ray_cfg.ray_address) == ("ray", "ray://head:10001")
+    with pytest.raises(common.ConfigError):
+        common.build_settings({"engine": "spark"})
     with pytest.raises(common.ConfigError):
         common.build_settings({"promotion_margin": -1})
     assert common.build_settings({})["model_name"] == "pinsage"

@@ -1,0 +1,44 @@
+"""The ``ray`` engine against the ``local`` one, on a local Ray the test starts (real processes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="ray is in requirements.txt; the engine's test needs it installed")
+
+from pinsage.engine_ray import random_walk_neighbors_ray, ray_session, shard_bounds  # noqa: E402
+from pinsage.walks import WalkConfig, random_walk_neighbors  # noqa: E402
+from test_walks import _random_graph  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    with ray_session(num_cpus=2):
+        yield
+
+
+def test_shard_bounds_cover_every_item_once():
+    for n, k in ((10, 3), (7, 7), (5, 9), (0, 4), (1000, 16)):
+        bounds = shard_bounds(n, k)
+        covered = np.concatenate([np.arange(a, b) for a, b in bounds]) if n else np.zeros(0)
+        assert np.array_equal(covered, np.arange(n))
+        assert all(b > a for a, b in bounds) or n == 0
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_ray_neighbours_equal_local(local_ray, weighted):
+    graph = _random_graph(600, 150, 3000, seed=3, weighted=weighted, isolated=5)
+    cfg = WalkConfig(walks_per_item=50, top_t=10, seed=11)
+    local_nbrs, local_visits = random_walk_neighbors(graph, cfg, hard_negative_depth=40)
+    stats = {}
+    nbrs, visits = random_walk_neighbors_ray(graph, cfg, hard_negative_depth=40, n_shards=7, stats=stats)
+    assert stats["n_shards"] == 7
+    # every task read the graph from Ray's shared object store, never a private copy
+    assert stats["zero_copy"]
+    np.testing.assert_array_equal(visits.items, local_visits.items)
+    np.testing.assert_array_equal(visits.counts, local_visits.counts)
+    np.testing.assert_array_equal(nbrs.items, local_nbrs.items)
+    np.testing.assert_array_equal(nbrs.weights, local_nbrs.weights)
+    np.testing.assert_array_equal(nbrs.mask, local_nbrs.mask)
+    assert nbrs.mask[:-5].any(axis=1).all() and not nbrs.mask[-5:].any()  # isolated items stay empty
