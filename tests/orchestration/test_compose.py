@@ -71,3 +71,15 @@ def test_the_image_carries_the_code_and_pinned_requirements():
     for part in ("pinsage", "tasks", "dags"):
         assert f"COPY --chown=airflow:0 {part} /opt/pinsage/{part}" in docker
     assert "download.pytorch.org/whl/cpu" in docker  # never the CUDA torch
+
+
+def test_ray_profile_is_optional_and_authenticated(compose):
+    services = compose["services"]
+    for name in ("ray-head", "ray-worker"):
+        assert services[name]["profiles"] == ["ray"], name  # not started by a plain `docker compose up`
+        assert services[name]["environment"]["RAY_AUTH_MODE"] == "token", name
+        assert "ports" not in services[name], name  # reachable only inside the compose network
+    head = " ".join(services["ray-head"]["command"])
+    assert "--head" in head and "--ray-client-server-port=10001" in head
+    assert "--address=ray-head:6379" in services["ray-worker"]["command"]
+    assert services["ray-worker"]["depends_on"]["ray-head"]["condition"] == "service_healthy"
