@@ -45,12 +45,31 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         ray.shutdown()
 
 
-def _walk_shard(tables: dict, sources: np.ndarray, m: int, config: dict) -> tuple[np.ndarray, np.ndarray, bool]:
-    """One task: the top-m visit table of ``sources``; also says whether the graph arrived zero-copy."""
+def process_memory() -> dict[str, int]:
+    """This process's memory in bytes from /proc/self/smaps_rollup (Linux): ``private`` pages are its
+    own, ``shared`` pages are mapped from elsewhere (the object store); ``peak_rss`` is the high-water
+    mark. Empty where /proc is not available."""
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/self/smaps_rollup") as fh:
+            fields = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in fh if line.endswith("kB\n")}
+        out["private"] = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+        out["shared"] = fields.get("Shared_Clean", 0) + fields.get("Shared_Dirty", 0)
+        with open("/proc/self/status") as fh:
+            out["peak_rss"] = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM"))
+    except (OSError, StopIteration, ValueError):
+        pass
+    return out
+
+
+def _walk_shard(tables: dict, sources: np.ndarray, m: int, config: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+    """One task: the top-m visit table of ``sources``, with whether the graph arrived zero-copy and
+    the worker's memory after the walks."""
     visits = visit_counts_topm(tables, sources, m, config["walks_per_item"], config["restart_prob"],
                                config["max_walk_length"], config["seed"])
-    shared = not tables["item_contexts"].flags.writeable  # a view of the object store, not a copy
-    return visits.items, visits.counts, shared
+    info = {"zero_copy": not tables["item_contexts"].flags.writeable,  # a view of the object store
+            "pid": os.getpid(), **process_memory()}
+    return visits.items, visits.counts, info
 
 
 def shard_bounds(n: int, n_shards: int) -> list[tuple[int, int]]:
@@ -67,8 +86,9 @@ def visit_counts_ray(graph: BipartiteGraph, m: int, config: WalkConfig, n_shards
     Args:
         n_shards: tasks to cut the items into; default ~4 per cluster CPU (load balance against
             stragglers) with at least 10,000 items per task (task overhead).
-        stats: if given, receives ``n_shards`` and ``zero_copy`` (True when every task read the
-            graph from the object store without copying it).
+        stats: if given, receives ``n_shards``, ``zero_copy`` (True when every task read the graph
+            from the object store without copying it), ``graph_bytes`` (size of the walk tables) and
+            ``worker_private_bytes`` / ``worker_peak_rss_bytes`` (the largest over tasks).
     """
     import ray
 
@@ -76,7 +96,8 @@ def visit_counts_ray(graph: BipartiteGraph, m: int, config: WalkConfig, n_shards
     if n_shards is None:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         n_shards = max(1, min(4 * cpus, math.ceil(n / 10_000)))
-    tables_ref = ray.put(walk_tables(graph))  # once: every task reads the same shared arrays
+    tables = walk_tables(graph)
+    tables_ref = ray.put(tables)  # once: every task reads the same shared arrays
     remote = ray.remote(_walk_shard).options(num_cpus=1)
     walk_cfg = {"walks_per_item": config.walks_per_item, "restart_prob": config.restart_prob,
                 "max_walk_length": config.max_walk_length, "seed": config.seed}
@@ -86,7 +107,12 @@ def visit_counts_ray(graph: BipartiteGraph, m: int, config: WalkConfig, n_shards
     items = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, m), dtype=np.int32)
     counts = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, m), dtype=np.int32)
     if stats is not None:
-        stats.update(n_shards=len(bounds), zero_copy=all(p[2] for p in parts))
+        infos = [p[2] for p in parts]
+        stats.update(n_shards=len(bounds), zero_copy=all(i["zero_copy"] for i in infos),
+                     graph_bytes=int(sum(a.nbytes for a in tables.values())),
+                     n_workers=len({i["pid"] for i in infos}),
+                     worker_private_bytes=max((i.get("private", 0) for i in infos), default=0),
+                     worker_peak_rss_bytes=max((i.get("peak_rss", 0) for i in infos), default=0))
     return VisitTable(items, counts)
 
 
