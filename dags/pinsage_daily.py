@@ -24,9 +24,9 @@ prepare ─┬─ features ───────────────┐
 
 Trigger with a config from the UI's form or the REST API (`conf` overrides any parameter;
 `overrides` takes dotted `PipelineConfig` keys, e.g. `{"features.word2vec_dim": 64}`).
-`engine` = `ray` (with `ray_address`; empty starts a local Ray in the worker) shards the
-neighbourhood step over a Ray cluster, the graph shared once through Ray's object store; the other
-steps run in the worker for now.
+`engine` = `ray` (with `ray_address`; empty starts a local Ray in the worker) runs the
+neighbourhood step as sharded Ray tasks (the graph shared once through the object store) and the
+export as a Ray Data map / join / reduce per layer; the other steps run in the worker.
 
 This file only wires tasks: it imports no torch, faiss, mlflow or pandas and touches no database,
 network or GPU when parsed. The steps live in `tasks/` and also run from the command line.
@@ -78,8 +78,8 @@ PARAMS = {
     "experiment": Param("pinsage", type="string", minLength=1, title="MLflow experiment",
                         description="MLflow experiment that holds the run."),
     "engine": Param("local", type="string", enum=["local", "ray"], title="Engine",
-                    description="Where the heavy steps run. 'local': in the Airflow worker. 'ray': the "
-                                "neighbourhood step is sharded over a Ray cluster (other steps stay local)."),
+                    description="Where the heavy steps run. 'local': in the Airflow worker. 'ray': neighbourhoods "
+                                "and export run on a Ray cluster (other steps stay local)."),
     "ray_address": Param("", type="string", title="Ray address",
                          description="Ray cluster address for engine 'ray', e.g. ray://head:10001; empty: "
                                      "a local Ray started for the step."),

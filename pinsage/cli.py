@@ -31,7 +31,7 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=None, help="softmax temperature on cosine scores")
     p.add_argument("--workers", type=int, default=None, help="minibatch producer processes")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="where the neighbourhood stage runs: in-process, or sharded over a Ray cluster")
+                   help="where the neighbourhood and export stages run: in-process, or on a Ray cluster")
     p.add_argument("--ray-address", default="", help="Ray cluster address for --engine ray; empty: a local Ray")
     p.add_argument("--max-timestamp", type=int, default=None, help="train on interactions up to this unix time")
     p.add_argument("--vgg-weights", default=None, metavar="PATH",

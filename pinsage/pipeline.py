@@ -54,7 +54,7 @@ class PipelineConfig:
     seed: int = 0
     max_timestamp: int | None = None  # train as of this unix time (daily retrains / backfills)
     pixie_walks_per_item: int = 4000  # the Pixie baseline walks far more from its few queries
-    engine: str = "local"  # "local": in-process; "ray": neighbourhoods sharded over a Ray cluster
+    engine: str = "local"  # "local": in-process; "ray": neighbourhoods and export on a Ray cluster
     ray_address: str = ""  # Ray cluster for engine "ray" (e.g. ray://head:10001); empty: start a local one
     features: FeatureConfig = field(default_factory=FeatureConfig)
     walks: WalkConfig = field(default_factory=WalkConfig)
@@ -253,7 +253,15 @@ def export(cfg: PipelineConfig, log: Log = print, model_dir: str | None = None) 
     t0 = time.perf_counter()
     feats, nbrs = _load_inputs(cfg)
     model = load_model(model_dir or _out(cfg, "train"))
-    emb = export_embeddings(model, feats, nbrs)
+    if cfg.engine == "ray":
+        from .engine_ray import ray_session
+        from .export_ray import export_embeddings_ray
+
+        with ray_session(cfg.ray_address or None):
+            emb = export_embeddings_ray(model, feats, nbrs)
+        log(f"export: engine ray ({cfg.ray_address or 'local cluster'}), map / join / reduce per layer")
+    else:
+        emb = export_embeddings(model, feats, nbrs)
     parts = write_embeddings(_out(cfg, "embeddings"), _item_ids(cfg), emb)
     log(f"export: {len(emb)} embeddings of {emb.shape[1]} dims in {len(parts)} part(s), "
         f"{time.perf_counter() - t0:.1f}s")

@@ -42,3 +42,25 @@ def test_ray_neighbours_equal_local(local_ray, weighted):
     np.testing.assert_array_equal(nbrs.weights, local_nbrs.weights)
     np.testing.assert_array_equal(nbrs.mask, local_nbrs.mask)
     assert nbrs.mask[:-5].any(axis=1).all() and not nbrs.mask[-5:].any()  # isolated items stay empty
+
+
+def test_ray_export_equals_local(local_ray):
+    import torch
+
+    from pinsage.export import export_embeddings
+    from pinsage.export_ray import export_embeddings_ray
+    from pinsage.model import ModelConfig, PinSage
+    from pinsage.walks import neighbors_from_visits, visit_counts_topm
+
+    graph = _random_graph(120, 40, 500, seed=5, weighted=False, isolated=3)
+    visits = visit_counts_topm(graph, np.arange(graph.n_items), 6, 30, 0.5, 8, 0)
+    nbrs = neighbors_from_visits(visits, 6)
+    feats = np.random.default_rng(0).normal(size=(graph.n_items, 7)).astype(np.float32)
+    torch.manual_seed(0)
+    model = PinSage(ModelConfig(input_dim=7, n_items=graph.n_items, hidden_dim=8, output_dim=5, n_layers=2))
+    with torch.no_grad():  # id embeddings start at zero: give them values so they are exercised
+        model.id_embedding.weight.normal_()
+    local = export_embeddings(model, feats, nbrs)
+    distributed = export_embeddings_ray(model, feats, nbrs, num_partitions=2)
+    assert np.abs(local).sum() > 0 and not nbrs.mask[-3:].any()  # isolated items are part of the check
+    np.testing.assert_allclose(distributed, local, atol=1e-5)
