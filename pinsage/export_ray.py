@@ -86,7 +86,7 @@ def export_embeddings_ray(model: PinSage, features: np.ndarray, neighbors: Neigh
             h0 = _model(payload).embed_input(torch.from_numpy(rows), torch.from_numpy(item)).numpy()
         return {"item": item, "h": h0, "h0": h0}
 
-    h = ray.data.range(n).map_batches(embed_input, batch_format="numpy",
+    h = ray.data.range(n, override_num_blocks=parts).map_batches(embed_input, batch_format="numpy",
                                       fn_kwargs={"payload": payload_ref, "feats": features_ref}).materialize()
     edges = ray.data.from_arrow(_edges(model, neighbors))
     for k in range(len(model.convs)):
