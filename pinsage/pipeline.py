@@ -217,6 +217,23 @@ def validation_mrr(model: PinSage, feats: np.ndarray, nbrs: Neighbors, queries, 
     return metrics_from_ranks(evaluate_scorer(embedding_scorer(emb), queries, targets))["mrr"]
 
 
+def negative_candidates(degree: np.ndarray, sampler) -> tuple[np.ndarray, np.ndarray | None]:
+    """The items negatives are drawn from, and their weights (None: uniform).
+
+    ``negatives_from="trained"`` leaves items without training interactions out, so their zero-initialised
+    id vectors are never pushed away as negatives and their embeddings stay feature-driven (cold start).
+    ``negative_power`` p draws with P ~ degree^p (items without interactions count as degree 1).
+    """
+    if sampler.negatives_from not in ("catalogue", "trained"):
+        raise ValueError(f"negatives_from must be 'catalogue' or 'trained', got {sampler.negatives_from!r}")
+    candidates = np.arange(len(degree)) if sampler.negatives_from == "catalogue" else np.flatnonzero(degree > 0)
+    if len(candidates) == 0:
+        candidates = np.arange(len(degree))
+    if sampler.negative_power == 0:
+        return candidates, None
+    return candidates, np.maximum(degree[candidates], 1).astype(np.float64) ** sampler.negative_power
+
+
 def train(cfg: PipelineConfig, log: Log = print, on_epoch_end=None) -> dict:
     feats, nbrs = _load_inputs(cfg)
     v = read_npz(_out(cfg, "neighbors", "visits.npz"))
@@ -231,12 +248,14 @@ def train(cfg: PipelineConfig, log: Log = print, on_epoch_end=None) -> dict:
         pairs = positive_pairs(context, item, window, ordered, rng)
         return pairs[rng.permutation(len(pairs))]
 
+    candidates, weights = negative_candidates(np.bincount(item, minlength=len(feats)), cfg.train.sampler)
     vq, vt = _pairs(cfg, "valid")
     torch.manual_seed(cfg.train.seed)  # the initial weights are part of what a seed reproduces
     model = build_model(cfg, feats)
     d = _out(cfg, "train")
     model, state = train_model(
-        model, pairs_for_epoch, feats, nbrs, visits, cfg.train, candidate_items=np.arange(len(feats)),
+        model, pairs_for_epoch, feats, nbrs, visits, cfg.train, candidate_items=candidates,
+        candidate_weights=weights,
         checkpoint_dir=d, evaluate_fn=lambda m: validation_mrr(m, feats, nbrs, vq, vt),
         on_epoch_end=on_epoch_end, log=lambda s: log(f"train: {s}"))
     save_model(model, d)

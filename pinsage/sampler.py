@@ -115,6 +115,8 @@ class SamplerConfig:
     hard_negatives: bool = True  # curriculum: epoch e adds e-1 hard negatives per query (paper)
     max_hard_negatives: int = 6  # cap for long runs (the paper trains few epochs)
     positive_window: int = 3  # engagement steps counted as "one after the other"
+    negatives_from: str = "catalogue"  # "catalogue": every item; "trained": items with training interactions
+    negative_power: float = 0.0  # negatives drawn with P ~ degree^power (0: uniform; word2vec uses 0.75)
 
 
 class MinibatchProducer(torch.utils.data.IterableDataset):
@@ -126,7 +128,7 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
 
     def __init__(self, pairs: np.ndarray, features: np.ndarray, neighbors: Neighbors,
                  visits: VisitTable | None, config: SamplerConfig, epoch: int, seed: int,
-                 candidate_items: np.ndarray, n_layers: int):
+                 candidate_items: np.ndarray, n_layers: int, candidate_weights: np.ndarray | None = None):
         super().__init__()
         self.pairs = pairs
         self.features = features
@@ -136,6 +138,8 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
         self.epoch = epoch
         self.seed = seed
         self.candidates = candidate_items
+        # cumulative weights for O(log N) weighted draws; None draws uniformly
+        self.candidate_cdf = None if candidate_weights is None else np.cumsum(candidate_weights, dtype=np.float64)
         self.n_layers = n_layers  # K of the model: the computation graph has K hops
         self.n_batches = math.ceil(len(pairs) / config.batch_size)
         self.band = hard_negative_band(len(features))
@@ -164,7 +168,11 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
         rng = np.random.default_rng([self.seed, self.epoch, b])
         chunk = self.pairs[b * self.config.batch_size:(b + 1) * self.config.batch_size]
         queries, positives = chunk[:, 0], chunk[:, 1]
-        negatives = rng.choice(self.candidates, size=self.config.n_shared_negatives)
+        if self.candidate_cdf is None:
+            negatives = rng.choice(self.candidates, size=self.config.n_shared_negatives)
+        else:
+            u = rng.random(self.config.n_shared_negatives) * self.candidate_cdf[-1]
+            negatives = self.candidates[np.searchsorted(self.candidate_cdf, u, side="right")]
         hard = (self._hard_negatives(queries, rng) if self.n_hard() > 0
                 else np.zeros((len(queries), 0), dtype=np.int64))
         wanted = np.concatenate([queries, positives, negatives, hard.reshape(-1)])

@@ -137,6 +137,7 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 def train_model(model: PinSage, pairs_fn: Callable[[int], np.ndarray], features: np.ndarray,
                 neighbors, visits, config: TrainConfig, candidate_items: np.ndarray,
+                candidate_weights: np.ndarray | None = None,
                 checkpoint_dir: str | Path | None = None,
                 evaluate_fn: Callable[[PinSage], float] | None = None,
                 on_epoch_end: Callable[[dict], None] | None = None,
@@ -148,6 +149,7 @@ def train_model(model: PinSage, pairs_fn: Callable[[int], np.ndarray], features:
         features: (N, F) float32 raw features of the whole catalogue.
         neighbors, visits: the importance-neighbour table and the deeper visit ranks (hard negatives).
         candidate_items: catalogue indices negatives are drawn from.
+        candidate_weights: their sampling weights (None: uniform).
         checkpoint_dir: ``last.pt`` is written there after every epoch; if present, training resumes.
         evaluate_fn: model -> validation score (higher is better) after each epoch; the best epoch wins.
         on_epoch_end: receives each epoch's record (loss, score, seconds, learning rate).
@@ -160,7 +162,7 @@ def train_model(model: PinSage, pairs_fn: Callable[[int], np.ndarray], features:
         # thread-dependent order on CPU, and 1-ulp differences grow into different models.
         torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return _train(model, pairs_fn, features, neighbors, visits, config, candidate_items,
+        return _train(model, pairs_fn, features, neighbors, visits, config, candidate_items, candidate_weights,
                       checkpoint_dir, evaluate_fn, on_epoch_end, log, device)
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
@@ -173,7 +175,7 @@ def _check(config: TrainConfig) -> None:
         raise ValueError(f"TrainConfig.temperature must be > 0, got {config.temperature}")
 
 
-def _train(model, pairs_fn, features, neighbors, visits, config: TrainConfig, candidate_items,
+def _train(model, pairs_fn, features, neighbors, visits, config: TrainConfig, candidate_items, candidate_weights,
            checkpoint_dir, evaluate_fn, on_epoch_end, log, device) -> tuple[PinSage, TrainState]:
     torch.manual_seed(config.seed)
     model.to(device)
@@ -189,7 +191,7 @@ def _train(model, pairs_fn, features, neighbors, visits, config: TrainConfig, ca
         t0 = time.perf_counter()
         pairs = pairs_fn(epoch)
         producer = MinibatchProducer(pairs, features, neighbors, visits, sampler_cfg, epoch,
-                                     config.seed, candidate_items, model.config.n_layers)
+                                     config.seed, candidate_items, model.config.n_layers, candidate_weights)
         loader = torch.utils.data.DataLoader(
             producer, batch_size=None, collate_fn=collate_identity, num_workers=config.num_workers,
             pin_memory=device.type == "cuda", prefetch_factor=4 if config.num_workers else None,

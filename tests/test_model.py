@@ -126,3 +126,32 @@ def test_model_zero_layers_is_the_mlp_on_inputs():
     assert z.shape == (5, 3)
     assert torch.allclose(z.norm(dim=1), torch.ones(5), atol=1e-5)
     assert torch.allclose(model.id_embedding.weight, torch.zeros(5, 8))  # zero-initialised
+
+
+def test_negative_candidates_trained_only_and_degree_weights():
+    from pinsage.pipeline import negative_candidates
+    from pinsage.sampler import SamplerConfig
+
+    degree = np.array([0, 1, 4, 0, 9])
+    cands, weights = negative_candidates(degree, SamplerConfig())
+    assert np.array_equal(cands, np.arange(5)) and weights is None
+    cands, weights = negative_candidates(degree, SamplerConfig(negatives_from="trained", negative_power=0.5))
+    assert np.array_equal(cands, [1, 2, 4]) and np.allclose(weights, [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError):
+        negative_candidates(degree, SamplerConfig(negatives_from="popular"))
+
+
+def test_weighted_negatives_follow_the_weights():
+    from pinsage.sampler import MinibatchProducer, SamplerConfig
+
+    n = 6
+    nbrs = _chain_neighbors(n, 2)
+    feats = np.zeros((n, 3), dtype=np.float32)
+    pairs = np.array([[0, 1]] * 8, dtype=np.int64)
+    cfg = SamplerConfig(batch_size=8, n_shared_negatives=20000, hard_negatives=False)
+    cands = np.array([1, 3, 5])
+    producer = MinibatchProducer(pairs, feats, nbrs, None, cfg, 0, 0, cands, 1,
+                                 candidate_weights=np.array([1.0, 0.0, 3.0]))
+    drawn = producer.make_batch(0)["negative_item"].numpy()
+    assert set(np.unique(drawn)) == {1, 5}  # weight 0 is never drawn
+    assert abs((drawn == 5).mean() - 0.75) < 0.02
