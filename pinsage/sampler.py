@@ -115,7 +115,7 @@ class SamplerConfig:
     hard_negatives: bool = True  # curriculum: epoch e adds e-1 hard negatives per query (paper)
     max_hard_negatives: int = 6  # cap for long runs (the paper trains few epochs)
     positive_window: int = 3  # engagement steps counted as "one after the other"
-    negatives_from: str = "catalogue"  # "catalogue": every item; "trained": items with training interactions
+    negatives_from: str = "trained"  # items with training interactions ("catalogue": every item); see README
     negative_power: float = 0.0  # negatives drawn with P ~ degree^power (0: uniform; word2vec uses 0.75)
 
 

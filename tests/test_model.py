@@ -133,7 +133,9 @@ def test_negative_candidates_trained_only_and_degree_weights():
     from pinsage.sampler import SamplerConfig
 
     degree = np.array([0, 1, 4, 0, 9])
-    cands, weights = negative_candidates(degree, SamplerConfig())
+    cands, weights = negative_candidates(degree, SamplerConfig())  # default: items seen in training
+    assert np.array_equal(cands, [1, 2, 4]) and weights is None
+    cands, weights = negative_candidates(degree, SamplerConfig(negatives_from="catalogue"))
     assert np.array_equal(cands, np.arange(5)) and weights is None
     cands, weights = negative_candidates(degree, SamplerConfig(negatives_from="trained", negative_power=0.5))
     assert np.array_equal(cands, [1, 2, 4]) and np.allclose(weights, [1.0, 2.0, 3.0])
