@@ -39,6 +39,7 @@ class Variant:
     hard_negatives: bool | None = None
     top_t: int | None = None
     loss: str | None = None
+    negatives_from: str | None = None
 
     def apply(self, cfg: PipelineConfig) -> PipelineConfig:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model),
@@ -54,6 +55,8 @@ class Variant:
             cfg.walks.top_t = self.top_t
         if self.loss is not None:
             cfg.train.loss = self.loss
+        if self.negatives_from is not None:
+            cfg.train.sampler.negatives_from = self.negatives_from
         return cfg
 
 
@@ -63,6 +66,8 @@ TABLE1_VARIANTS = (
     Variant("mean pooling", aggregator="mean", hard_negatives=False),
     Variant("mean pooling + hard negatives", aggregator="mean", hard_negatives=True),
     Variant("pinsage, max-margin loss (paper)", aggregator="importance", hard_negatives=True, loss="max_margin"),
+    Variant("pinsage, negatives from the whole catalogue", aggregator="importance", hard_negatives=True,
+            negatives_from="catalogue"),
     Variant("pinsage", aggregator="importance", hard_negatives=True),
 )
 TABLE4_T = (10, 20, 50)
