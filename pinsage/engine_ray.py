@@ -21,8 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from .graph import BipartiteGraph
-from .walks import (Neighbors, VisitTable, WalkConfig, neighbors_from_visits, rerank_by_degree,
-                    visit_counts_topm, walk_tables)
+from .walks import Neighbors, VisitTable, WalkConfig, random_walk_neighbors, visit_counts_topm, walk_tables
 
 
 @contextlib.contextmanager
@@ -121,7 +120,6 @@ def random_walk_neighbors_ray(graph: BipartiteGraph, config: WalkConfig, hard_ne
                               ) -> tuple[Neighbors, VisitTable]:
     """Same contract and output as :func:`pinsage.walks.random_walk_neighbors`, on the Ray cluster
     the caller is connected to (see :func:`ray_session`)."""
-    m = max(config.top_t, hard_negative_depth)
-    visits = visit_counts_ray(graph, m, config, n_shards=n_shards, stats=stats)
-    ranked = rerank_by_degree(visits, graph.item_degree(), config.degree_penalty)
-    return neighbors_from_visits(ranked, config.top_t), visits
+    return random_walk_neighbors(
+        graph, config, hard_negative_depth,
+        count_visits=lambda g, m, cfg: visit_counts_ray(g, m, cfg, n_shards=n_shards, stats=stats))

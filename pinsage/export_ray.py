@@ -52,8 +52,7 @@ def _edges(model: PinSage, neighbors: Neighbors) -> pa.Table:
     """(dst, src, alpha) for every real neighbour, plus a zero-weight self edge per item."""
     n, t = neighbors.items.shape
     alpha = model.convs[0].pool_weights(torch.from_numpy(neighbors.weights.astype(np.float32)),
-                                        torch.from_numpy(neighbors.mask)).numpy() if model.convs else \
-        np.zeros((n, t), dtype=np.float32)  # (N, T)
+                                        torch.from_numpy(neighbors.mask)).numpy()  # (N, T)
     mask = neighbors.mask
     dst = np.concatenate([np.repeat(np.arange(n), t)[mask.ravel()], np.arange(n)])
     src = np.concatenate([neighbors.items.astype(np.int64)[mask], np.arange(n)])
@@ -88,7 +87,7 @@ def export_embeddings_ray(model: PinSage, features: np.ndarray, neighbors: Neigh
 
     h = ray.data.range(n, override_num_blocks=parts).map_batches(embed_input, batch_format="numpy",
                                       fn_kwargs={"payload": payload_ref, "feats": features_ref}).materialize()
-    edges = ray.data.from_arrow(_edges(model, neighbors))
+    edges = ray.data.from_arrow(_edges(model, neighbors)) if model.convs else None
     for k in range(len(model.convs)):
         def message(batch, payload, k=k):
             with torch.no_grad():
@@ -125,4 +124,3 @@ def export_embeddings_ray(model: PinSage, features: np.ndarray, neighbors: Neigh
     if not seen.all():
         raise RuntimeError(f"ray export lost {int((~seen).sum())} of {n} items")
     return result
-

@@ -154,7 +154,6 @@ def train_model(model: PinSage, pairs_fn: Callable[[int], np.ndarray], features:
         evaluate_fn: model -> validation score (higher is better) after each epoch; the best epoch wins.
         on_epoch_end: receives each epoch's record (loss, score, seconds, learning rate).
     """
-    _check(config)
     device = resolve_device(config.device)
     previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     if device.type == "cpu":
@@ -168,15 +167,18 @@ def train_model(model: PinSage, pairs_fn: Callable[[int], np.ndarray], features:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
 
-def _check(config: TrainConfig) -> None:
+def _loss(config: TrainConfig) -> tuple[Callable, float]:
+    """The configured loss and its scale argument (temperature or margin), validated."""
     if config.loss not in ("softmax", "max_margin"):
         raise ValueError(f"TrainConfig.loss must be 'softmax' or 'max_margin', got {config.loss!r}")
     if config.temperature <= 0:
         raise ValueError(f"TrainConfig.temperature must be > 0, got {config.temperature}")
+    return (sampled_softmax_loss, config.temperature) if config.loss == "softmax" else (max_margin_loss, config.margin)
 
 
 def _train(model, pairs_fn, features, neighbors, visits, config: TrainConfig, candidate_items, candidate_weights,
            checkpoint_dir, evaluate_fn, on_epoch_end, log, device) -> tuple[PinSage, TrainState]:
+    loss_fn, scale = _loss(config)  # validated before any work
     torch.manual_seed(config.seed)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -207,8 +209,6 @@ def _train(model, pairs_fn, features, neighbors, visits, config: TrainConfig, ca
             z = model(batch["x"], batch["item_index"], batch["blocks"])  # (N_targets, D)
             zq = z[batch["query"]]
             pos_item = batch["positive_item"]
-            loss_fn, scale = ((sampled_softmax_loss, config.temperature) if config.loss == "softmax"
-                              else (max_margin_loss, config.margin))
             loss = loss_fn(
                 zq, z[batch["positive"]], z[batch["negative"]], scale,
                 z_hard=z[batch["hard"]],  # (B, H, D)

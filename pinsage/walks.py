@@ -598,16 +598,21 @@ def rerank_by_degree(visits: VisitTable, degree: np.ndarray, beta: float) -> Vis
                       np.take_along_axis(visits.counts, order, axis=1))
 
 
-def random_walk_neighbors(graph: BipartiteGraph, config: WalkConfig,
-                          hard_negative_depth: int = 0) -> tuple[Neighbors, VisitTable]:
+def random_walk_neighbors(graph: BipartiteGraph, config: WalkConfig, hard_negative_depth: int = 0,
+                          count_visits=None) -> tuple[Neighbors, VisitTable]:
     """Walk from every item and keep the top ``max(T, hard_negative_depth)`` visited items.
 
+    ``count_visits(graph, m, config) -> VisitTable`` over every item; default: in-process
+    :func:`visit_counts_topm` (the Ray engine passes its sharded counter).
     Returns the T-neighbour table and the full visit table (its deeper ranks are the curriculum hard
     negatives of Sec. 3.6).
     """
     m = max(config.top_t, hard_negative_depth)
-    visits = visit_counts_topm(graph, np.arange(graph.n_items, dtype=np.int64), m,
-                               config.walks_per_item, config.restart_prob, config.max_walk_length,
-                               config.seed)
+    if count_visits is None:
+        visits = visit_counts_topm(graph, np.arange(graph.n_items, dtype=np.int64), m,
+                                   config.walks_per_item, config.restart_prob, config.max_walk_length,
+                                   config.seed)
+    else:
+        visits = count_visits(graph, m, config)
     ranked = rerank_by_degree(visits, graph.item_degree(), config.degree_penalty)
     return neighbors_from_visits(ranked, config.top_t), visits
