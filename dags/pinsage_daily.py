@@ -64,6 +64,11 @@ PARAMS = {
                   description="One seed for every random stage (features, walks, training, split)."),
     "device": Param("auto", type="string", enum=["auto", "cpu", "cuda"], title="Device",
                     description="Training device: auto picks CUDA when torch sees a GPU."),
+    "training_processes": Param(1, type="integer", minimum=1, maximum=64, title="Training processes",
+                                description="Data-parallel training processes on the worker (torchrun + DDP): "
+                                            "one per GPU; 1 trains in the task's own process."),
+    "precision": Param("fp32", type="string", enum=["fp32", "bf16"], title="Precision",
+                       description="bf16 autocasts the network's matmuls (for GPUs); weights stay fp32."),
     "vgg_weights": Param(None, type=["null", "string"], title="VGG16 weights file",
                          description="Local path (visible to the workers) of torchvision's vgg16-397923af.pth; "
                                      "never downloaded. Empty: no visual features."),

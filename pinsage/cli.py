@@ -30,6 +30,9 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                    help="training loss: sampled softmax (default) or the paper's max-margin")
     p.add_argument("--temperature", type=float, default=None, help="softmax temperature on cosine scores")
     p.add_argument("--workers", type=int, default=None, help="minibatch producer processes")
+    p.add_argument("--nproc", type=int, default=None,
+                   help="data-parallel training processes (torchrun + DDP, one per GPU); default 1")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="bf16: autocast (GPU)")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="where the neighbourhood and export stages run: in-process, or on a Ray cluster")
     p.add_argument("--ray-address", default="", help="Ray cluster address for --engine ray; empty: a local Ray")
@@ -53,6 +56,7 @@ def config_from_args(args, out: str):
                              (args.layers, cfg.model, "n_layers"),
                              (args.learning_rate, cfg.train, "learning_rate"),
                              (args.workers, cfg.train, "num_workers"),
+                             (args.nproc, cfg.train, "nproc"), (args.precision, cfg.train, "precision"),
                              (args.loss, cfg.train, "loss"), (args.temperature, cfg.train, "temperature"),
                              (args.vgg_weights, cfg.features, "vgg_weights"),
                              (args.word2vec_vectors, cfg.features, "word2vec_vectors")):

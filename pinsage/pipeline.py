@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from . import baselines
+from . import baselines, distributed
 from .adapters import resolve_dataset_dir
 from .dataset import load_dataset
 from .evaluation import embedding_scorer, evaluate_scorer, markdown_table, metrics_from_ranks
@@ -234,7 +234,20 @@ def negative_candidates(degree: np.ndarray, sampler) -> tuple[np.ndarray, np.nda
     return candidates, np.maximum(degree[candidates], 1).astype(np.float64) ** sampler.negative_power
 
 
-def train(cfg: PipelineConfig, log: Log = print, on_epoch_end=None) -> dict:
+def train(cfg: PipelineConfig, log: Log = print, on_epoch_end=None,
+          group: distributed.ProcessGroup | None = None) -> dict:
+    """Stage 5. With ``train.nproc > 1`` this launches data-parallel processes (torchrun) that each
+    run this function with their ``group``; process 0 writes the model and the history."""
+    if group is None and cfg.train.nproc > 1:
+        config_path = _out(cfg, "train", "ddp_config.json")
+        write_json(config_path, cfg.to_dict())
+        distributed.launch(config_path, cfg.train.nproc, log=log)
+        history = json.loads(_out(cfg, "train", "history.json").read_text())
+        if on_epoch_end is not None:
+            for record in history["epochs"]:
+                on_epoch_end(record)
+        return {"model_dir": str(_out(cfg, "train")), "best_epoch": history["best_epoch"]}
+    group = group or distributed.SINGLE_PROCESS
     feats, nbrs = _load_inputs(cfg)
     v = read_npz(_out(cfg, "neighbors", "visits.npz"))
     visits = VisitTable(v["items"], v["counts"])
@@ -257,7 +270,9 @@ def train(cfg: PipelineConfig, log: Log = print, on_epoch_end=None) -> dict:
         model, pairs_for_epoch, feats, nbrs, visits, cfg.train, candidate_items=candidates,
         candidate_weights=weights,
         checkpoint_dir=d, evaluate_fn=lambda m: validation_mrr(m, feats, nbrs, vq, vt),
-        on_epoch_end=on_epoch_end, log=lambda s: log(f"train: {s}"))
+        on_epoch_end=on_epoch_end, log=lambda s: log(f"train: {s}"), group=group)
+    if not group.is_main:
+        return {"model_dir": str(d), "best_epoch": state.best_epoch}
     save_model(model, d)
     write_json(d / "history.json", {"best_epoch": state.best_epoch, "best_validation_mrr": state.best_score,
                                     "epochs": state.history})

@@ -124,12 +124,21 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
 
     Every batch has its own RNG seeded by (seed, epoch, batch number), so the stream is the same for
     any number of workers and a resumed run repeats an uninterrupted one exactly.
+
+    Data-parallel training (``rank`` of ``world_size`` processes) splits every minibatch, not the
+    epoch: each process draws the whole batch (same queries, shared and hard negatives) and keeps its
+    share of the queries, so the averaged gradient is the single-process one and the learning-rate
+    schedule does not depend on the number of processes. ``batch_size`` is the global batch.
     """
 
     def __init__(self, pairs: np.ndarray, features: np.ndarray, neighbors: Neighbors,
                  visits: VisitTable | None, config: SamplerConfig, epoch: int, seed: int,
-                 candidate_items: np.ndarray, n_layers: int, candidate_weights: np.ndarray | None = None):
+                 candidate_items: np.ndarray, n_layers: int, candidate_weights: np.ndarray | None = None,
+                 rank: int = 0, world_size: int = 1):
         super().__init__()
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        self.rank, self.world_size = rank, world_size
         self.pairs = pairs
         self.features = features
         self.neighbors = neighbors
@@ -175,6 +184,10 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
             negatives = self.candidates[np.searchsorted(self.candidate_cdf, u, side="right")]
         hard = (self._hard_negatives(queries, rng) if self.n_hard() > 0
                 else np.zeros((len(queries), 0), dtype=np.int64))
+        n_batch = len(queries)
+        if self.world_size > 1:  # this process's share of the global batch (drawn whole above)
+            share = np.array_split(np.arange(n_batch), self.world_size)[self.rank]
+            queries, positives, hard = queries[share], positives[share], hard[share]
         wanted = np.concatenate([queries, positives, negatives, hard.reshape(-1)])
         targets, inverse = np.unique(wanted, return_inverse=True)
         input_nodes, blocks = computation_graph(targets, self.neighbors, self.n_layers)
@@ -188,10 +201,11 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
             "query": torch.from_numpy(inverse[:nq]),  # (B,) rows into the model output
             "positive": torch.from_numpy(inverse[nq:2 * nq]),  # (B,)
             "negative": torch.from_numpy(inverse[2 * nq:2 * nq + nn_]),  # (N_neg,)
-            "hard": torch.from_numpy(inverse[2 * nq + nn_:].reshape(nq, -1)),  # (B, H)
+            "hard": torch.from_numpy(inverse[2 * nq + nn_:].reshape(nq, hard.shape[1])),  # (B, H)
             "positive_item": torch.from_numpy(positives),
             "negative_item": torch.from_numpy(negatives),
             "hard_item": torch.from_numpy(hard),
+            "share": len(queries) / n_batch,  # fraction of the global batch: weights this process's loss
         }
 
     def __iter__(self):

@@ -1,4 +1,5 @@
-"""Training: max-margin loss, producer-consumer minibatches, warm-up + decay, resumable checkpoints."""
+"""Training: sampled-softmax or max-margin loss, producer-consumer minibatches, warm-up + decay,
+resumable checkpoints, data-parallel over processes (DDP) and bf16 autocast."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import numpy as np
 import torch
 
 from .io import atomic_path
+from .distributed import SINGLE_PROCESS, ProcessGroup
+from . import distributed
 from .model import PinSage
 from .sampler import MinibatchProducer, SamplerConfig, collate_identity
 
@@ -30,6 +33,8 @@ class TrainConfig:
     temperature: float = 0.1  # softmax over cosines / tau; 0.1 spreads [-1, 1] cosines over 20 logits
     num_workers: int = 1  # producer processes; 0 samples in the training process
     device: str = "auto"  # auto | cpu | cuda
+    nproc: int = 1  # data-parallel processes (one per GPU) via torchrun + DDP; 1: this process only
+    precision: str = "fp32"  # "bf16": autocast matmuls to bfloat16 (GPU speed; weights and Adam stay fp32)
     seed: int = 0
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
 
@@ -141,7 +146,8 @@ def train_model(model: PinSage, pairs_fn: Callable[[int], np.ndarray], features:
                 checkpoint_dir: str | Path | None = None,
                 evaluate_fn: Callable[[PinSage], float] | None = None,
                 on_epoch_end: Callable[[dict], None] | None = None,
-                log: Callable[[str], None] = print) -> tuple[PinSage, TrainState]:
+                log: Callable[[str], None] = print,
+                group: ProcessGroup = SINGLE_PROCESS) -> tuple[PinSage, TrainState]:
     """Train ``model`` in place and return it with the best validation epoch's weights loaded.
 
     Args:
@@ -153,8 +159,10 @@ def train_model(model: PinSage, pairs_fn: Callable[[int], np.ndarray], features:
         checkpoint_dir: ``last.pt`` is written there after every epoch; if present, training resumes.
         evaluate_fn: model -> validation score (higher is better) after each epoch; the best epoch wins.
         on_epoch_end: receives each epoch's record (loss, score, seconds, learning rate).
+        group: this process's place in data-parallel training (joined here); process 0 evaluates
+            and checkpoints, the others follow its validation score.
     """
-    device = resolve_device(config.device)
+    device = distributed.start(group, resolve_device(config.device))
     previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     if device.type == "cpu":
         # Without this, the scatter-adds in the backward pass of repeated-index gathers run in a
@@ -162,9 +170,10 @@ def train_model(model: PinSage, pairs_fn: Callable[[int], np.ndarray], features:
         torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         return _train(model, pairs_fn, features, neighbors, visits, config, candidate_items, candidate_weights,
-                      checkpoint_dir, evaluate_fn, on_epoch_end, log, device)
+                      checkpoint_dir, evaluate_fn, on_epoch_end, log, device, group)
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        distributed.stop(group)
 
 
 def _loss(config: TrainConfig) -> tuple[Callable, float]:
@@ -173,14 +182,17 @@ def _loss(config: TrainConfig) -> tuple[Callable, float]:
         raise ValueError(f"TrainConfig.loss must be 'softmax' or 'max_margin', got {config.loss!r}")
     if config.temperature <= 0:
         raise ValueError(f"TrainConfig.temperature must be > 0, got {config.temperature}")
+    if config.precision not in ("fp32", "bf16"):
+        raise ValueError(f"TrainConfig.precision must be 'fp32' or 'bf16', got {config.precision!r}")
     return (sampled_softmax_loss, config.temperature) if config.loss == "softmax" else (max_margin_loss, config.margin)
 
 
 def _train(model, pairs_fn, features, neighbors, visits, config: TrainConfig, candidate_items, candidate_weights,
-           checkpoint_dir, evaluate_fn, on_epoch_end, log, device) -> tuple[PinSage, TrainState]:
+           checkpoint_dir, evaluate_fn, on_epoch_end, log, device, group) -> tuple[PinSage, TrainState]:
     loss_fn, scale = _loss(config)  # validated before any work
     torch.manual_seed(config.seed)
     model.to(device)
+    net = distributed.wrap(model, group, device)  # DDP averages gradients; ``model`` keeps the weights
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     state = TrainState(0, 0, -math.inf, -1, [])
     best_state = copy.deepcopy(model.state_dict())
@@ -193,45 +205,60 @@ def _train(model, pairs_fn, features, neighbors, visits, config: TrainConfig, ca
         t0 = time.perf_counter()
         pairs = pairs_fn(epoch)
         producer = MinibatchProducer(pairs, features, neighbors, visits, sampler_cfg, epoch,
-                                     config.seed, candidate_items, model.config.n_layers, candidate_weights)
+                                     config.seed, candidate_items, model.config.n_layers, candidate_weights,
+                                     rank=group.rank, world_size=group.world_size)
         loader = torch.utils.data.DataLoader(
             producer, batch_size=None, collate_fn=collate_identity, num_workers=config.num_workers,
             pin_memory=device.type == "cuda", prefetch_factor=4 if config.num_workers else None,
             persistent_workers=False)
         model.train()
-        total, n_batches = 0.0, 0
+        total, n_batches = torch.zeros((), device=device), 0  # summed on the device: no per-step sync
         steps_per_epoch = len(producer)
         for batch in loader:
             lr = learning_rate_at(state.step, steps_per_epoch, config)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = lr
             batch = _to_device(batch, device)
-            z = model(batch["x"], batch["item_index"], batch["blocks"])  # (N_targets, D)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                z = net(batch["x"], batch["item_index"], batch["blocks"])  # (N_targets, D)
+            z = z.float()  # the loss in fp32: its logits are cosines / tau
             zq = z[batch["query"]]
             pos_item = batch["positive_item"]
-            loss = loss_fn(
-                zq, z[batch["positive"]], z[batch["negative"]], scale,
-                z_hard=z[batch["hard"]],  # (B, H, D)
-                negative_mask=batch["negative_item"][None, :] != pos_item[:, None],
-                hard_mask=batch["hard_item"] != pos_item[:, None])
+            if len(zq) == 0:  # a last batch smaller than the process count leaves some shares empty
+                loss = z.sum() * 0.0
+            else:
+                loss = loss_fn(
+                    zq, z[batch["positive"]], z[batch["negative"]], scale,
+                    z_hard=z[batch["hard"]],  # (B, H, D)
+                    negative_mask=batch["negative_item"][None, :] != pos_item[:, None],
+                    hard_mask=batch["hard_item"] != pos_item[:, None])
+            if group.distributed:
+                # DDP averages over processes; weighting by each share makes that the global-batch mean.
+                loss = loss * (batch["share"] * group.world_size)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach())
+            total += loss.detach()
             n_batches += 1
             state.step += 1
         model.eval()
-        score = float(evaluate_fn(model)) if evaluate_fn is not None else -float(total / max(1, n_batches))
-        record = {"epoch": epoch + 1, "loss": total / max(1, n_batches), "validation_score": score,
+        mean_loss = distributed.mean_over_processes(float(total) / max(1, n_batches), group, device)
+        score = -mean_loss
+        if evaluate_fn is not None and group.is_main:
+            score = float(evaluate_fn(model))
+        score = distributed.broadcast_float(score, group, device)  # every process picks the same best epoch
+        record = {"epoch": epoch + 1, "loss": mean_loss, "validation_score": score,
                   "seconds": time.perf_counter() - t0, "learning_rate": lr if n_batches else 0.0,
-                  "hard_negatives": producer.n_hard(), "examples": int(len(pairs))}
+                  "hard_negatives": producer.n_hard(), "examples": int(len(pairs)),
+                  "processes": group.world_size}
         if score > state.best_score:
             state.best_score, state.best_epoch = score, epoch + 1
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         state.epoch = epoch + 1
         state.history.append(record)
-        if ckpt is not None:
+        if ckpt is not None and group.is_main:
             save_checkpoint(ckpt, model, optimizer, state, best_state)
+        distributed.barrier(group)
         log(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  "
             f"val {score:.4f}  {record['seconds']:.1f}s")
         if on_epoch_end is not None:

@@ -48,6 +48,8 @@ FORM_FIELDS: dict[str, str] = {
     "walks_per_item": "walks.walks_per_item",
     "learning_rate": "train.learning_rate",
     "device": "train.device",
+    "training_processes": "train.nproc",
+    "precision": "train.precision",
     "vgg_weights": "features.vgg_weights",
     "engine": "engine",
     "ray_address": "ray_address",
