@@ -40,6 +40,9 @@ INTERACTION_COLUMNS = ("context_id", "item_id", "weight", "timestamp")
 REQUIRED = {ITEMS: ("item_id",), INTERACTIONS: ("context_id", "item_id")}
 KNOWN = {ITEMS: ITEM_COLUMNS, INTERACTIONS: INTERACTION_COLUMNS}
 MAX_SECONDS = 10**11  # unix seconds beyond this (year 5138) are almost surely milliseconds
+MAX_ID_CHARS = 1_000  # an id longer than this is a column mix-up (or an unclosed quote), not an id
+MAX_TEXT_CHARS = 1_000_000  # a title/text/image_path field longer than this: an unclosed quote, a dump
+MIN_ITEMS = 2  # "related items" needs at least one other item
 
 
 class DatasetError(ValueError):
@@ -124,13 +127,14 @@ def find_table(root: Path, name: str) -> Path:
         if p.is_file():
             return p
     raise DatasetError(f"missing {name} table: looked for {name}.parquet and {name}.csv "
-                       f"in {root}", file=str(root))
+                       f"in {root}; expected one of them (see the dataset contract)", file=str(root))
 
 
 def _check_root(path) -> Path:
     root = Path(path)
     if not root.exists():
-        raise DatasetError(f"dataset directory does not exist: {root}", file=str(root))
+        raise DatasetError(f"dataset directory does not exist: {root}; expected a directory holding "
+                           "items.{csv,parquet} and interactions.{csv,parquet}", file=str(root))
     if not root.is_dir():
         raise DatasetError(f"not a directory: {root} (expected a dataset directory holding "
                            "items.{csv,parquet} and interactions.{csv,parquet})", file=str(root))
@@ -235,8 +239,9 @@ def _read_csv(path: Path, kind: str) -> _Table:
         present = {str(c).strip(): c for c in header}
         missing = [c for c in REQUIRED[kind] if c not in present]
         if missing:
-            raise DatasetError(f"required column missing; found columns {list(map(str, header))}",
-                               file=t.name, column=missing[0])
+            raise DatasetError(f"required column missing; found columns {list(map(str, header))}"
+                               f"{_delimiter_hint(header)}; expected a header naming "
+                               f"{', '.join(REQUIRED[kind])}", file=t.name, column=missing[0])
         # every column is read (no usecols): with usecols pandas silently drops the extra fields
         # of a ragged row, e.g. a title with an unquoted comma spilling into the next column
         df = pd.read_csv(path, **opts)
@@ -246,8 +251,15 @@ def _read_csv(path: Path, kind: str) -> _Table:
         raise DatasetError(f"file is empty; expected a header line naming at least "
                            f"{', '.join(REQUIRED[kind])} and one data row", file=t.name) from None
     except pd.errors.ParserError as exc:
-        found = re.search(r"line (\d+)", str(exc))  # pandas counts file lines, header = 1
-        raise DatasetError(f"cannot parse as CSV: {exc}", file=t.name,
+        text = str(exc).strip()
+        unclosed = re.search(r"EOF inside string starting at row (\d+)", text)
+        if unclosed:  # pandas counts records from 0 = the header line
+            raise DatasetError("a quoted field is never closed: the file ends inside it (truncated, "
+                               "or a stray '\"'); expected every opening '\"' to be closed",
+                               file=t.name, row=_csv_line_of(path, int(unclosed.group(1)) - 1)) from None
+        found = re.search(r"line (\d+)", text)  # pandas counts file lines, header = 1
+        raise DatasetError(f"cannot parse as CSV: {text}; expected every row to have the header's "
+                           "number of fields (quote fields that contain commas)", file=t.name,
                            row=int(found.group(1)) if found else None) from None
     df.columns = [str(c).strip() for c in df.columns]
     df = df.loc[:, ~df.columns.duplicated()]  # "item_id" and " item_id": the first one wins
@@ -256,22 +268,35 @@ def _read_csv(path: Path, kind: str) -> _Table:
     return t
 
 
+def _delimiter_hint(header) -> str:
+    """A hint when the header line is one column holding another separator (Excel in some locales)."""
+    names = [str(c) for c in header]
+    if len(names) == 1:
+        for sep, what in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
+            if sep in names[0]:
+                return (f"; the header looks {what}-separated, but the file must be comma-separated "
+                        "(save as 'CSV UTF-8 (comma delimited)')")
+    return ""
+
+
 def _read_parquet(path: Path, kind: str) -> _Table:
     t = _Table(path, kind)
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as exc:
-        raise DatasetError(f"cannot read as Parquet: {exc}", file=t.name) from None
+        raise DatasetError(f"cannot read as Parquet: {exc}; expected a complete Parquet file (a truncated "
+                           "copy, or a CSV named .parquet?)", file=t.name) from None
     names = list(schema.names)
     missing = [c for c in REQUIRED[kind] if c not in names]
     if missing:
-        raise DatasetError(f"required column missing; found columns {names}", file=t.name,
-                           column=missing[0])
+        raise DatasetError(f"required column missing; found columns {names}; expected columns "
+                           f"{', '.join(REQUIRED[kind])}", file=t.name, column=missing[0])
     wanted = [c for c in KNOWN[kind] if c in names]
     try:
         table = pq.read_table(path, columns=wanted)
     except (pa.ArrowException, OSError) as exc:
-        raise DatasetError(f"cannot read as Parquet: {exc}", file=t.name) from None
+        raise DatasetError(f"cannot read as Parquet: {exc}; expected a complete Parquet file",
+                           file=t.name) from None
     t.columns = {c: table.column(c) for c in wanted}
     t.n_rows = table.num_rows
     return t
@@ -280,7 +305,8 @@ def _read_parquet(path: Path, kind: str) -> _Table:
 def _read(path: Path, kind: str) -> _Table:
     t = _read_csv(path, kind) if path.suffix == ".csv" else _read_parquet(path, kind)
     if t.n_rows == 0:
-        raise DatasetError("no data rows (the table is empty or holds only a header)", file=t.name)
+        raise DatasetError("no data rows (the table is empty or holds only a header); expected at least "
+                           "one data row", file=t.name)
     return t
 
 
@@ -325,17 +351,37 @@ def _ids(t: _Table, col: str) -> pd.Series:
         s = raw.str.strip()
         null = _first(s.isna().to_numpy())
         if null is not None:  # a short record: the field is absent altogether
-            raise t.error(f"{col} is missing", col, null)
+            raise t.error(f"{col} is missing; expected a non-empty id", col, null)
     else:
         arr = _arrow_strings(t, col, raw, allow_int=True)
         null = _first(arr.is_null().to_numpy(zero_copy_only=False))
         if null is not None:
-            raise t.error(f"{col} is missing (null)", col, null)
+            raise t.error(f"{col} is missing (null); expected a non-empty id", col, null)
         s = pd.Series(arr.to_pandas(), dtype=str).str.strip()
     empty = _first((s == "").to_numpy())
     if empty is not None:
-        raise t.error(f"{col} is empty", col, empty)
+        raise t.error(f"{col} is empty{_truncated_hint(t, empty)}; expected a non-empty id", col, empty)
+    too_long = _first((s.str.len() > MAX_ID_CHARS).to_numpy())
+    if too_long is not None:
+        raise t.error(f"{col} of {len(s.iloc[too_long]):,} characters ({_show(s.iloc[too_long])}); "
+                      f"expected an id of at most {MAX_ID_CHARS:,} characters (a shifted column or an "
+                      "unclosed quote?)", col, too_long)
     return s.reset_index(drop=True)
+
+
+def _truncated_hint(t: _Table, idx: int) -> str:
+    """For the last CSV record of a file that does not end with a line break: it was cut short."""
+    if not t.is_csv or idx != t.n_rows - 1:
+        return ""
+    try:
+        with open(t.path, "rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            last = fh.read(1)
+    except OSError:
+        return ""
+    if last not in (b"\n", b"\r"):
+        return " (the last record has fewer fields than the header and no line break: truncated file?)"
+    return ""
 
 
 def _texts(t: _Table, col: str) -> pd.Series:
@@ -344,9 +390,16 @@ def _texts(t: _Table, col: str) -> pd.Series:
         return pd.Series([""] * t.n_rows, dtype=str)
     raw = t.columns[col]
     if isinstance(raw, pd.Series):
-        return raw.fillna("").reset_index(drop=True)
-    arr = _arrow_strings(t, col, raw, allow_int=False)
-    return pd.Series(arr.to_pandas(), dtype=str).fillna("").reset_index(drop=True)
+        s = raw.fillna("").reset_index(drop=True)
+    else:
+        arr = _arrow_strings(t, col, raw, allow_int=False)
+        s = pd.Series(arr.to_pandas(), dtype=str).fillna("").reset_index(drop=True)
+    huge = _first((s.str.len() > MAX_TEXT_CHARS).to_numpy())
+    if huge is not None:
+        raise t.error(f"field of {len(s.iloc[huge]):,} characters; expected at most {MAX_TEXT_CHARS:,} "
+                      "(an unclosed quote that swallowed the following rows, or data in the wrong column?)",
+                      col, huge)
+    return s
 
 
 def _numbers(t: _Table, col: str, integer_ok: bool = True) -> tuple[np.ndarray, pd.Series | None]:
@@ -374,7 +427,7 @@ def _weights(t: _Table) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         bad = _first(~(np.isfinite(values) & (values > 0)))
     if bad is not None:
-        got = raw.iloc[bad] if raw is not None else (None if np.isnan(values[bad]) else values[bad])
+        got = raw.iloc[bad] if raw is not None else values[bad]  # Parquet null -> nan
         raise t.error(f"expected a positive number, got {_show(got)}", "weight", bad)
     return values
 
@@ -401,7 +454,7 @@ def _timestamps(t: _Table) -> np.ndarray:
         col = col.cast(pa.int64(), safe=False)
         null = _first(col.is_null().to_numpy(zero_copy_only=False))
         if null is not None:
-            raise t.error("timestamp is missing (null)", "timestamp", null)
+            raise t.error("timestamp is missing (null); expected integer unix seconds", "timestamp", null)
         values = col.to_numpy()
         finite = np.ones(len(values), dtype=bool)
         not_int = ~finite
@@ -414,9 +467,57 @@ def _timestamps(t: _Table) -> np.ndarray:
         if too_big[i] and not not_int[i]:
             msg = f"timestamp {_show(got)} looks like milliseconds; expected unix seconds"
         else:
-            msg = f"expected integer unix seconds >= 0, got {_show(got)}"
+            msg = f"expected integer unix seconds >= 0, got {_show(got)}{_date_hint(got)}"
         raise t.error(msg, "timestamp", i)
     return values.astype(np.int64)
+
+
+def _date_hint(value) -> str:
+    if not isinstance(value, str) or not re.match(r"\s*(\d{4}-\d{1,2}-\d{1,2}|\d{1,2}/\d{1,2}/\d{2,4})", value):
+        return ""
+    try:
+        ts = pd.Timestamp(value.strip())
+    except (ValueError, TypeError, OverflowError):
+        return ""
+    if pd.isna(ts):
+        return ""
+    if ts.tzinfo is None:
+        ts = ts.tz_localize("UTC")
+    return f" (a date/time string: write it as unix seconds, e.g. {int(ts.timestamp())} for {ts.isoformat()})"
+
+
+def _image_paths(t: _Table, paths: pd.Series) -> pd.Series:
+    """Refuse image paths that are absolute or climb out of the dataset directory (lexically).
+
+    Symlinks that lead outside are refused where the images are read (:mod:`pinsage.vgg`); a path
+    to a missing or non-image file is not refused: that item gets no visual vector (``has_image`` 0).
+    """
+    given = paths != ""
+    if not given.any():
+        return paths
+    s = paths.str.replace("\\", "/", regex=False)
+    absolute = s.str.startswith("/") | s.str.match(r"^[A-Za-z]:") | s.str.contains("\x00", regex=False)
+    norm = s.map(lambda p: os.path.normpath(p).replace("\\", "/") if p else p)
+    escapes = norm.str.startswith("../") | (norm == "..")
+    bad = _first((given & (absolute | escapes)).to_numpy())
+    if bad is not None:
+        why = "is absolute" if absolute.iloc[bad] else "escapes the dataset directory"
+        raise t.error(f"image_path {_show(paths.iloc[bad])} {why}; expected a path relative to the "
+                      "dataset directory that stays inside it", "image_path", bad)
+    return paths
+
+
+def _unknown_hint(value: str, known: pd.Series) -> str:
+    """'2.0' when the items say '2', '7' when they say '007': ids are text."""
+    num = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
+    if pd.isna(num):
+        return ""
+    nums = pd.to_numeric(known, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    hit = np.flatnonzero(nums == float(num))
+    if len(hit):
+        return (f" (ids are compared as text: the items table has {_show(known.iloc[int(hit[0])])}; write "
+                "the same id the same way in both files)")
+    return ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -430,10 +531,13 @@ def _load_items(path: Path) -> pd.DataFrame:
     if second is not None:
         first = int(np.flatnonzero((ids == ids.iloc[second]).to_numpy())[0])
         raise t.error(f"duplicate item_id {_show(ids.iloc[second])}, already at row "
-                      f"{t.user_row(first)}", "item_id", second)
+                      f"{t.user_row(first)}; expected every item_id once", "item_id", second)
+    if t.n_rows < MIN_ITEMS:
+        raise t.error(f"the catalogue has {t.n_rows} item; expected at least {MIN_ITEMS} items (related "
+                      "items need another item to relate to)")
     return pd.DataFrame({"item_id": ids, "title": _texts(t, "title"),
                          "text": _texts(t, "text"),
-                         "image_path": _texts(t, "image_path").str.strip()})
+                         "image_path": _image_paths(t, _texts(t, "image_path").str.strip())})
 
 
 def _load_interactions(path: Path, items: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
@@ -442,7 +546,8 @@ def _load_interactions(path: Path, items: pd.DataFrame) -> tuple[pd.DataFrame, b
     item = _ids(t, "item_id")
     unknown = _first(~item.isin(items["item_id"]).to_numpy())
     if unknown is not None:
-        raise t.error(f"unknown item {_show(item.iloc[unknown])}: not in the items table",
+        raise t.error(f"unknown item {_show(item.iloc[unknown])}: not in the items table; expected an "
+                      f"item_id of the items table{_unknown_hint(item.iloc[unknown], items['item_id'])}",
                       "item_id", unknown)
     df = pd.DataFrame({"context_id": context, "item_id": item, "weight": _weights(t)})
     has_ts = "timestamp" in t.columns
@@ -469,10 +574,12 @@ def load_dataset(path, *, max_timestamp: int | None = None) -> Dataset:
     items = _load_items(items_file)
     interactions, has_ts = _load_interactions(interactions_file, items)
     if has_ts and max_timestamp is not None:
+        earliest = int(interactions["timestamp"].min())
         interactions = interactions[interactions["timestamp"].to_numpy() <= int(max_timestamp)]
         interactions = interactions.reset_index(drop=True)
         if len(interactions) == 0:
-            raise DatasetError(f"no interaction has timestamp <= {int(max_timestamp)}",
+            raise DatasetError(f"no interaction has timestamp <= {int(max_timestamp)} (max_timestamp); "
+                               f"expected max_timestamp >= the earliest timestamp {earliest}",
                                file=interactions_file.name, column="timestamp")
     return Dataset(root=root, items=items, interactions=interactions, has_timestamps=has_ts,
                    items_file=items_file, interactions_file=interactions_file)

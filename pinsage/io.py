@@ -1,7 +1,9 @@
 """Atomic artifact writes and the Parquet layout shared by every stage.
 
 Every write goes to a temporary name in the destination directory and is renamed into place, so a
-killed or failed step never leaves a half-written artifact that a later step could read.
+killed or failed step never leaves a half-written artifact that a later step could read. Temporary
+names start with a dot (``.name.XXXX.tmp``), so no reader's glob (``part-*.parquet``) matches one; a
+killed writer leaves such a file behind, never a partial ``name``.
 """
 
 from __future__ import annotations
@@ -40,19 +42,33 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary directory that replaces ``path`` as a whole when the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    old = path.with_name(f".{path.name}.old")
+    restore_interrupted_swap(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
+            os.replace(path, old)  # a kill between these two renames is undone by the next call
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def restore_interrupted_swap(path: str | os.PathLike) -> bool:
+    """If a process died between moving ``path`` aside and moving its replacement in, put it back.
+
+    Returns True when the previous complete directory was restored.
+    """
+    path = Path(path)
+    old = path.with_name(f".{path.name}.old")
+    if old.is_dir() and not path.exists():
+        os.replace(old, path)
+        return True
+    return False
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

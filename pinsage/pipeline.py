@@ -32,13 +32,14 @@ import torch
 
 from . import baselines, distributed
 from .adapters import resolve_dataset_dir
-from .dataset import load_dataset
+from .dataset import DatasetError, load_dataset
 from .evaluation import embedding_scorer, evaluate_scorer, markdown_table, metrics_from_ranks
 from .features import FeatureConfig, build_features, feature_blocks, feature_matrix, save_features
 from .graph import BipartiteGraph, build_graph
 from .index import IndexConfig, build_index, save_index
-from .io import read_npz, write_json, write_npz, write_table, write_text
+from .io import atomic_dir, read_npz, write_json, write_npz, write_table, write_text
 from .model import ModelConfig, PinSage, load_model, save_model
+from .params import check_catalogue, check_config
 from .sampler import hard_negative_band, positive_pairs
 from .split import split_interactions
 from .train import TrainConfig, train_model
@@ -93,27 +94,36 @@ def _out(cfg: PipelineConfig, *parts: str) -> Path:
 # Stage 1: prepare -- validate, split, dense indices
 
 def prepare(cfg: PipelineConfig, log: Log = print) -> dict:
+    check_config(cfg)
     root = resolve_dataset_dir(cfg.data, _out(cfg, "dataset"))
     ds = load_dataset(root, max_timestamp=cfg.max_timestamp)
-    split = split_interactions(ds.interactions, ds.has_timestamps, seed=cfg.seed)
+    check_catalogue(cfg, ds.n_items, ds.items_file.name)
+    try:
+        split = split_interactions(ds.interactions, ds.has_timestamps, seed=cfg.seed)
+    except DatasetError as err:  # nothing to evaluate: name the file and the column that decide it
+        if err.file is not None:
+            raise
+        raise DatasetError(f"{err.message}; expected at least one context with 3 distinct items",
+                           file=ds.interactions_file.name, column="context_id") from None
     items = ds.items.reset_index(drop=True)
     index = pd.Index(items["item_id"])
     train = split.train.sort_values(["context_id", "order"], kind="stable").reset_index(drop=True)
     train["item"] = index.get_indexer(train["item_id"]).astype(np.int64)
     train["context"] = pd.factorize(train["context_id"], sort=True)[0].astype(np.int64)
     d = _out(cfg, "prepare")
-    write_table(d / "items.parquet", pa.Table.from_pandas(items, preserve_index=False))
-    write_table(d / "train.parquet", pa.Table.from_pandas(train, preserve_index=False))
-    for name, pairs in (("valid", split.valid), ("test", split.test)):
-        pairs = pairs.reset_index(drop=True).copy()
-        pairs["query"] = index.get_indexer(pairs["query_item"]).astype(np.int64)
-        pairs["target"] = index.get_indexer(pairs["target_item"]).astype(np.int64)
-        write_table(d / f"{name}.parquet", pa.Table.from_pandas(pairs, preserve_index=False))
     summary = {"dataset": str(root), "has_timestamps": bool(ds.has_timestamps),
                "n_items": int(len(items)), "n_contexts": int(train["context"].max() + 1) if len(train) else 0,
                "n_train_interactions": int(len(train)), "n_valid_pairs": int(len(split.valid)),
                "n_test_pairs": int(len(split.test)), "max_timestamp": cfg.max_timestamp}
-    write_json(d / "summary.json", summary)
+    with atomic_dir(d) as tmp:  # the five files appear together or not at all (a full disk, a kill)
+        write_table(tmp / "items.parquet", pa.Table.from_pandas(items, preserve_index=False))
+        write_table(tmp / "train.parquet", pa.Table.from_pandas(train, preserve_index=False))
+        for name, pairs in (("valid", split.valid), ("test", split.test)):
+            pairs = pairs.reset_index(drop=True).copy()
+            pairs["query"] = index.get_indexer(pairs["query_item"]).astype(np.int64)
+            pairs["target"] = index.get_indexer(pairs["target_item"]).astype(np.int64)
+            write_table(tmp / f"{name}.parquet", pa.Table.from_pandas(pairs, preserve_index=False))
+        write_json(tmp / "summary.json", summary)
     log(f"prepare: {summary['n_items']} items, {summary['n_contexts']} contexts, "
         f"{summary['n_train_interactions']} training interactions, {summary['n_valid_pairs']} validation "
         f"and {summary['n_test_pairs']} test pairs")

@@ -96,9 +96,9 @@ PY
 cat <<EOF
 
 ==> where to look
-  MLflow UI:   mlflow ui --backend-store-uri "sqlite:///$STATE/mlflow.db" --port 5000   # http://127.0.0.1:5000
+  MLflow UI:   mlflow ui --backend-store-uri "sqlite:///$STATE/mlflow.db" --host 127.0.0.1 --port 5000   # http://127.0.0.1:5000
   Load model:  MLFLOW_TRACKING_URI="sqlite:///$STATE/mlflow.db" python -c "import mlflow; m = mlflow.pyfunc.load_model('models:/pinsage@champion')"
   Run files:   $STATE/runs/pinsage_daily/
   Airflow UI:  AIRFLOW_HOME="$AIRFLOW_HOME" AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags" PYTHONPATH="$ROOT" \\
-               MLFLOW_TRACKING_URI="sqlite:///$STATE/mlflow.db" airflow standalone   # http://127.0.0.1:8080
+               MLFLOW_TRACKING_URI="sqlite:///$STATE/mlflow.db" AIRFLOW__API__HOST=127.0.0.1 airflow standalone   # http://127.0.0.1:8080
 EOF

@@ -69,11 +69,33 @@ class ConfigError(ValueError):
     """A parameter or override that can never work: retrying the step will not help."""
 
 
+class MlflowUnavailable(RuntimeError):
+    """The MLflow tracking server cannot be reached: transient, so the orchestrator retries the step."""
+
+
 def permanent_errors() -> tuple[type[BaseException], ...]:
     """Exceptions an orchestrator should not retry (bad data, bad parameters, unimplemented engine)."""
     from pinsage.dataset import DatasetError
+    from pinsage.params import ParamError
 
-    return (DatasetError, ConfigError, NotImplementedError)
+    return (DatasetError, ConfigError, ParamError, NotImplementedError)
+
+
+def param_name(key: str) -> str:
+    """A PipelineConfig key as the user wrote it: the DAG parameter, else the ``overrides`` key."""
+    if key in ("seed", "train.seed", "walks.seed", "features.seed"):
+        return "DAG parameter 'seed'"
+    if key in ("max_timestamp", "engine"):
+        return f"DAG parameter {key!r}"
+    form = {v: k for k, v in FORM_FIELDS.items()}.get(key)
+    return f"DAG parameter {form!r} ({key})" if form else f"override {key!r}"
+
+
+def config_error(err) -> ConfigError:
+    """A :class:`pinsage.params.ParamError` as a ConfigError naming the DAG parameter."""
+    out = ConfigError(f"{param_name(err.param)}: {err.message}")
+    out.param = err.param
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +154,14 @@ def build_config(params: dict, out: str | Path, max_timestamp: int | None = None
         if key in ("data", "out", "max_timestamp"):
             raise ConfigError(f"override {key!r} through its own parameter")
         _set_dotted(d, key, value)
-    return PipelineConfig.from_dict(d)
+    from pinsage.params import ParamError, check_config
+
+    cfg = PipelineConfig.from_dict(d)
+    try:
+        check_config(cfg)
+    except ParamError as err:
+        raise config_error(err) from None
+    return cfg
 
 
 def build_settings(params: dict) -> dict:
@@ -151,14 +180,36 @@ def load_config(ref: dict):
     return PipelineConfig.from_dict(json.loads(Path(ref["config"]).read_text()))
 
 
+SECRET_KEY = re.compile(r"(^|[._-])(password|passwd|pwd|secret|token|credentials?|api_?key|private_?key)($|[._-])", re.I)
+URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@:\s]*):(?P<pw>[^/@\s]+)@")
+
+
+def redact(text: str) -> str:
+    """Hide the password of any ``scheme://user:password@host`` in ``text``."""
+    return URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", str(text))
+
+
+def redact_obj(obj):
+    """A JSON-like object with secret-looking keys and URL passwords hidden (for logged copies)."""
+    if isinstance(obj, dict):
+        return {k: "***" if SECRET_KEY.search(str(k)) and v not in (None, "") else redact_obj(v)
+                for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact_obj(v) for v in obj]
+    return redact(obj) if isinstance(obj, str) else obj
+
+
 def flat_params(d: dict, prefix: str = "") -> dict[str, str]:
+    """Flattened ``{dotted key: str}`` for MLflow params; secret-looking keys and URL passwords hidden."""
     out: dict[str, str] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
             out.update(flat_params(v, key + "."))
+        elif SECRET_KEY.search(k) and v not in (None, ""):
+            out[key] = "***"
         else:
-            out[key] = "None" if v is None else str(v)
+            out[key] = redact("None" if v is None else str(v))
     return out
 
 
@@ -260,11 +311,51 @@ def configure_mlflow() -> str:
     return uri
 
 
+def check_tracking_server(uri: str | None = None, timeout: float = 10.0) -> None:
+    """For an HTTP tracking URI, one quick ``/health`` request; MlflowUnavailable if it fails.
+
+    Without it a step would spend MLflow's request retries (minutes) before failing with a long
+    urllib3 message; this fails fast and says what to do. Local stores (sqlite, file) are not checked.
+    """
+    uri = uri or configure_mlflow()
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        r = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException as err:
+        reason = type(err).__name__
+        if isinstance(err, requests.ConnectionError):
+            reason = "connection refused or host down"
+        elif isinstance(err, requests.Timeout):
+            reason = f"no answer within {timeout:g}s"
+        raise MlflowUnavailable(
+            f"MLflow tracking server {redact(uri)} is unreachable ({reason}); start it or fix "
+            "MLFLOW_TRACKING_URI. Nothing was registered; the step can be retried as is") from None
+    if r.status_code >= 500:
+        raise MlflowUnavailable(f"MLflow tracking server {redact(uri)} is unhealthy (HTTP {r.status_code} on "
+                                "/health); the step can be retried as is")
+
+
 def client():
     from mlflow import MlflowClient
 
-    configure_mlflow()
+    check_tracking_server(configure_mlflow())
     return MlflowClient()
+
+
+def _is_connection_error(err: BaseException) -> bool:
+    """Does ``err`` (or its cause) say the tracking server could not be reached?"""
+    seen = 0
+    while err is not None and seen < 10:
+        text = f"{type(err).__name__}: {err}"
+        if isinstance(err, (ConnectionError, TimeoutError)) or any(s in text for s in (
+                "Max retries exceeded", "Connection refused", "ConnectionError", "Failed to establish",
+                "RemoteDisconnected", "Connection aborted", "Read timed out")):
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
 
 
 def _local_store(uri: str) -> bool:
@@ -335,6 +426,16 @@ def log_metrics(c, run_id: str, metrics: dict[str, float], step: int = 0) -> Non
         c.log_batch(run_id, metrics=todo[s:s + 500])
 
 
+def log_json_redacted(c, run_id: str, name: str, obj: dict, artifact_path: str | None = None) -> None:
+    """Log ``obj`` as the artifact ``name`` with secrets hidden (the run directory keeps the original)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / name
+        path.write_text(json.dumps(redact_obj(obj), indent=2) + "\n")
+        c.log_artifact(run_id, str(path), artifact_path)
+
+
 def log_artifacts(c, run_id: str, local: str | Path, artifact_path: str | None = None) -> None:
     """A file or a whole directory; re-logging replaces the same names (idempotent)."""
     local = Path(local)
@@ -358,9 +459,14 @@ def step(ref: dict, name: str) -> Iterator[Any]:
     try:
         yield c
     except BaseException as err:
+        if _is_connection_error(err) and not isinstance(err, MlflowUnavailable):
+            try:
+                check_tracking_server()
+            except MlflowUnavailable as down:  # cannot mark the run: say what happened instead
+                raise MlflowUnavailable(f"step {name!r} lost the tracking server: {down}") from err
         with contextlib.suppress(Exception):
             c.set_tag(rid, "pinsage.failed_step", name)
-            c.set_tag(rid, "pinsage.error", f"{type(err).__name__}: {err}"[:4000])
+            c.set_tag(rid, "pinsage.error", redact(f"{type(err).__name__}: {err}")[:4000])
             c.set_terminated(rid, status="FAILED")
         raise
     run = c.get_run(rid)

@@ -39,6 +39,7 @@ def run(params: dict, *, run_key: str, dag_id: str = "cli", logical_date: str | 
     from pinsage import pipeline
     from pinsage.dataset import data_fingerprint
     from pinsage.io import write_json
+    from pinsage.params import ParamError
 
     settings = common.build_settings(params)
     max_ts = resolve_max_timestamp(params, run_type, data_interval_end)
@@ -65,9 +66,12 @@ def run(params: dict, *, run_key: str, dag_id: str = "cli", logical_date: str | 
         c.set_tag(mlflow_run_id, "pinsage.run_dir", str(run_dir))
         params_flat = common.flat_params(cfg.to_dict())
         params_flat.pop("out")
-        params_flat.update({f"settings.{k}": str(v) for k, v in settings.items()})
+        params_flat.update({f"settings.{k}": common.redact(str(v)) for k, v in settings.items()})
         common.log_params(c, mlflow_run_id, params_flat)
-        out = pipeline.prepare(cfg, log=common.stage_logger("prepare"))
+        try:
+            out = pipeline.prepare(cfg, log=common.stage_logger("prepare"))
+        except ParamError as err:  # e.g. top_t larger than the catalogue: name the DAG parameter
+            raise common.config_error(err) from None
         summary = json.loads((run_dir / "prepare" / "summary.json").read_text())
         fingerprint = data_fingerprint(summary["dataset"])
         c.set_tag(mlflow_run_id, "data_sha256", fingerprint)
@@ -77,7 +81,7 @@ def run(params: dict, *, run_key: str, dag_id: str = "cli", logical_date: str | 
             "data.n_items": summary["n_items"], "data.n_contexts": summary["n_contexts"],
             "data.n_train_interactions": summary["n_train_interactions"],
             "data.n_valid_pairs": summary["n_valid_pairs"], "data.n_test_pairs": summary["n_test_pairs"]})
-        common.log_artifacts(c, mlflow_run_id, run_dir / "config.json")
+        common.log_json_redacted(c, mlflow_run_id, "config.json", cfg.to_dict())
         common.log_artifacts(c, mlflow_run_id, run_dir / "prepare" / "summary.json", "prepare")
     ref = dict(ref, data_sha256=fingerprint, prepare_dir=out["prepare_dir"])
     write_json(run_dir / common.RUN_JSON, ref)

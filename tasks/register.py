@@ -12,16 +12,21 @@ gate decides:
 
 A missing or non-finite validation MRR never moves the alias. Aliases and tags only; no stages.
 Re-running the step finds the version it already registered for this MLflow run (no duplicate) and
-keeps the decision already recorded on it.
+keeps the decision already recorded on it. Two runs registering at once (two DAG runs, a backfill
+beside the daily run) take the gate one at a time: read the champion, compare, move the alias under
+an exclusive lock on ``<runs dir>/.locks/gate-<model>.lock`` (the runs directory is shared by every
+worker already: steps hand each other paths in it).
 
     python -m tasks.register --run-dir RUN_DIR
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import time
 from pathlib import Path
 
 from . import common
@@ -55,8 +60,40 @@ def champion_mrr(c, mv) -> float:
     return mrr
 
 
+@contextlib.contextmanager
+def gate_lock(name: str, timeout_s: float = 600.0):
+    """Exclusive lock per registered model, so concurrent gates never both read "no champion"."""
+    import fcntl
+
+    path = common.runs_dir() / ".locks" / f"gate-{common.safe_name(name)}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the champion gate of {name!r} stayed locked for {timeout_s:g}s "
+                                       f"({path}); another register step is stuck") from None
+                time.sleep(0.2)
+        try:
+            yield path
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def gate(c, name: str, version: str, candidate_mrr, margin: float) -> tuple[bool, str]:
-    """Decide and apply: move ``champion`` to ``version`` or tag why not. Returns (promoted, reason)."""
+    """Decide and apply: move ``champion`` to ``version`` or tag why not. Returns (promoted, reason).
+
+    Runs under :func:`gate_lock`: concurrent register steps decide one after the other.
+    """
+    with gate_lock(name):
+        return _gate(c, name, version, candidate_mrr, margin)
+
+
+def _gate(c, name: str, version: str, candidate_mrr, margin: float) -> tuple[bool, str]:
     version = str(version)
     mv = c.get_model_version(name, version)
     decided = mv.tags.get("pinsage.promotion")
