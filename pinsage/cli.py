@@ -1,4 +1,8 @@
-"""Command line: ``python -m pinsage run --data DIR --out OUT [--seed N] [--epochs N] [--device D]``."""
+"""Command line: ``python -m pinsage run --data DIR --out OUT [--seed N] [--epochs N] [--device D]``.
+
+Also ``recommend --item ID|TITLE [-k K] (--run OUT | --model URI)`` (related items as a table) and
+``coldstart --run OUT --data DIR --out NEW`` (embed items added after training, no retraining).
+"""
 
 from __future__ import annotations
 
@@ -76,7 +80,24 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--out", required=True)
     exp.add_argument("--seeds", type=int, default=3)
     exp.add_argument("--t-values", default="10,20,50", help="comma-separated T values for Table 4")
+    rec = sub.add_parser("recommend", help="print the items related to one item (by id or part of a title)")
+    rec.add_argument("--item", required=True, help="an item id, or (part of) a title")
+    rec.add_argument("-k", type=int, default=10, help="how many related items")
+    source = rec.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", metavar="OUT", help="output directory of `python -m pinsage run` (or coldstart)")
+    source.add_argument("--model", metavar="URI", help="an MLflow model, e.g. models:/pinsage@champion")
+    rec.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for --model "
+                     "(default: $MLFLOW_TRACKING_URI)")
+    cold = sub.add_parser("coldstart", help="embed items added after training, without retraining")
+    cold.add_argument("--run", required=True, metavar="OUT", help="the trained run directory")
+    cold.add_argument("--data", required=True, help="the dataset with the added items (and any interactions)")
+    cold.add_argument("--out", required=True, help="where the extended embeddings and index go")
     args = parser.parse_args(argv)
+    if args.command == "recommend":  # no torch import: answers in about a second
+        from .recommend import recommend_main
+
+        return recommend_main(args.item, args.k, run=args.run, model=args.model, tracking_uri=args.tracking_uri,
+                              out=print, err=lambda s: print(s, file=sys.stderr))
 
     from .dataset import DatasetError
     from .pipeline import run_all
@@ -100,4 +121,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
         _log(f"done: {Path(args.out) / 'experiment.md'}")
+    elif args.command == "coldstart":
+        from .coldstart import embed_new_items
+
+        try:
+            result = embed_new_items(args.run, args.data, args.out, log=_log)
+        except (ValueError, FileNotFoundError) as err:  # DatasetError included: a bad or missing input
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        _log(f"done: {result['n_new']} new items embedded; recommend with --run {args.out}")
     return 0

@@ -19,43 +19,56 @@ import torch
 
 from .embeddings import read_embeddings, write_embeddings  # noqa: F401  (re-exported for callers)
 from .model import PinSage
+from .progress import Progress
 from .sampler import TensorBlock, computation_graph
 from .walks import Neighbors
 
 
-def _map_chunks(fn, array: np.ndarray, chunk: int, extra: np.ndarray | None = None) -> np.ndarray:
+def _map_chunks(fn, array: np.ndarray, chunk: int, extra: np.ndarray | None = None,
+                bar: Progress | None = None) -> np.ndarray:
     out = []
     for s in range(0, len(array), chunk):
         args = (torch.from_numpy(array[s:s + chunk]),)
         if extra is not None:
             args += (torch.from_numpy(extra[s:s + chunk]),)
         out.append(fn(*args).numpy())
+        if bar is not None:
+            bar.update()
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
 @torch.no_grad()
 def export_embeddings(model: PinSage, features: np.ndarray, neighbors: Neighbors,
-                      chunk_size: int = 16384) -> np.ndarray:
-    """Embed every catalogue item. (N, F) features -> (N, output_dim) float32 unit vectors."""
+                      chunk_size: int = 16384, progress: bool = False) -> np.ndarray:
+    """Embed every catalogue item. (N, F) features -> (N, output_dim) float32 unit vectors.
+
+    ``progress`` shows the chunks done (input, each layer's map and reduce, output) on stderr. Off by
+    default: training's validation pass exports every epoch and would interleave with the epoch's bar.
+    """
     model = model.to("cpu").eval()
     n = len(features)
+    n_chunks = -(-n // chunk_size)
+    bar = Progress("export", n_chunks * (2 + 2 * len(model.convs)), "chunks", enabled=None if progress else False)
     index = np.arange(n, dtype=np.int64)
     h0 = _map_chunks(model.embed_input, np.ascontiguousarray(features, dtype=np.float32),
-                     chunk_size, index)  # (N, hidden)
+                     chunk_size, index, bar)  # (N, hidden)
     h = h0
     nbr = torch.from_numpy(neighbors.items.astype(np.int64))  # (N, T)
     w = torch.from_numpy(neighbors.weights.astype(np.float32))
     mask = torch.from_numpy(neighbors.mask)
     for conv in model.convs:
-        messages = torch.from_numpy(_map_chunks(conv.message, h, chunk_size))  # map: (N, M)
+        messages = torch.from_numpy(_map_chunks(conv.message, h, chunk_size, bar=bar))  # map: (N, M)
         h_t = torch.from_numpy(h)
         out = []
         for s in range(0, n, chunk_size):  # join + reduce, chunk by chunk of destination items
             e = min(n, s + chunk_size)
             pooled = conv.pool(messages, nbr[s:e], w[s:e], mask[s:e])  # (chunk, M)
             out.append(conv.combine(h_t[s:e], pooled).numpy())
+            bar.update()
         h = np.concatenate(out)
-    return _map_chunks(model.finalize, h, chunk_size, h0).astype(np.float32)
+    emb = _map_chunks(model.finalize, h, chunk_size, h0, bar).astype(np.float32)
+    bar.close()
+    return emb
 
 
 @torch.no_grad()

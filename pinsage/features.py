@@ -98,10 +98,31 @@ def mean_word_vectors(corpus: list[list[str]], vectors, dim: int) -> np.ndarray:
     return out
 
 
-def annotation_features(titles, texts, config: FeatureConfig) -> tuple[np.ndarray, dict]:
-    """-> (N, dim) float32 annotation vectors and their manifest entry."""
+def save_word_vectors(vectors, path: str | Path) -> None:
+    """The fitted word vectors, in word2vec binary format (no pickle), written atomically.
+
+    Items added after training are featurised with these (see :mod:`pinsage.coldstart`): refitting
+    word2vec on a changed catalogue would move every vector and make the new items' features
+    meaningless to the trained model.
+    """
+    from .io import atomic_path
+
+    with atomic_path(path, ".bin") as tmp:
+        vectors.save_word2vec_format(str(tmp), binary=True)
+
+
+def annotation_features(titles, texts, config: FeatureConfig, word_vectors=None,
+                        save_vectors: str | Path | None = None) -> tuple[np.ndarray, dict]:
+    """-> (N, dim) float32 annotation vectors and their manifest entry.
+
+    ``word_vectors``: already fitted vectors to use as they are (cold start); ``save_vectors``: where
+    to keep the vectors trained here (nothing is written for pretrained or given vectors).
+    """
     corpus = item_annotations(titles, texts)
-    if config.word2vec_vectors:
+    if word_vectors is not None:
+        vectors, dim = word_vectors, int(word_vectors.vector_size)
+        source = "the run's fitted word vectors, item = mean of its known words' vectors"
+    elif config.word2vec_vectors:
         vectors = load_word_vectors(config.word2vec_vectors)
         dim = int(vectors.vector_size)
         source = f"pretrained word2vec vectors {Path(config.word2vec_vectors).name}, item = mean of its known words' vectors"
@@ -109,6 +130,8 @@ def annotation_features(titles, texts, config: FeatureConfig) -> tuple[np.ndarra
         vectors = train_word2vec(corpus, config)
         dim = config.word2vec_dim
         source = "gensim Word2Vec (skip-gram) on title + text, item = mean of its words' vectors"
+        if save_vectors is not None and vectors is not None:
+            save_word_vectors(vectors, save_vectors)
     annotation = mean_word_vectors(corpus, vectors, dim)
     entry = {"dim": dim, "source": source, "vocabulary": 0 if vectors is None else len(vectors),
              "items_without_words": int(sum(1 for c in corpus if not c))}
@@ -151,13 +174,15 @@ def visual_features(image_paths, image_root, config: FeatureConfig,
 
 def build_features(item_ids: np.ndarray, titles, texts, item_degree: np.ndarray,
                    config: FeatureConfig = FeatureConfig(), *, image_paths=None,
-                   image_root: str | Path | None = None, log=print) -> tuple[pa.Table, dict]:
+                   image_root: str | Path | None = None, log=print, word_vectors=None,
+                   save_vectors: str | Path | None = None) -> tuple[pa.Table, dict]:
     """The feature table and its manifest for every catalogue item (new items included).
 
     ``item_degree`` counts training interactions only, so held-out pairs never leak into features.
     ``image_paths`` (one per item, "" for none) are relative to ``image_root``, the dataset directory.
+    ``word_vectors`` / ``save_vectors``: see :func:`annotation_features`.
     """
-    annotation, annotation_entry = annotation_features(titles, texts, config)
+    annotation, annotation_entry = annotation_features(titles, texts, config, word_vectors, save_vectors)
     visual, has_image, visual_entry = visual_features(image_paths, image_root, config, log=log)
     columns = {
         "item_id": pa.array(np.asarray(item_ids, dtype=object), pa.string()),

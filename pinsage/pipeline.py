@@ -6,13 +6,14 @@ in-process for ``python -m pinsage run``.
 
     out/dataset/      contract-format copy when the input needed an adapter (MovieLens)
     out/prepare/      items.parquet, train.parquet, valid.parquet, test.parquet, summary.json
-    out/features/     features.parquet, features_manifest.json
+    out/features/     features.parquet, features_manifest.json, word_vectors.bin (fitted, for cold start)
     out/graph/        graph.npz
     out/neighbors/    neighbors.parquet, visits.npz
     out/train/        last.pt (resumable checkpoint), model.pt, model_config.json, history.json
     out/embeddings/   part-*.parquet, manifest.json
     out/index/        index.faiss, ids.parquet, manifest.json
     out/metrics.json, out/metrics.md, out/ranks.parquet (per-pair ranks of every method)
+    out/report.html   metrics vs baselines, training curves, example queries (self-contained page)
 """
 
 from __future__ import annotations
@@ -171,7 +172,8 @@ def features(cfg: PipelineConfig, log: Log = print) -> dict:
         fcfg = dataclasses.replace(fcfg, device=cfg.train.device)
     table, manifest = build_features(items["item_id"].to_numpy(), items["title"], items["text"], degree,
                                      fcfg, image_paths=items.get("image_path"),
-                                     image_root=_summary(cfg)["dataset"], log=log)
+                                     image_root=_summary(cfg)["dataset"], log=log,
+                                     save_vectors=_out(cfg, "features", "word_vectors.bin"))  # for cold start
     path = save_features(_out(cfg, "features"), table, manifest)
     log(f"features: {table.num_rows} items x {feature_matrix(table).shape[1]} dims "
         f"({', '.join(manifest['columns'])}) in {time.perf_counter() - t0:.1f}s")
@@ -180,6 +182,31 @@ def features(cfg: PipelineConfig, log: Log = print) -> dict:
 
 def _hard_negative_depth(n_items: int, cfg: PipelineConfig) -> int:
     return hard_negative_band(n_items)[1] if cfg.train.sampler.hard_negatives else 0
+
+
+def walk_visits(graph: BipartiteGraph | dict, sources: np.ndarray, m: int, config: WalkConfig,
+                label: str = "neighbors: walks") -> VisitTable:
+    """``visit_counts_topm`` over ``sources`` in ~20 slices, with a progress bar.
+
+    Each source's walks depend only on (seed, source), so the slices give exactly the table of one
+    call; the walk tables (alias tables of weighted graphs) are built once and shared by all slices.
+    """
+    from .progress import Progress
+    from .walks import visit_counts_topm, walk_tables
+
+    tables = walk_tables(graph) if isinstance(graph, BipartiteGraph) else graph
+    sources = np.asarray(sources, dtype=np.int64)
+    step = max(4096, -(-len(sources) // 20))
+    parts = []
+    with Progress(label, len(sources), "items") as bar:
+        for s in range(0, len(sources), step):
+            chunk = sources[s:s + step]
+            parts.append(visit_counts_topm(tables, chunk, m, config.walks_per_item, config.restart_prob,
+                                           config.max_walk_length, config.seed))
+            bar.update(len(chunk))
+    if not parts:
+        return VisitTable(np.zeros((0, m), np.int32), np.zeros((0, m), np.int32))
+    return VisitTable(np.concatenate([v.items for v in parts]), np.concatenate([v.counts for v in parts]))
 
 
 def neighbors(cfg: PipelineConfig, log: Log = print) -> dict:
@@ -195,7 +222,9 @@ def neighbors(cfg: PipelineConfig, log: Log = print) -> dict:
         log(f"neighbors: engine ray ({cfg.ray_address or 'local cluster'}), {stats['n_shards']} tasks, "
             f"graph shared zero-copy: {stats['zero_copy']}")
     elif cfg.engine == "local":
-        nbrs, visits = random_walk_neighbors(g, cfg.walks, hard_negative_depth=depth)
+        nbrs, visits = random_walk_neighbors(  # the default counter, sliced to show progress
+            g, cfg.walks, hard_negative_depth=depth,
+            count_visits=lambda graph, m, wc: walk_visits(graph, np.arange(graph.n_items), m, wc))
     else:
         raise ValueError(f"engine must be 'local' or 'ray', got {cfg.engine!r}")
     d = _out(cfg, "neighbors")
@@ -305,7 +334,7 @@ def export(cfg: PipelineConfig, log: Log = print, model_dir: str | None = None) 
             emb = export_embeddings_ray(model, feats, nbrs)
         log(f"export: engine ray ({cfg.ray_address or 'local cluster'}), map / join / reduce per layer")
     else:
-        emb = export_embeddings(model, feats, nbrs)
+        emb = export_embeddings(model, feats, nbrs, progress=True)
     parts = write_embeddings(_out(cfg, "embeddings"), _item_ids(cfg), emb)
     log(f"export: {len(emb)} embeddings of {emb.shape[1]} dims in {len(parts)} part(s), "
         f"{time.perf_counter() - t0:.1f}s")
@@ -365,9 +394,18 @@ def evaluate(cfg: PipelineConfig, log: Log = print) -> dict:
             "ranks": str(_out(cfg, "ranks.parquet"))}
 
 
+def report(cfg: PipelineConfig, log: Log = print) -> dict:
+    """``report.html``: metrics against the baselines, training curves, example queries (one page)."""
+    from .report import write_report
+
+    path = write_report(cfg.out)
+    log(f"report: {path} ({path.stat().st_size / 1e3:.0f} kB)")
+    return {"report": str(path)}
+
+
 STAGES: dict[str, Callable[..., dict]] = {
     "prepare": prepare, "graph": graph, "features": features, "neighbors": neighbors,
-    "train": train, "export": export, "index": index, "evaluate": evaluate}
+    "train": train, "export": export, "index": index, "evaluate": evaluate, "report": report}
 
 
 def run_all(cfg: PipelineConfig, log: Log = print) -> dict:

@@ -18,6 +18,7 @@ from .io import atomic_path
 from .distributed import SINGLE_PROCESS, ProcessGroup
 from . import distributed
 from .model import PinSage
+from .progress import track
 from .sampler import MinibatchProducer, SamplerConfig, collate_identity
 
 
@@ -214,7 +215,7 @@ def _train(model, pairs_fn, features, neighbors, visits, config: TrainConfig, ca
         model.train()
         total, n_batches = torch.zeros((), device=device), 0  # summed on the device: no per-step sync
         steps_per_epoch = len(producer)
-        for batch in loader:
+        for batch in track(loader, steps_per_epoch, f"train epoch {epoch + 1}/{config.epochs}", "batches"):
             lr = learning_rate_at(state.step, steps_per_epoch, config)
             for param_group in optimizer.param_groups:
                 param_group["lr"] = lr

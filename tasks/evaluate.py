@@ -2,6 +2,9 @@
 
 Logs ``metrics.json`` and the metrics table ``metrics.md`` as artifacts and every figure as an
 MLflow metric: ``validation_mrr`` / ``test_mrr`` (PinSage), and ``{valid,test}.{method}.{mrr,hr_at_K}``.
+Then renders ``report.html`` (charts against the baselines, training curves, example queries; see
+:mod:`pinsage.report`) and logs it. A report that cannot be rendered is logged as the run tag
+``pinsage.report_error`` and does not fail the step: a chart never blocks a model's registration.
 
     python -m tasks.evaluate --run-dir RUN_DIR
 """
@@ -9,6 +12,7 @@ MLflow metric: ``validation_mrr`` / ``test_mrr`` (PinSage), and ``{valid,test}.{
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -24,6 +28,20 @@ def metric_values(metrics: dict) -> dict[str, float]:
     out["validation_mrr"] = float(metrics["validation"]["methods"]["pinsage"]["mrr"])
     out["test_mrr"] = float(metrics["methods"]["pinsage"]["mrr"])
     return out
+
+
+def _report(c, rid: str, cfg) -> str | None:
+    """Render and log ``report.html``; on failure record why (tag) and carry on. -> its path or None"""
+    from pinsage import pipeline
+
+    try:
+        path = pipeline.report(cfg, log=common.stage_logger("evaluate"))["report"]
+    except Exception as err:  # noqa: BLE001  (the evaluation stands without its report)
+        logging.getLogger("pinsage.tasks.evaluate").exception("report.html could not be rendered")
+        c.set_tag(rid, "pinsage.report_error", f"{type(err).__name__}: {err}"[:4000])
+        return None
+    common.log_artifacts(c, rid, path)
+    return path
 
 
 def run(ref: dict, embeddings_dir: str | None = None, index_dir: str | None = None) -> dict:
@@ -45,8 +63,10 @@ def run(ref: dict, embeddings_dir: str | None = None, index_dir: str | None = No
         common.log_artifacts(c, rid, result["metrics_table"])
         if result.get("ranks"):  # per-pair ranks of every method (paired comparisons across runs)
             common.log_artifacts(c, rid, result["ranks"])
+        report = _report(c, rid, cfg)
     result = {"metrics": result["metrics"], "metrics_table": result["metrics_table"],
-              "ranks": result.get("ranks"), "validation_mrr": values["validation_mrr"], "test_mrr": values["test_mrr"]}
+              "ranks": result.get("ranks"), "validation_mrr": values["validation_mrr"], "test_mrr": values["test_mrr"],
+              "report": report}
     common.write_step_record(ref, "evaluate", result)
     return result
 

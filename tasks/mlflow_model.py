@@ -11,12 +11,15 @@ Logged as an MLflow "model from code" (this file is the model's code; nothing is
 ``predict`` takes a DataFrame with an ``item_id`` column (and an optional per-row ``k``; else the
 ``k`` parameter, default 10) and returns the related items, the query itself excluded::
 
-    query_item_id  rank  item_id  title  score
+    query_item_id  rank  item_id  title  score  error
 
     model = mlflow.pyfunc.load_model("models:/pinsage@champion")
     model.predict(pd.DataFrame({"item_id": ["1", "50"]}), params={"k": 5})
 
-An item id that is not in the catalogue raises ``ValueError`` naming it.
+A bad row (an item id not in the catalogue, an empty id, k < 1) is answered with one row whose
+``error`` names it (``unknown item_id 'x': not in the model's catalogue``) and null rank, item and
+score; the other rows of the batch are answered. A served batch is never refused as a whole for one
+stale id. The ranking itself is :class:`pinsage.recommend.Catalogue`, shared with the CLI.
 """
 
 from __future__ import annotations
@@ -26,65 +29,35 @@ from importlib import metadata
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
 DEFAULT_K = 10
-OUTPUT_COLUMNS = ["query_item_id", "rank", "item_id", "title", "score"]
+OUTPUT_COLUMNS = ["query_item_id", "rank", "item_id", "title", "score", "error"]
 # Distributions the model needs at load time (exact versions of this environment are pinned).
 REQUIREMENTS = ("mlflow", "numpy", "pandas", "pyarrow", "faiss-cpu", "torch")
 
 
 class PinSageRecommender(PythonModel):
     def load_context(self, context) -> None:
-        import pyarrow.parquet as pq
-
-        from pinsage.embeddings import read_embeddings
-        from pinsage.index import load_index
+        from pinsage.recommend import Catalogue
 
         art = context.artifacts
-        self.index, self.index_ids = load_index(art["index"])
-        ids, self.embeddings = read_embeddings(art["embeddings"])  # (N,), (N, D)
-        self.row_of = pd.Index(ids)
-        items = pq.read_table(art["items"], columns=["item_id", "title"]).to_pandas()
-        self.titles = pd.Series(items["title"].to_numpy(), index=items["item_id"].astype(str).to_numpy())
+        self.catalogue = Catalogue.from_dirs(art["index"], art["embeddings"], art["items"])
         self.model_config = json.loads((Path(art["model_dir"]) / "model_config.json").read_text())
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        from pinsage.index import search
-
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if "item_id" not in df.columns:
-            raise ValueError("input needs an 'item_id' column")
-        default_k = int((params or {}).get("k") or DEFAULT_K)
-        queries = df["item_id"].astype(str).str.strip().to_numpy()
-        ks = np.full(len(df), default_k, dtype=np.int64)
-        if "k" in df.columns:
-            col = pd.to_numeric(df["k"], errors="coerce").to_numpy(dtype=float)
-            ks = np.where(np.isnan(col), ks, col).astype(np.int64)
-        if len(df) == 0:
-            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
-                                 zip(OUTPUT_COLUMNS, ["str", "int64", "str", "str", "float64"])})
-        if (ks < 1).any():
-            raise ValueError("k must be >= 1")
-        rows = self.row_of.get_indexer(queries)
-        if (rows < 0).any():
-            unknown = list(dict.fromkeys(queries[rows < 0]))[:10]
-            raise ValueError(f"unknown item_id(s) {unknown}: not in the model's catalogue")
-        kmax = int(min(ks.max(), max(1, self.index.ntotal - 1)))
-        ids, scores = search(self.index, self.index_ids, self.embeddings[rows], kmax, exclude_ids=queries)
-        out = []
-        for q, (query, k) in enumerate(zip(queries, ks)):
-            keep = ids[q][:k] != ""
-            n = int(keep.sum())
-            related = ids[q][:k][keep]
-            out.append(pd.DataFrame({
-                "query_item_id": [query] * n, "rank": np.arange(1, n + 1, dtype=np.int64), "item_id": related,
-                "title": self.titles.reindex(related).astype(object).where(lambda s: s.notna(), None).to_numpy(),
-                "score": scores[q][:k][keep].astype(np.float64)}))
-        return pd.concat(out, ignore_index=True)[OUTPUT_COLUMNS]
+            raise ValueError(f"input needs an 'item_id' column, got columns {list(df.columns)}")
+        default_k = (params or {}).get("k")
+        default_k = DEFAULT_K if default_k is None else default_k  # k=0 is an error per row, not "default"
+        ks = [default_k] * len(df)
+        if "k" in df.columns:  # per-row k where given, the parameter elsewhere
+            ks = [default_k if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v
+                  for v in df["k"].tolist()]
+        return self.catalogue.related(df["item_id"].tolist(), ks)
 
 
 def signature():
@@ -92,8 +65,9 @@ def signature():
     from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
     inputs = Schema([ColSpec("string", "item_id"), ColSpec("long", "k", required=False)])
-    outputs = Schema([ColSpec("string", "query_item_id"), ColSpec("long", "rank"), ColSpec("string", "item_id"),
-                      ColSpec("string", "title", required=False), ColSpec("double", "score")])
+    outputs = Schema([ColSpec("string", "query_item_id"), ColSpec("long", "rank", required=False),
+                      ColSpec("string", "item_id", required=False), ColSpec("string", "title", required=False),
+                      ColSpec("double", "score", required=False), ColSpec("string", "error", required=False)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=ParamSchema([ParamSpec("k", "long", DEFAULT_K)]))
 
 

@@ -88,7 +88,8 @@ def test_the_registered_version_loads_as_champion_and_recommends_related_items(m
     reqs = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL}@champion/requirements.txt")).read_text()
     assert f"torch=={torch.__version__.split('+')[0]}" in reqs and "faiss-cpu==" in reqs and "mlflow==" in reqs
     out = model.predict(pd.DataFrame({"item_id": ["i1", "i40"]}), params={"k": 5})
-    assert list(out.columns) == ["query_item_id", "rank", "item_id", "title", "score"]
+    assert list(out.columns) == ["query_item_id", "rank", "item_id", "title", "score", "error"]
+    assert out["error"].isna().all()
     assert out["query_item_id"].tolist() == ["i1"] * 5 + ["i40"] * 5
     assert (out["item_id"] != out["query_item_id"]).all()
     assert out["title"].tolist() == [f"item {i[1:]}" for i in out["item_id"]]
@@ -99,8 +100,9 @@ def test_the_registered_version_loads_as_champion_and_recommends_related_items(m
         assert sum(same) >= 4, group
     per_row = model.predict(pd.DataFrame({"item_id": ["i2", "i3"], "k": [1, 3]}))
     assert per_row.groupby("query_item_id").size().to_dict() == {"i2": 1, "i3": 3}
-    with pytest.raises(Exception, match="unknown item_id"):
-        model.predict(pd.DataFrame({"item_id": ["nope"]}))
+    mixed = model.predict(pd.DataFrame({"item_id": ["nope", "i1"]}), params={"k": 3})  # one bad row, not a batch
+    assert mixed["error"].tolist()[0] == "unknown item_id 'nope': not in the model's catalogue"
+    assert mixed["query_item_id"].tolist() == ["nope", "i1", "i1", "i1"] and mixed["error"][1:].isna().all()
 
 
 def test_retried_steps_recompute_the_same_outputs_and_register_nothing_twice(module_store, first_run):

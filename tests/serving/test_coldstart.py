@@ -1,0 +1,120 @@
+"""Cold start: items added after training get embeddings and index entries without retraining."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from pinsage import pipeline
+from pinsage.coldstart import embed_new_items
+from pinsage.embeddings import read_embeddings
+from pinsage.io import write_json
+from pinsage.recommend import Catalogue
+
+from .conftest import ROOT, subprocess_env
+
+WORDS = [("red", "ruby", "cherry", "fire"), ("green", "leaf", "forest", "moss"),
+         ("blue", "ocean", "sky", "wave"), ("gold", "sun", "honey", "sand")]
+PER, N_CONTEXTS = 20, 160  # 4 communities of 20 items; each context engages one community
+
+
+def _items(ids, communities, rng) -> pd.DataFrame:
+    """Three of the community's four words (shared vocabulary inside a community) and a noise word."""
+    return pd.DataFrame({"item_id": ids, "title": [f"{WORDS[c][0]} thing {i}" for i, c in zip(ids, communities)],
+                         "text": [" ".join(rng.choice(WORDS[c], 3, replace=False)) + f" x{rng.integers(10)}"
+                                  for c in communities]})
+
+
+def community(item_id: str) -> int:
+    return int(item_id[1]) if item_id.startswith("c") else int(item_id[3])  # "c2_7" / "new2_1"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A briefly trained run on 4 communities, and the same data with 16 new items added."""
+    root = tmp_path_factory.mktemp("coldstart")
+    rng = np.random.default_rng(0)
+    ids = [f"c{c}_{k}" for c in range(4) for k in range(PER)]
+    rows = [{"context_id": f"u{u}", "item_id": f"c{u % 4}_{k}", "timestamp": 1_000_000 + 10 * u + t}
+            for u in range(N_CONTEXTS) for t, k in enumerate(rng.choice(PER, 6, replace=False))]
+    data = root / "data"
+    data.mkdir()
+    _items(ids, [c for c in range(4) for _ in range(PER)], rng).to_csv(data / "items.csv", index=False)
+    pd.DataFrame(rows).to_csv(data / "interactions.csv", index=False)
+
+    # 4 new items per community: _0 and _1 with 3 interactions in contexts of their community, _2 and
+    # _3 with features only
+    new_ids = [f"new{c}_{j}" for c in range(4) for j in range(4)]
+    extra = [{"context_id": f"u{u}", "item_id": i, "timestamp": 2_000_000 + u}
+             for i in new_ids if int(i[-1]) < 2
+             for u in rng.choice(np.arange(community(i), N_CONTEXTS, 4), 3, replace=False)]
+    grown = root / "grown"
+    grown.mkdir()
+    pd.concat([pd.read_csv(data / "items.csv"), _items(new_ids, [community(i) for i in new_ids], rng)]) \
+        .to_csv(grown / "items.csv", index=False)
+    pd.concat([pd.DataFrame(rows), pd.DataFrame(extra)]).to_csv(grown / "interactions.csv", index=False)
+
+    cfg = pipeline.PipelineConfig(data=str(data), out=str(root / "run"), pixie_walks_per_item=100).with_seed(0)
+    cfg.features.word2vec_dim, cfg.features.word2vec_epochs = 16, 20
+    cfg.walks.walks_per_item, cfg.walks.top_t = 60, 5
+    cfg.model.hidden_dim, cfg.model.output_dim = 16, 8
+    cfg.train.epochs, cfg.train.num_workers, cfg.train.device, cfg.train.warmup_steps = 4, 0, "cpu", 5
+    cfg.train.sampler = dataclasses.replace(cfg.train.sampler, batch_size=64, n_shared_negatives=20)
+    write_json(root / "run" / "config.json", cfg.to_dict())
+    for stage in ("prepare", "graph", "features", "neighbors", "train", "export", "index"):
+        pipeline.STAGES[stage](cfg, log=lambda s: None)
+    return {"root": root, "run": root / "run", "grown": grown, "new_ids": new_ids}
+
+
+def test_new_items_land_among_their_own_community_without_retraining(trained):
+    run, out = trained["run"], trained["root"] / "cold"
+    weights_before = (run / "train" / "model.pt").read_bytes()
+    result = embed_new_items(run, trained["grown"], out, log=lambda s: None)
+    assert result["n_new"] == 16 and result["n_old"] == 80
+    assert result["new_with_interactions"] == 8 and result["new_with_walk_neighbourhood"] == 8
+    assert result["new_with_content_neighbourhood"] == 8
+    assert sorted(result["new_item_ids"]) == sorted(trained["new_ids"])
+    # the trained run is untouched and the existing items keep exactly their embeddings
+    assert (run / "train" / "model.pt").read_bytes() == weights_before
+    assert result["max_abs_change_existing"] == pytest.approx(0.0, abs=1e-6)
+    ids, emb = read_embeddings(out / "embeddings")
+    assert len(ids) == 96 and set(trained["new_ids"]) <= set(ids)
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert pq.read_table(out / "index" / "ids.parquet").num_rows == 96  # they entered the index
+
+    answer = Catalogue.from_run(out).related(trained["new_ids"], 10)
+    assert answer["error"].isna().all()
+    for q, group in answer.groupby("query_item_id"):
+        same = sum(community(i) == community(q) for i in group["item_id"])
+        assert same >= 6, (q, group["item_id"].tolist())
+    # and the new items are found from the existing ones' side too (the index is symmetric)
+    back = Catalogue.from_run(out).related([f"c{c}_0" for c in range(4)], 30)
+    assert back["item_id"].str.startswith("new").any()
+
+
+def test_cold_start_from_the_command_line_and_its_refusals(trained, tmp_path):
+    out = tmp_path / "cold-cli"
+    env = subprocess_env()
+    r = subprocess.run([sys.executable, "-m", "pinsage", "coldstart", "--run", str(trained["run"]),
+                        "--data", str(trained["grown"]), "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "16 new items embedded" in r.stdout
+    assert json.loads((out / "coldstart.json").read_text())["n_new"] == 16
+    rec = subprocess.run([sys.executable, "-m", "pinsage", "recommend", "--run", str(out), "--item", "new2_3",
+                          "-k", "10"], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert rec.returncode == 0, rec.stderr
+    listed = [line.split()[1] for line in rec.stdout.splitlines()[3:]]
+    assert len(listed) == 10 and sum(community(i) == 2 for i in listed) >= 6
+
+    with pytest.raises(ValueError, match="no new item"):  # the training data itself adds nothing
+        embed_new_items(trained["run"], trained["root"] / "data", tmp_path / "none", log=lambda s: None)
+    with pytest.raises(ValueError, match="must differ from the run directory"):
+        embed_new_items(trained["run"], trained["grown"], trained["run"], log=lambda s: None)
