@@ -215,7 +215,8 @@ def _train(model, pairs_fn, features, neighbors, visits, config: TrainConfig, ca
         model.train()
         total, n_batches = torch.zeros((), device=device), 0  # summed on the device: no per-step sync
         steps_per_epoch = len(producer)
-        for batch in track(loader, steps_per_epoch, f"train epoch {epoch + 1}/{config.epochs}", "batches"):
+        for batch in track(loader, steps_per_epoch, f"train epoch {epoch + 1}/{config.epochs}", "batches",
+                           enabled=None if group.is_main else False):  # one bar, not one per process
             lr = learning_rate_at(state.step, steps_per_epoch, config)
             for param_group in optimizer.param_groups:
                 param_group["lr"] = lr
