@@ -287,3 +287,25 @@ def test_mlflow_server_down_fails_clearly_retries_and_registers_once(mlflow_serv
     assert run.info.status == "FINISHED" and run.data.tags["pinsage.model_version"] == r["version"]
     alias = str(c.get_model_version_by_alias(MODEL, "champion").version)
     assert alias == (r["version"] if r["promoted"] else champion)
+
+
+def test_the_champion_gate_waits_for_a_concurrent_gate(store, tmp_path):
+    """Two register steps at once: the second gate blocks until the first has decided, so both can
+    never read "no champion yet" (the lock is a file in the runs directory every worker shares)."""
+    import threading
+
+    from orchestration.test_registry import make_version
+
+    c = store.client()
+    v1 = make_version(store, tmp_path, "gate-lock", 0.1)
+    results = []
+    with register.gate_lock("gate-lock") as path:
+        assert path.parent == Path(store.env["PINSAGE_RUNS_DIR"]).resolve() / ".locks"
+        worker = threading.Thread(target=lambda: results.append(register.gate(c, "gate-lock", v1, 0.1, 0.0)))
+        worker.start()
+        time.sleep(1.0)
+        assert worker.is_alive() and results == []  # waiting for the lock
+        assert register.champion_version(c, "gate-lock") is None
+    worker.join(timeout=60)
+    assert results and results[0][0] is True
+    assert str(register.champion_version(c, "gate-lock").version) == v1
