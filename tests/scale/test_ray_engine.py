@@ -44,7 +44,8 @@ def test_ray_neighbours_equal_local(local_ray, weighted):
     assert nbrs.mask[:-5].any(axis=1).all() and not nbrs.mask[-5:].any()  # isolated items stay empty
 
 
-def test_ray_export_equals_local(local_ray):
+@pytest.mark.parametrize("partitions", [1, 2, 7])
+def test_ray_export_equals_local(local_ray, partitions):
     import torch
 
     from pinsage.export import export_embeddings
@@ -61,6 +62,6 @@ def test_ray_export_equals_local(local_ray):
     with torch.no_grad():  # id embeddings start at zero: give them values so they are exercised
         model.id_embedding.weight.normal_()
     local = export_embeddings(model, feats, nbrs)
-    distributed = export_embeddings_ray(model, feats, nbrs, num_partitions=2)
+    distributed = export_embeddings_ray(model, feats, nbrs, num_partitions=partitions)
     assert np.abs(local).sum() > 0 and not nbrs.mask[-3:].any()  # isolated items are part of the check
     np.testing.assert_allclose(distributed, local, atol=1e-5)
