@@ -25,13 +25,13 @@ from .walks import Neighbors
 
 
 def _map_chunks(fn, array: np.ndarray, chunk: int, extra: np.ndarray | None = None,
-                bar: Progress | None = None) -> np.ndarray:
+                bar: Progress | None = None, device: torch.device = torch.device("cpu")) -> np.ndarray:
     out = []
     for s in range(0, len(array), chunk):
-        args = (torch.from_numpy(array[s:s + chunk]),)
+        args = (torch.from_numpy(array[s:s + chunk]).to(device),)
         if extra is not None:
-            args += (torch.from_numpy(extra[s:s + chunk]),)
-        out.append(fn(*args).numpy())
+            args += (torch.from_numpy(extra[s:s + chunk]).to(device),)
+        out.append(fn(*args).cpu().numpy())
         if bar is not None:
             bar.update()
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
@@ -45,29 +45,35 @@ def export_embeddings(model: PinSage, features: np.ndarray, neighbors: Neighbors
     ``progress`` shows the chunks done (input, each layer's map and reduce, output) on stderr. Off by
     default: training's validation pass exports every epoch and would interleave with the epoch's bar.
     """
-    model = model.to("cpu").eval()
+    # On the model's own device (a GPU during training's validation pass): moving it would pull the
+    # weights out from under the optimizer and DDP.
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
     n = len(features)
     n_chunks = -(-n // chunk_size)
     bar = Progress("export", n_chunks * (2 + 2 * len(model.convs)), "chunks", enabled=None if progress else False)
     index = np.arange(n, dtype=np.int64)
     h0 = _map_chunks(model.embed_input, np.ascontiguousarray(features, dtype=np.float32),
-                     chunk_size, index, bar)  # (N, hidden)
+                     chunk_size, index, bar, device)  # (N, hidden)
     h = h0
     nbr = torch.from_numpy(neighbors.items.astype(np.int64))  # (N, T)
     w = torch.from_numpy(neighbors.weights.astype(np.float32))
     mask = torch.from_numpy(neighbors.mask)
     for conv in model.convs:
-        messages = torch.from_numpy(_map_chunks(conv.message, h, chunk_size, bar=bar))  # map: (N, M)
+        messages = torch.from_numpy(_map_chunks(conv.message, h, chunk_size, bar=bar, device=device))  # (N, M)
+        messages = messages.to(device)
         h_t = torch.from_numpy(h)
         out = []
         for s in range(0, n, chunk_size):  # join + reduce, chunk by chunk of destination items
             e = min(n, s + chunk_size)
-            pooled = conv.pool(messages, nbr[s:e], w[s:e], mask[s:e])  # (chunk, M)
-            out.append(conv.combine(h_t[s:e], pooled).numpy())
+            pooled = conv.pool(messages, nbr[s:e].to(device), w[s:e].to(device), mask[s:e].to(device))  # (chunk, M)
+            out.append(conv.combine(h_t[s:e].to(device), pooled).cpu().numpy())
             bar.update()
         h = np.concatenate(out)
-    emb = _map_chunks(model.finalize, h, chunk_size, h0, bar).astype(np.float32)
+    emb = _map_chunks(model.finalize, h, chunk_size, h0, bar, device).astype(np.float32)
     bar.close()
+    model.train(was_training)
     return emb
 
 
