@@ -74,3 +74,17 @@ def test_processes_split_every_minibatch_into_disjoint_shares():
             assert np.array_equal(s["negative_item"].numpy(), batch["negative_item"].numpy())
     with pytest.raises(ValueError, match="rank"):
         MinibatchProducer(*args, rank=3, world_size=3)
+
+
+def test_bf16_autocast_trains_with_fp32_weights(tmp_path):
+    data = make_community_dataset(tmp_path / "data", n_items=60, n_contexts=120)
+    cfg = _prepared(tmp_path, "bf16", data, nproc=1)
+    cfg.train.precision = "bf16"
+    pipeline.train(cfg, log=lambda s: None)
+    hist = json.loads((tmp_path / "bf16" / "train" / "history.json").read_text())
+    assert all(np.isfinite(e["loss"]) for e in hist["epochs"]) and hist["best_validation_mrr"] > 0
+    state = torch.load(tmp_path / "bf16" / "train" / "model.pt", weights_only=True)
+    assert all(v.dtype == torch.float32 for k, v in state.items() if v.is_floating_point())
+    cfg.train.precision = "fp16"
+    with pytest.raises(ValueError, match="precision"):
+        pipeline.train(cfg, log=lambda s: None)
