@@ -181,7 +181,8 @@ def features(cfg: PipelineConfig, log: Log = print) -> dict:
 
 
 def _hard_negative_depth(n_items: int, cfg: PipelineConfig) -> int:
-    return hard_negative_band(n_items)[1] if cfg.train.sampler.hard_negatives else 0
+    reach = cfg.walks.walks_per_item * cfg.walks.max_walk_length  # most distinct items one source can visit
+    return hard_negative_band(n_items, reach)[1] if cfg.train.sampler.hard_negatives else 0
 
 
 def walk_visits(graph: BipartiteGraph | dict, sources: np.ndarray, m: int, config: WalkConfig,

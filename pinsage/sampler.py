@@ -96,15 +96,23 @@ def positive_pairs(context_codes: np.ndarray, item_codes: np.ndarray, window: in
     return np.stack([item_codes[rows], item_codes[start[rows] + partner[rows]]], axis=1).astype(np.int64)
 
 
-def hard_negative_band(n_items: int) -> tuple[int, int]:
+def hard_negative_band(n_items: int, reach: int | None = None) -> tuple[int, int]:
     """PPR rank band for hard negatives, scaled to the catalogue.
 
     The paper samples ranks 2000-5000 of a 3-billion-item catalogue: far enough down to be unrelated,
     close enough to be confusable. A literal copy would be the whole of a small catalogue, so the
     band is 2%-5% of the catalogue, capped at the paper's absolute ranks.
+
+    ``reach``: the most distinct items the walks can visit from one source (walks per item x
+    maximum walk length). Ranks beyond it do not exist, so a band past it is moved to the upper half
+    of the reachable ranks instead of being stored as padding: at 500k items the uncapped band would
+    need an N x 5000 visit table (20 GB) holding nothing but fallbacks to random items.
     """
     lo = min(2000, max(1, math.ceil(0.02 * n_items)))
     hi = min(5000, max(lo + 1, math.ceil(0.05 * n_items)))
+    if reach is not None and hi > reach:
+        hi = max(2, reach)
+        lo = min(lo, max(1, hi // 2))
     return lo, hi
 
 
@@ -151,7 +159,7 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
         self.candidate_cdf = None if candidate_weights is None else np.cumsum(candidate_weights, dtype=np.float64)
         self.n_layers = n_layers  # K of the model: the computation graph has K hops
         self.n_batches = math.ceil(len(pairs) / config.batch_size)
-        self.band = hard_negative_band(len(features))
+        self.band = hard_negative_band(len(features), None if visits is None else visits.items.shape[1])
 
     def __len__(self) -> int:
         return self.n_batches

@@ -116,6 +116,18 @@ def test_hard_negative_band_scales_and_caps():
     assert hard_negative_band(3_000_000_000) == (2000, 5000)
     lo, hi = hard_negative_band(10)
     assert 1 <= lo < hi
+    # walks that can visit at most 1,600 distinct items per source: the band moves inside that reach
+    assert hard_negative_band(500_000, reach=1600) == (800, 1600)
+    assert hard_negative_band(10_000, reach=1600) == (200, 500)  # within reach: unchanged
+
+
+def test_visit_table_depth_is_capped_by_what_the_walks_can_reach():
+    from pinsage.pipeline import PipelineConfig, _hard_negative_depth
+
+    cfg = PipelineConfig()
+    reach = cfg.walks.walks_per_item * cfg.walks.max_walk_length
+    assert _hard_negative_depth(500_000, cfg) == reach < 5000  # not an N x 5000 table of padding
+    assert _hard_negative_depth(9_742, cfg) == hard_negative_band(9_742)[1]
 
 
 def test_model_zero_layers_is_the_mlp_on_inputs():
