@@ -59,7 +59,7 @@ def concurrent(mlflow_server, tmp_path_factory):
     specs = {"2025-01-01": (1_080_000, 0), "2025-01-02": (1_120_000, 1)}  # data interval end, seed
     procs = {}
     for day, (end, seed) in specs.items():
-        params = small_params(data, model_name=MODEL, seed=seed,
+        params = small_params(data, model_name=MODEL, seed=seed, epochs=2,
                               ray_address=f"ray://pinsage:{URL_PASSWORD}@head:10001")
         arg = {"params": params, "run_key": f"scheduled__{day}T00:00:00+00:00",
                "logical_date": f"{day}T00:00:00+00:00",
@@ -142,7 +142,8 @@ def test_no_secret_reaches_mlflow_params_or_tags(mlflow_server, concurrent):
     assert URL_PASSWORD in (some / "config.json").read_text()
 
 
-def test_the_registered_model_holds_no_pickle_and_pins_its_requirements(mlflow_server, concurrent, tmp_path):
+def test_the_registered_model_holds_no_pickle_and_pins_its_requirements(mlflow_server, concurrent, server_env,
+                                                                        tmp_path):
     import faiss
     import mlflow
     import numpy as np
@@ -150,7 +151,6 @@ def test_the_registered_model_holds_no_pickle_and_pins_its_requirements(mlflow_s
     import torch
     import yaml
 
-    mlflow.set_tracking_uri(mlflow_server.url)
     champion = c_version = str(mlflow_server.client().get_model_version_by_alias(MODEL, "champion").version)
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL}/{c_version}", dst_path=str(tmp_path)))
     found = [p for p in local.rglob("*") if p.is_file()]
