@@ -84,10 +84,9 @@ print(f"  model version {name}/{tags.get('pinsage.model_version')}: "
 model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
 champion = c.get_model_version_by_alias(name, "champion").version
 query = "1"
-try:
-    out = model.predict(pd.DataFrame({"item_id": [query]}), params={"k": 5})
-except ValueError:  # not MovieLens: the catalogue's first item
-    query = str(model.unwrap_python_model().index_ids[0])
+out = model.predict(pd.DataFrame({"item_id": [query]}), params={"k": 5})
+if out["error"].notna().any():  # not MovieLens (unknown item "1"): the catalogue's first item
+    query = str(model.unwrap_python_model().catalogue.item_ids[0])
     out = model.predict(pd.DataFrame({"item_id": [query]}), params={"k": 5})
 print(f"models:/{name}@champion (version {champion}) -> items related to item {query!r}:")
 print(out[["rank", "item_id", "title", "score"]].to_string(index=False))
