@@ -100,13 +100,14 @@ def main(argv: list[str] | None = None) -> int:
                               out=print, err=lambda s: print(s, file=sys.stderr))
 
     from .dataset import DatasetError
+    from .params import ParamError
     from .pipeline import run_all
 
     if args.command == "run":
         cfg = config_from_args(args, args.out)
         try:
             run_all(cfg, log=_log)
-        except DatasetError as err:
+        except (DatasetError, ParamError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         _log(f"done: metrics in {Path(args.out) / 'metrics.json'}")
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         t_values = tuple(int(t) for t in args.t_values.split(",") if t)
         try:
             run_experiment(cfg, args.seeds, log=_log, t_values=t_values)
-        except DatasetError as err:
+        except (DatasetError, ParamError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         _log(f"done: {Path(args.out) / 'experiment.md'}")

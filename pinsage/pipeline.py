@@ -411,6 +411,7 @@ STAGES: dict[str, Callable[..., dict]] = {
 
 def run_all(cfg: PipelineConfig, log: Log = print) -> dict:
     out: dict = {}
+    check_config(cfg)  # a parameter that can never work is refused before anything is written
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     write_json(_out(cfg, "config.json"), cfg.to_dict())
     t_all = time.perf_counter()

@@ -127,3 +127,13 @@ def test_same_seed_in_separate_processes_gives_identical_metrics(tmp_path):
         assert proc.returncode == 0, proc.stderr
         results.append(json.loads((tmp_path / name / "metrics.json").read_text()))
     assert results[0] == results[1]
+
+
+def test_cli_reports_a_bad_parameter_by_name_without_traceback(tmp_path):
+    data = make_community_dataset(tmp_path / "data")
+    proc = subprocess.run([sys.executable, "-m", "pinsage", "run", "--data", str(data), "--out",
+                           str(tmp_path / "out"), "--epochs", "-1"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert "train.epochs" in proc.stderr and ">= 1" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
