@@ -66,7 +66,7 @@ def main(argv=None) -> None:
         print(f"\nneighbourhood stage memory: walk tables {per_edge:.1f} B/edge -> {graph_gib:,.0f} GiB held once "
               f"per node (zero-copy: {walks['zero_copy']}); per worker private {private_gib * 1024:,.0f} MiB "
               f"(measured at {largest['edges']:,} edges); a node of {a.workers_per_node} workers needs "
-              f"~{node_gib:,.0f} GiB, so {a.workers // a.workers_per_node or 1} such nodes for {a.workers} workers")
+              f"~{node_gib:,.0f} GiB, so {-(-a.workers // a.workers_per_node)} such nodes for {a.workers} workers")
     print("\nlinear extrapolation: a lower bound (no shuffle network cost, no stragglers, no cache effects)")
 
 
