@@ -85,6 +85,19 @@ class Processes:
         path = self.logdir / f"{name}.log"
         return path.read_text(errors="replace")[-n:] if path.exists() else ""
 
+    def stop(self, name: str) -> None:
+        """Stop one child (and its group) for good: it is no longer checked by ``check_alive``."""
+        proc = self.procs.pop(name)
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
     def stop_all(self) -> None:
         for proc in reversed(list(self.procs.values())):
             if proc.poll() is None:
@@ -143,10 +156,13 @@ def topology(tmp_path_factory):
         mlflow_url, api_url = f"http://127.0.0.1:{mlflow_port}", f"http://127.0.0.1:{api_port}"
 
         # MLflow tracking server: runs and registry on PostgreSQL, artifacts served by the server.
-        procs.start("mlflow", [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", _pg_url(mlf_db),
-                               "--artifacts-destination", (tmp / "mlflow-artifacts").as_uri(),
-                               "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"],
-                    subprocess_env(), tmp)
+        def start_mlflow():
+            procs.start("mlflow", [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                                   _pg_url(mlf_db), "--artifacts-destination", (tmp / "mlflow-artifacts").as_uri(),
+                                   "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"],
+                        subprocess_env(), tmp)
+
+        start_mlflow()
 
         password = secrets.token_urlsafe(16)
         (tmp / "passwords.json").write_text(json.dumps({"admin": password}))
@@ -195,7 +211,7 @@ def topology(tmp_path_factory):
         inter["timestamp"] += DATA_START - 1_000_000  # context c at DATA_START + 1000 c + t, t < 8
         inter.to_csv(data / "interactions.csv", index=False)
         yield {"api": api_url, "mlflow": mlflow_url, "session": session, "procs": procs, "tmp": tmp,
-               "data": data}
+               "data": data, "start_mlflow": start_mlflow}
     finally:
         procs.stop_all()
         for db in created:
@@ -338,3 +354,59 @@ def test_triggered_runs_register_versions_and_only_the_better_one_takes_champion
     # contexts 0..86 lie wholly before the day's end (each spans 8 s): 87 of the 120 validation pairs
     assert metrics["data.n_valid_pairs"] == 87
     assert run_tags["data_sha256"] == tags["data_sha256"]  # the same file as the triggered runs read
+
+
+def _task_instances(top, run_id: str) -> dict:
+    s, api = top["session"], top["api"]
+    tis = s.get(f"{api}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", timeout=30).json()
+    return {ti["task_id"]: ti for ti in tis["task_instances"]}
+
+
+def test_mlflow_outage_is_retried_by_airflow_and_two_runs_of_two_dates_stay_apart(topology):
+    """A live scheduler through a tracking-server outage, with a second run of another date queued."""
+    import requests
+
+    top = topology
+    s, api = top["session"], top["api"]
+    _wait("the DAG to be parsed",
+          lambda: s.get(f"{api}/api/v2/dags/{DAG_ID}", timeout=30).status_code == 200, 180, top["procs"])
+    assert s.patch(f"{api}/api/v2/dags/{DAG_ID}", json={"is_paused": False}, timeout=30).ok
+    top["procs"].stop("mlflow")  # the tracking server goes away before the runs start
+    conf = small_params(top["data"], model_name="pinsage-outage")
+    for run_id, day in (("outage_a", "2024-06-05"), ("outage_b", "2024-06-06")):
+        r = s.post(f"{api}/api/v2/dags/{DAG_ID}/dagRuns", timeout=30,
+                   json={"dag_run_id": run_id, "logical_date": f"{day}T00:00:00Z", "conf": conf})
+        assert r.status_code in (200, 201), r.text
+
+    def prepare_failed_once():
+        ti = _task_instances(top, "outage_a").get("prepare")
+        return ti if ti and ti["state"] == "up_for_retry" else None
+
+    failed = _wait("the first prepare attempt to fail and wait for its retry", prepare_failed_once, 240,
+                   top["procs"], interval=2)
+    assert failed["try_number"] == 1
+    logs = [p for p in (top["tmp"] / "airflow" / "logs").rglob("*.log")
+            if "run_id=outage_a" in str(p) and _task_of(p) == "prepare"]
+    log = "\n".join(p.read_text(errors="replace") for p in logs)
+    assert "unreachable" in log and top["mlflow"] in log, log[-3000:]  # the clear message, in Airflow's log
+    top["start_mlflow"]()  # the server is back, same port and store: the retry (30 s later) succeeds
+    _wait("the MLflow server to be back", lambda: requests.get(f"{top['mlflow']}/health", timeout=5).ok, 120,
+          top["procs"])
+
+    states_a, states_b = _wait_for_run(top, "outage_a"), _wait_for_run(top, "outage_b")
+    assert set(states_a.values()) == {"success"} and set(states_b.values()) == {"success"}
+    assert _task_instances(top, "outage_a")["prepare"]["try_number"] >= 2  # retried by Airflow
+    versions = _mlflow(top, "model-versions/search", filter="name='pinsage-outage'")["model_versions"]
+    assert sorted(v["version"] for v in versions) == ["1", "2"]  # one version per DAG run, no duplicate
+    runs = {}
+    for v in versions:
+        run = _mlflow(top, "runs/get", run_id=v["run_id"])["run"]
+        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+        runs[tags["airflow.run_id"]] = (run["info"], tags)
+    assert set(runs) == {"outage_a", "outage_b"}  # separate MLflow runs
+    assert runs["outage_a"][1]["airflow.logical_date"].startswith("2024-06-05")
+    assert runs["outage_b"][1]["airflow.logical_date"].startswith("2024-06-06")
+    dirs = {name: Path(info["artifact_uri"]) for name, (info, _) in runs.items()}
+    assert dirs["outage_a"] != dirs["outage_b"]
+    run_dirs = [d for d in (top["tmp"] / "runs").rglob("config.json") if "outage_" in str(d)]
+    assert len({d.parent for d in run_dirs}) == 2, run_dirs  # separate run directories, both complete
