@@ -169,3 +169,26 @@ def test_weighted_negatives_follow_the_weights():
     drawn = producer.make_batch(0)["negative_item"].numpy()
     assert set(np.unique(drawn)) == {1, 5}  # weight 0 is never drawn
     assert abs((drawn == 5).mean() - 0.75) < 0.02
+
+
+def test_computation_graph_is_the_same_on_its_dense_and_its_sorting_path():
+    from pinsage.walks import Neighbors
+
+    rng = np.random.default_rng(3)
+    n, t = 300, 6
+    mask = rng.random((n, t)) < 0.8
+    mask.sort(axis=1)
+    mask = mask[:, ::-1].copy()  # real neighbours are a prefix of each row
+    small = Neighbors(rng.integers(0, n, (n, t)).astype(np.int32), rng.random((n, t)).astype(np.float32), mask)
+    pad = 100_000  # isolated items appended: the catalogue dwarfs the batch, so the sorting path runs
+    big = Neighbors(np.vstack([small.items, np.zeros((pad, t), np.int32)]),
+                    np.vstack([small.weights, np.zeros((pad, t), np.float32)]),
+                    np.vstack([small.mask, np.zeros((pad, t), bool)]))
+    targets = np.unique(rng.integers(0, n, 40))
+    nodes_a, blocks_a = computation_graph(targets, small, 2)
+    nodes_b, blocks_b = computation_graph(targets, big, 2)
+    assert np.array_equal(nodes_a, nodes_b) and np.array_equal(nodes_a[:len(targets)], targets)
+    for a, b in zip(blocks_a, blocks_b):
+        assert a.n_dst == b.n_dst
+        assert np.array_equal(a.neighbors, b.neighbors) and np.array_equal(a.mask, b.mask)
+        assert np.array_equal(a.weights, b.weights)
