@@ -33,8 +33,8 @@ def _upstream(params: dict, run_key: str) -> dict:
 
 
 def test_sigkill_mid_epoch_then_retry_resumes_to_the_uninterrupted_result(store, tmp_path):
-    # 300 contexts: an epoch lasts seconds, so the kill lands inside epoch 2, not between epochs
-    data = make_community_dataset(tmp_path / "data", n_items=60, n_contexts=300)
+    # 600 contexts: epoch 2 has ~40 minibatches, and the kill follows its first progress line (10%)
+    data = make_community_dataset(tmp_path / "data", n_items=60, n_contexts=600)
     params = small_params(data, epochs=2, model_name="kill-test", overrides={"train.num_workers": 1})
     killed, reference = _upstream(params, "manual__killed"), _upstream(params, "manual__reference")
     env = subprocess_env(store.env)
@@ -46,14 +46,15 @@ def test_sigkill_mid_epoch_then_retry_resumes_to_the_uninterrupted_result(store,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 300
-        epoch_done = re.compile(r"epoch 1/2 +loss")  # logged right after last.pt is written
-        while not epoch_done.search(log_path.read_text(errors="replace")):
+        # The first progress line of epoch 2 comes after last.pt holds epoch 1 and while the rest of
+        # epoch 2 is still to train: killing on it lands mid-epoch however fast the machine is.
+        in_epoch_2 = re.compile(r"train epoch 2/2: +\d+%")
+        while not in_epoch_2.search(log_path.read_text(errors="replace")):
             assert proc.poll() is None, log_path.read_text()[-3000:]
-            assert time.time() < deadline, "epoch 1 never finished"
-            time.sleep(0.05)
-        assert ckpt.exists()
-        time.sleep(0.5)  # into epoch 2 (an epoch lasts seconds; its producer process is running)
+            assert time.time() < deadline, "epoch 2 never started"
+            time.sleep(0.01)
         os.killpg(proc.pid, signal.SIGKILL)  # the task process and its minibatch producer
+        assert ckpt.exists()
     finally:
         if proc.poll() is None:
             proc.wait(timeout=30)
