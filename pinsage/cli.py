@@ -94,9 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     cold.add_argument("--out", required=True, help="where the extended embeddings and index go")
     args = parser.parse_args(argv)
     if args.command == "recommend":  # no torch import: answers in about a second
-        from .recommend import recommend_main
+        from .recommend import recommend_main, run_source
 
-        return recommend_main(args.item, args.k, run=args.run, model=args.model, tracking_uri=args.tracking_uri,
+        if args.run is not None:
+            load = lambda: run_source(args.run)  # noqa: E731
+        else:  # the registry belongs to the orchestration layer: the library never imports MLflow
+            from tasks.recommend import registered_source
+
+            load = lambda: registered_source(args.model, args.tracking_uri)  # noqa: E731
+        return recommend_main(args.item, args.k, load, source=args.run or args.model,
                               out=print, err=lambda s: print(s, file=sys.stderr))
 
     from .dataset import DatasetError

@@ -198,36 +198,26 @@ def format_candidates(err: AmbiguousItem, limit: int = MAX_CANDIDATES) -> str:
     return "\n".join(lines)
 
 
-def load_model_catalogue(model_uri: str, tracking_uri: str | None = None):
-    """The registered pyfunc and its catalogue (for title resolution). -> (pyfunc model, Catalogue)"""
-    import mlflow
-
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
-    model = mlflow.pyfunc.load_model(model_uri)
-    inner = model.unwrap_python_model()
-    catalogue = getattr(inner, "catalogue", None)
-    if catalogue is None:
-        raise ValueError(f"{model_uri} is not a PinSage recommender")
-    return model, catalogue
+def run_source(run: str):
+    """``(Catalogue, answer)`` for ``recommend --run OUT``: ``answer(item_ids, k)`` ranks in-process."""
+    catalogue = Catalogue.from_run(run)
+    return catalogue, catalogue.related
 
 
-def recommend_main(item: str, k: int, run: str | None = None, model: str | None = None,
-                   tracking_uri: str | None = None, out=print, err=print) -> int:
-    """``python -m pinsage recommend``: print the table; 2 when the item is unknown or ambiguous."""
-    if (run is None) == (model is None):
-        raise ValueError("give exactly one of --run OUT or --model URI")
+def recommend_main(item: str, k: int, load, source: str, out=print, err=print) -> int:
+    """``python -m pinsage recommend``: print the table; 2 when the item is unknown or ambiguous.
+
+    ``load() -> (Catalogue, answer)`` opens the source (:func:`run_source`, or the registered model
+    through ``tasks.mlflow_model.registered_source``: the library itself never talks to MLflow);
+    ``answer(item_ids, k)`` returns the ``related`` table. ``source`` names it in messages.
+    """
     if k < 1:
         err(f"error: -k must be >= 1, got {k}")
         return 2
     try:
-        if run is not None:
-            catalogue, pyfunc = Catalogue.from_run(run), None
-        else:
-            pyfunc, catalogue = load_model_catalogue(model, tracking_uri)
+        catalogue, answer = load()
     except Exception as e:  # a missing run, an unknown model URI, an unreachable registry: say which
-        err(f"error: cannot load {run or model}: {e}")
+        err(f"error: cannot load {source}: {e}")
         return 2
     try:
         item_id = catalogue.resolve(item)
@@ -237,14 +227,11 @@ def recommend_main(item: str, k: int, run: str | None = None, model: str | None 
     except ItemNotFound as e:
         err(f"error: {e}")
         return 2
-    if pyfunc is not None:
-        answer = pyfunc.predict(pd.DataFrame({"item_id": [item_id]}), params={"k": int(k)})
-    else:
-        answer = catalogue.related([item_id], k)
-    if answer["error"].notna().any():
-        err(f"error: {answer['error'].dropna().iloc[0]}")
+    table = answer([item_id], int(k))
+    if table["error"].notna().any():
+        err(f"error: {table['error'].dropna().iloc[0]}")
         return 2
     title = catalogue.title(item_id)
-    out(f"items related to {item_id}" + (f" ({title})" if title else "") + f", from {run or model}:")
-    out(format_table(answer))
+    out(f"items related to {item_id}" + (f" ({title})" if title else "") + f", from {source}:")
+    out(format_table(table))
     return 0
