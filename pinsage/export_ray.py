@@ -83,7 +83,7 @@ def _map_messages(payload: dict, k: int, h: np.ndarray, edges: dict, dst_bounds:
 def _reduce_combine(payload: dict, k: int, h: np.ndarray, start: int, *partials) -> np.ndarray:
     """Pool one destination shard from every map task's partial, then the layer's combine."""
     layer = _model(payload).convs[k]
-    pooled = np.zeros((len(h), layer.Q.out_features), dtype=np.float32)  # (n_j, M); 0 without neighbours
+    pooled = np.zeros((len(h), layer.message_dim), dtype=np.float32)  # (n_j, M); 0 without neighbours
     for ids, sums in partials:
         pooled[ids - start] += sums  # ids are distinct within one partial
     with torch.no_grad():

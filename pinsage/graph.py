@@ -82,3 +82,15 @@ def build_graph(item_index: np.ndarray, context_index: np.ndarray, n_items: int,
     ip, ic, iw = _csr(item_index, context_index, weights, n_items)
     cp, ci, cw = _csr(context_index, item_index, weights, n_contexts)
     return BipartiteGraph(n_items, n_contexts, ip, ic, iw, cp, ci, cw)
+
+
+def without_contexts(graph: BipartiteGraph, drop: np.ndarray) -> BipartiteGraph:
+    """The same catalogue and context indices with every edge of the contexts where ``drop`` is True
+    removed (those contexts keep an empty row).  drop: (n_contexts,) bool."""
+    drop = np.asarray(drop, dtype=bool)
+    if drop.shape != (graph.n_contexts,):
+        raise ValueError(f"drop must have one entry per context ({graph.n_contexts}), got {drop.shape}")
+    items = np.repeat(np.arange(graph.n_items, dtype=np.int64), graph.item_degree())  # (E,)
+    keep = ~drop[graph.item_contexts]
+    return build_graph(items[keep], graph.item_contexts[keep], graph.n_items, graph.n_contexts,
+                       graph.item_weights[keep])

@@ -34,17 +34,28 @@ class PinSageConv(nn.Module):
         super().__init__()
         if aggregator not in ("importance", "mean"):
             raise ValueError(f"aggregator must be 'importance' or 'mean', got {aggregator!r}")
-        if combine not in ("concat", "residual"):
-            raise ValueError(f"combine must be 'concat' or 'residual', got {combine!r}")
-        if combine == "residual" and in_dim != out_dim:
-            raise ValueError(f"a residual combine needs in_dim == out_dim, got {in_dim} and {out_dim}")
+        if combine not in ("concat", "residual", "light"):
+            raise ValueError(f"combine must be 'concat', 'residual' or 'light', got {combine!r}")
+        if combine in ("residual", "light") and in_dim != out_dim:
+            raise ValueError(f"a {combine} combine needs in_dim == out_dim, got {in_dim} and {out_dim}")
         self.aggregator = aggregator
         self.combine_mode = combine
+        if combine == "light":  # LightGCN-style: no weights, messages are the neighbours' vectors
+            self.message_dim = in_dim
+            return
+        self.message_dim = message_dim
         self.Q = nn.Linear(in_dim, message_dim)
         self.W = nn.Linear(in_dim + message_dim, out_dim)
+        if combine == "residual":
+            # Zero-initialised update: the layer starts as the identity, so a K-layer model starts as
+            # its K=0 ablation and the convolution learns only what the neighbourhood adds.
+            nn.init.zeros_(self.W.weight)
+            nn.init.zeros_(self.W.bias)
 
     def message(self, h: torch.Tensor) -> torch.Tensor:
-        """m = ReLU(Q h + q).  (N, D_in) -> (N, message_dim)"""
+        """m = ReLU(Q h + q) (``light``: m = h).  (N, D_in) -> (N, message_dim)"""
+        if self.combine_mode == "light":
+            return h
         return F.relu(self.Q(h))
 
     def pool_weights(self, weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -73,10 +84,13 @@ class PinSageConv(nn.Module):
                                mode="sum")  # (B, M)
 
     def combine(self, h_self: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        """concat (paper): z = normalize(ReLU(W [h ; n] + w)); residual: z = h + W [h ; n] + w.
+        """concat (paper): z = normalize(ReLU(W [h ; n] + w)); residual: z = h + W [h ; n] + w;
+        light: z = h + n.
 
         (B, D_in), (B, M) -> (B, D_out)
         """
+        if self.combine_mode == "light":
+            return h_self + pooled
         z = self.W(torch.cat([h_self, pooled], dim=1))  # (B, D_in + M) -> (B, D_out)
         if self.combine_mode == "residual":
             return h_self + z

@@ -33,6 +33,7 @@ class ModelConfig:
     id_embedding: bool = True  # learnable per-item vector added to the projected features (not in the paper)
     input_skip: bool = False  # final layers also see h^0 (jumping-knowledge concat; not in the paper)
     combine: str = "concat"  # paper: normalize(ReLU(W[h; n])); "residual": h + W[h; n] (see README)
+    id_dropout: float = 0.0  # training only: share of nodes whose id vector is dropped (features + neighbours must carry them)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -71,7 +72,12 @@ class PinSage(nn.Module):
         """h^0.  x: (N, input_dim) raw features, item_index: (N,) int64 catalogue rows -> (N, hidden)."""
         h = self.project((x - self.feature_mean) / self.feature_std)  # (N, hidden)
         if self.id_embedding is not None:
-            h = h + self.id_embedding(item_index)
+            ids = self.id_embedding(item_index)  # (N, hidden)
+            if self.training and self.config.id_dropout > 0:
+                # Not rescaled: a node without its id vector must look like a cold item, not a louder one.
+                keep = torch.rand(len(ids), 1, device=ids.device) >= self.config.id_dropout  # (N, 1)
+                ids = ids * keep
+            h = h + ids
         return h
 
     def finalize(self, h: torch.Tensor, h_input: torch.Tensor | None = None) -> torch.Tensor:

@@ -8,7 +8,7 @@ in-process for ``python -m pinsage run``.
     out/prepare/      items.parquet, train.parquet, valid.parquet, test.parquet, summary.json
     out/features/     features.parquet, features_manifest.json, word_vectors.bin (fitted, for cold start)
     out/graph/        graph.npz
-    out/neighbors/    neighbors.parquet, visits.npz
+    out/neighbors/    neighbors.parquet, visits.npz, holdout_fold*.parquet (training neighbourhoods)
     out/train/        last.pt (resumable checkpoint), model.pt, model_config.json, history.json
     out/embeddings/   part-*.parquet, manifest.json
     out/index/        index.faiss, ids.parquet, manifest.json
@@ -18,6 +18,7 @@ in-process for ``python -m pinsage run``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -36,7 +37,7 @@ from .adapters import resolve_dataset_dir
 from .dataset import DatasetError, load_dataset
 from .evaluation import embedding_scorer, evaluate_scorer, markdown_table, metrics_from_ranks
 from .features import FeatureConfig, build_features, feature_blocks, feature_matrix, save_features
-from .graph import BipartiteGraph, build_graph
+from .graph import BipartiteGraph, build_graph, without_contexts
 from .index import IndexConfig, build_index, save_index
 from .io import atomic_dir, read_npz, write_json, write_npz, write_table, write_text
 from .model import ModelConfig, PinSage, load_model, save_model
@@ -44,7 +45,7 @@ from .params import check_catalogue, check_config
 from .sampler import hard_negative_band, positive_pairs
 from .split import split_interactions
 from .train import TrainConfig, train_model
-from .walks import Neighbors, VisitTable, WalkConfig, random_walk_neighbors
+from .walks import Neighbors, VisitTable, WalkConfig, context_folds, random_walk_neighbors
 
 Log = Callable[[str], None]
 
@@ -214,26 +215,56 @@ def neighbors(cfg: PipelineConfig, log: Log = print) -> dict:
     t0 = time.perf_counter()
     g = BipartiteGraph.load(_out(cfg, "graph", "graph.npz"))
     depth = _hard_negative_depth(g.n_items, cfg)
-    if cfg.engine == "ray":
-        from .engine_ray import random_walk_neighbors_ray, ray_session
-
-        stats: dict = {}
-        with ray_session(cfg.ray_address or None):
-            nbrs, visits = random_walk_neighbors_ray(g, cfg.walks, hard_negative_depth=depth, stats=stats)
-        log(f"neighbors: engine ray ({cfg.ray_address or 'local cluster'}), {stats['n_shards']} tasks, "
-            f"graph shared zero-copy: {stats['zero_copy']}")
-    elif cfg.engine == "local":
-        nbrs, visits = random_walk_neighbors(  # the default counter, sliced to show progress
-            g, cfg.walks, hard_negative_depth=depth,
-            count_visits=lambda graph, m, wc: walk_visits(graph, np.arange(graph.n_items), m, wc))
-    else:
+    if cfg.engine not in ("local", "ray"):
         raise ValueError(f"engine must be 'local' or 'ray', got {cfg.engine!r}")
     d = _out(cfg, "neighbors")
+    folds = cfg.walks.holdout_folds
+    fold_of = context_folds(g.n_contexts, folds, cfg.walks.seed) if folds > 1 else None
+    with _walk_engine(cfg, log) as walk:
+        nbrs, visits = walk(g, depth, "neighbors: walks")
+        # Training neighbourhoods without the query's own context (see WalkConfig.holdout_folds).
+        for f in range(folds if folds > 1 else 0):
+            fold_nbrs, _ = walk(without_contexts(g, fold_of == f), 0, f"neighbors: walks without fold {f}")
+            fold_nbrs.save(d / f"holdout_fold{f}.parquet", _item_ids(cfg))
     nbrs.save(d / "neighbors.parquet", _item_ids(cfg))
     write_npz(d / "visits.npz", items=visits.items, counts=visits.counts)
     log(f"neighbors: top-{cfg.walks.top_t} of {cfg.walks.walks_per_item} walks/item, "
-        f"{nbrs.mask.any(axis=1).mean():.1%} items with neighbours, {time.perf_counter() - t0:.1f}s")
+        f"{nbrs.mask.any(axis=1).mean():.1%} items with neighbours"
+        f"{f', + {folds} hold-out tables for training' if folds > 1 else ''}, {time.perf_counter() - t0:.1f}s")
     return {"neighbors": str(d / "neighbors.parquet"), "visits": str(d / "visits.npz")}
+
+
+@contextlib.contextmanager
+def _walk_engine(cfg: PipelineConfig, log: Log):
+    """Yields ``walk(graph, hard_negative_depth, label) -> (Neighbors, VisitTable)`` on the configured engine."""
+    if cfg.engine == "ray":
+        from .engine_ray import random_walk_neighbors_ray, ray_session
+
+        with ray_session(cfg.ray_address or None):
+            def walk(graph, depth, label):
+                stats: dict = {}
+                out = random_walk_neighbors_ray(graph, cfg.walks, hard_negative_depth=depth, stats=stats)
+                log(f"{label}: engine ray ({cfg.ray_address or 'local cluster'}), {stats['n_shards']} tasks, "
+                    f"graph shared zero-copy: {stats['zero_copy']}")
+                return out
+            yield walk
+    else:
+        def walk(graph, depth, label):  # the default counter, sliced to show progress
+            return random_walk_neighbors(
+                graph, cfg.walks, hard_negative_depth=depth,
+                count_visits=lambda gr, m, wc: walk_visits(gr, np.arange(gr.n_items), m, wc, label=label))
+        yield walk
+
+
+def holdout_neighbors(cfg: PipelineConfig) -> tuple[list[Neighbors], np.ndarray] | None:
+    """The training neighbour tables of ``WalkConfig.holdout_folds`` and the fold of every context,
+    or None when training uses the served table."""
+    folds = cfg.walks.holdout_folds
+    if folds <= 1:
+        return None
+    g = BipartiteGraph.load(_out(cfg, "graph", "graph.npz"))
+    tables = [Neighbors.load(_out(cfg, "neighbors", f"holdout_fold{f}.parquet")) for f in range(folds)]
+    return tables, context_folds(g.n_contexts, folds, cfg.walks.seed)
 
 
 def _load_inputs(cfg: PipelineConfig):
@@ -296,9 +327,13 @@ def train(cfg: PipelineConfig, log: Log = print, on_epoch_end=None,
     ordered = _summary(cfg)["has_timestamps"]
     window = cfg.train.sampler.positive_window
 
+    holdout = holdout_neighbors(cfg)
+
     def pairs_for_epoch(epoch: int) -> np.ndarray:
         rng = np.random.default_rng([cfg.train.seed, epoch, 1])
-        pairs = positive_pairs(context, item, window, ordered, rng)
+        pairs = positive_pairs(context, item, window, ordered, rng, with_context=holdout is not None)
+        if holdout is not None:
+            pairs[:, 2] = holdout[1][pairs[:, 2]]  # context -> its fold: which table the pair trains on
         return pairs[rng.permutation(len(pairs))]
 
     candidates, weights = negative_candidates(np.bincount(item, minlength=len(feats)), cfg.train.sampler)
@@ -310,7 +345,8 @@ def train(cfg: PipelineConfig, log: Log = print, on_epoch_end=None,
         model, pairs_for_epoch, feats, nbrs, visits, cfg.train, candidate_items=candidates,
         candidate_weights=weights,
         checkpoint_dir=d, evaluate_fn=lambda m: validation_mrr(m, feats, nbrs, vq, vt),
-        on_epoch_end=on_epoch_end, log=lambda s: log(f"train: {s}"), group=group)
+        on_epoch_end=on_epoch_end, log=lambda s: log(f"train: {s}"), group=group,
+        fold_neighbors=None if holdout is None else holdout[0])
     if not group.is_main:
         return {"model_dir": str(d), "best_epoch": state.best_epoch}
     save_model(model, d)

@@ -77,7 +77,7 @@ def computation_graph(targets: np.ndarray, neighbors: Neighbors, n_layers: int):
 
 
 def positive_pairs(context_codes: np.ndarray, item_codes: np.ndarray, window: int, ordered: bool,
-                   rng: np.random.Generator) -> np.ndarray:
+                   rng: np.random.Generator, with_context: bool = False) -> np.ndarray:
     """One positive (query, item) pair per training interaction, resampled every epoch.
 
     Interactions must be grouped by context and, within a context, in engagement order.
@@ -86,11 +86,11 @@ def positive_pairs(context_codes: np.ndarray, item_codes: np.ndarray, window: in
     same context (co-occurrence). Contexts of a single item give no pair.
 
     Returns:
-        (P, 2) int64 catalogue indices.
+        (P, 2) int64 catalogue indices, or (P, 3) with the pair's context code as a third column.
     """
     n = len(item_codes)
     if n == 0:
-        return np.zeros((0, 2), dtype=np.int64)
+        return np.zeros((0, 3 if with_context else 2), dtype=np.int64)
     starts = np.flatnonzero(np.r_[True, context_codes[1:] != context_codes[:-1]])
     lengths = np.diff(np.r_[starts, n])
     start = np.repeat(starts, lengths)  # (n,) first row of each row's context
@@ -107,7 +107,8 @@ def positive_pairs(context_codes: np.ndarray, item_codes: np.ndarray, window: in
     else:
         partner = (pos + rng.integers(1, np.maximum(length, 2), size=n)) % np.maximum(length, 1)
     rows = np.flatnonzero(keep)
-    return np.stack([item_codes[rows], item_codes[start[rows] + partner[rows]]], axis=1).astype(np.int64)
+    columns = [item_codes[rows], item_codes[start[rows] + partner[rows]]]
+    return np.stack(columns + ([context_codes[rows]] if with_context else []), axis=1).astype(np.int64)
 
 
 def hard_negative_band(n_items: int, reach: int | None = None) -> tuple[int, int]:
@@ -151,12 +152,17 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
     epoch: each process draws the whole batch (same queries, shared and hard negatives) and keeps its
     share of the queries, so the averaged gradient is the single-process one and the learning-rate
     schedule does not depend on the number of processes. ``batch_size`` is the global batch.
+
+    Hold-out neighbourhoods: with ``fold_neighbors`` (one table per fold of contexts, each walked
+    without that fold's contexts), ``pairs`` carry the fold of their context as a third column and
+    every minibatch holds pairs of one fold only, so its computation graph is built from the table
+    that never saw the queries' own contexts.
     """
 
     def __init__(self, pairs: np.ndarray, features: np.ndarray, neighbors: Neighbors,
                  visits: VisitTable | None, config: SamplerConfig, epoch: int, seed: int,
                  candidate_items: np.ndarray, n_layers: int, candidate_weights: np.ndarray | None = None,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, fold_neighbors: list[Neighbors] | None = None):
         super().__init__()
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
@@ -172,11 +178,29 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
         # cumulative weights for O(log N) weighted draws; None draws uniformly
         self.candidate_cdf = None if candidate_weights is None else np.cumsum(candidate_weights, dtype=np.float64)
         self.n_layers = n_layers  # K of the model: the computation graph has K hops
-        self.n_batches = math.ceil(len(pairs) / config.batch_size)
+        self.fold_neighbors = fold_neighbors
+        if fold_neighbors is not None and (pairs.ndim != 2 or pairs.shape[1] != 3):
+            raise ValueError("with fold_neighbors, pairs must be (P, 3): query, positive, fold")
+        self.order, self.batch_bounds = self._batches(epoch, seed)
+        self.n_batches = len(self.batch_bounds)
         self.band = hard_negative_band(len(features), None if visits is None else visits.items.shape[1])
 
     def __len__(self) -> int:
         return self.n_batches
+
+    def _batches(self, epoch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row order and (n_batches, 2) [start, stop) into it: consecutive chunks of ``pairs``, or with
+        folds the chunks of each fold (pairs keep their shuffled order within it) in a seeded order."""
+        bs, n = self.config.batch_size, len(self.pairs)
+        if self.fold_neighbors is None:
+            starts = np.arange(0, n, bs)
+            return np.arange(n), np.stack([starts, np.minimum(starts + bs, n)], axis=1)
+        fold = self.pairs[:, 2]
+        order = np.argsort(fold, kind="stable")
+        edges = np.searchsorted(fold[order], np.arange(len(self.fold_neighbors) + 1))  # fold f: [edges[f], edges[f+1])
+        bounds = [(s, min(s + bs, hi)) for lo, hi in zip(edges[:-1], edges[1:]) for s in range(lo, hi, bs)]
+        bounds = np.array(bounds, dtype=np.int64).reshape(-1, 2)
+        return order, bounds[np.random.default_rng([seed, epoch, 2]).permutation(len(bounds))]
 
     def n_hard(self) -> int:
         if not self.config.hard_negatives or self.visits is None:
@@ -197,8 +221,10 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
 
     def make_batch(self, b: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, b])
-        chunk = self.pairs[b * self.config.batch_size:(b + 1) * self.config.batch_size]
+        start, stop = self.batch_bounds[b]
+        chunk = self.pairs[self.order[start:stop]]
         queries, positives = chunk[:, 0], chunk[:, 1]
+        neighbors = self.neighbors if self.fold_neighbors is None else self.fold_neighbors[int(chunk[0, 2])]
         if self.candidate_cdf is None:
             negatives = rng.choice(self.candidates, size=self.config.n_shared_negatives)
         else:
@@ -212,7 +238,7 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
             queries, positives, hard = queries[share], positives[share], hard[share]
         wanted = np.concatenate([queries, positives, negatives, hard.reshape(-1)])
         targets, inverse = np.unique(wanted, return_inverse=True)
-        input_nodes, blocks = computation_graph(targets, self.neighbors, self.n_layers)
+        input_nodes, blocks = computation_graph(targets, neighbors, self.n_layers)
         nq, nn_ = len(queries), len(negatives)
         return {
             "x": torch.from_numpy(self.features[input_nodes]),  # (N_0, F)

@@ -148,11 +148,13 @@ def train_model(model: PinSage, pairs_fn: Callable[[int], np.ndarray], features:
                 evaluate_fn: Callable[[PinSage], float] | None = None,
                 on_epoch_end: Callable[[dict], None] | None = None,
                 log: Callable[[str], None] = print,
-                group: ProcessGroup = SINGLE_PROCESS) -> tuple[PinSage, TrainState]:
+                group: ProcessGroup = SINGLE_PROCESS,
+                fold_neighbors: list | None = None) -> tuple[PinSage, TrainState]:
     """Train ``model`` in place and return it with the best validation epoch's weights loaded.
 
     Args:
-        pairs_fn: epoch -> (P, 2) positive pairs for that epoch (resampled every epoch).
+        pairs_fn: epoch -> (P, 2) positive pairs for that epoch (resampled every epoch), or (P, 3)
+            with the fold of each pair's context when ``fold_neighbors`` is given.
         features: (N, F) float32 raw features of the whole catalogue.
         neighbors, visits: the importance-neighbour table and the deeper visit ranks (hard negatives).
         candidate_items: catalogue indices negatives are drawn from.
@@ -162,6 +164,8 @@ def train_model(model: PinSage, pairs_fn: Callable[[int], np.ndarray], features:
         on_epoch_end: receives each epoch's record (loss, score, seconds, learning rate).
         group: this process's place in data-parallel training (joined here); process 0 evaluates
             and checkpoints, the others follow its validation score.
+        fold_neighbors: hold-out neighbour tables for the minibatches (one per fold of contexts);
+            None: minibatches use ``neighbors``. ``evaluate_fn`` always sees the served table.
     """
     device = distributed.start(group, resolve_device(config.device))
     previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
@@ -171,7 +175,7 @@ def train_model(model: PinSage, pairs_fn: Callable[[int], np.ndarray], features:
         torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         return _train(model, pairs_fn, features, neighbors, visits, config, candidate_items, candidate_weights,
-                      checkpoint_dir, evaluate_fn, on_epoch_end, log, device, group)
+                      checkpoint_dir, evaluate_fn, on_epoch_end, log, device, group, fold_neighbors)
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
         distributed.stop(group)
@@ -189,7 +193,8 @@ def _loss(config: TrainConfig) -> tuple[Callable, float]:
 
 
 def _train(model, pairs_fn, features, neighbors, visits, config: TrainConfig, candidate_items, candidate_weights,
-           checkpoint_dir, evaluate_fn, on_epoch_end, log, device, group) -> tuple[PinSage, TrainState]:
+           checkpoint_dir, evaluate_fn, on_epoch_end, log, device, group,
+           fold_neighbors=None) -> tuple[PinSage, TrainState]:
     loss_fn, scale = _loss(config)  # validated before any work
     torch.manual_seed(config.seed)
     model.to(device)
@@ -207,7 +212,8 @@ def _train(model, pairs_fn, features, neighbors, visits, config: TrainConfig, ca
         pairs = pairs_fn(epoch)
         producer = MinibatchProducer(pairs, features, neighbors, visits, sampler_cfg, epoch,
                                      config.seed, candidate_items, model.config.n_layers, candidate_weights,
-                                     rank=group.rank, world_size=group.world_size)
+                                     rank=group.rank, world_size=group.world_size,
+                                     fold_neighbors=fold_neighbors)
         loader = torch.utils.data.DataLoader(
             producer, batch_size=None, collate_fn=collate_identity, num_workers=config.num_workers,
             pin_memory=device.type == "cuda", prefetch_factor=4 if config.num_workers else None,

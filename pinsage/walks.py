@@ -49,6 +49,10 @@ class WalkConfig:
     max_walk_length: int = 8  # hard cap; with restart 0.5 only 2^-7 < 1% of walks reach it
     top_t: int = 20  # T: neighbours kept per item (paper: T=50 best, Table 4); 20 trains cheaper
     degree_penalty: float = 0.0  # beta: rank visited items by count / degree^beta (paper: 0, raw counts)
+    # F > 1: training sees neighbourhoods walked without the query's own context (F tables, each
+    # without 1/F of the contexts), so a positive pair cannot be read off the neighbour list; the
+    # served table still uses every context. 0 or 1: one table for both (the paper). See README.
+    holdout_folds: int = 4
     seed: int = 0  # walks are a pure function of (graph, config): re-runs give identical tables
 
 
@@ -579,6 +583,15 @@ def neighbors_from_visits(visits: VisitTable, top_t: int) -> Neighbors:
     total = counts.sum(axis=1, keepdims=True)
     weights = np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
     return Neighbors(np.where(mask, items, 0).astype(np.int32), weights.astype(np.float32), mask)
+
+
+def context_folds(n_contexts: int, n_folds: int, seed: int) -> np.ndarray:
+    """(n_contexts,) int64 fold of every context, balanced (sizes differ by at most one) and seeded."""
+    if n_folds < 1:
+        raise ValueError(f"n_folds must be >= 1, got {n_folds}")
+    folds = np.empty(n_contexts, dtype=np.int64)
+    folds[np.random.default_rng([seed, 7]).permutation(n_contexts)] = np.arange(n_contexts) % n_folds
+    return folds
 
 
 def rerank_by_degree(visits: VisitTable, degree: np.ndarray, beta: float) -> VisitTable:

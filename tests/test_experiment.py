@@ -34,7 +34,7 @@ def test_paired_bootstrap_interval():
 def test_experiment_runs_variants_over_seeds(tmp_path):
     data = make_community_dataset(tmp_path / "data", n_items=40, n_contexts=60)
     cfg = small_config(data, tmp_path / "exp", epochs=1)
-    variants = (Variant("no convolution (K=0)", n_layers=0), Variant("pinsage"))
+    variants = (Variant.of("no convolution (K=0)", model__n_layers=0), Variant("pinsage"))
     report = run_experiment(cfg, seeds=2, log=lambda s: None, t_values=(5,), variants=variants, draws=50)
     assert report["seeds"] == 2
     assert {"popularity", "itemknn", "pixie", "no convolution (K=0)", "pinsage"} <= set(report["table1"])
@@ -51,7 +51,9 @@ def test_experiment_runs_variants_over_seeds(tmp_path):
     logs = []
     again = run_experiment(cfg, seeds=2, log=logs.append, t_values=(5,), variants=variants, draws=50)
     assert model.stat().st_mtime_ns == stamp
-    assert sum("already done" in line for line in logs) == 2 * 3
+    # 2 seeds x 2 variants; the T=5 row is the configured T, so it reuses the pinsage row's training
+    assert sum("already done" in line for line in logs) == 2 * 2
+    assert report["table4"]["pinsage T=5"]["mrr"] == report["table1"]["pinsage"]["mrr"]
     assert again["table1"] == report["table1"] and again["table4"]["pinsage T=5"]["mrr"] == report["table4"]["pinsage T=5"]["mrr"]
 
 

@@ -192,3 +192,37 @@ def test_computation_graph_is_the_same_on_its_dense_and_its_sorting_path():
         assert a.n_dst == b.n_dst
         assert np.array_equal(a.neighbors, b.neighbors) and np.array_equal(a.mask, b.mask)
         assert np.array_equal(a.weights, b.weights)
+
+
+def test_light_and_zero_initialised_residual_layers_start_from_the_input():
+    torch.manual_seed(0)
+    h = torch.randn(5, 8)
+    nbr = torch.tensor([[1, 2], [0, 0], [3, 4], [2, 2], [0, 1]])
+    w = torch.tensor([[0.75, 0.25], [1.0, 0.0], [0.5, 0.5], [1.0, 0.0], [0.5, 0.5]])
+    mask = w > 0
+    light = PinSageConv(8, 8, 8, combine="light")
+    assert not list(light.parameters())  # no weights: h + sum_v alpha_v h_v
+    expected = h[:3] + (w[:3, :, None] * h[nbr[:3]]).sum(dim=1)
+    assert torch.allclose(light(h, 3, nbr[:3], w[:3], mask[:3]), expected, atol=1e-6)
+    residual = PinSageConv(8, 8, 8, combine="residual")
+    assert torch.equal(residual(h, 3, nbr[:3], w[:3], mask[:3]), h[:3])  # the identity until trained
+    with pytest.raises(ValueError, match="in_dim == out_dim"):
+        PinSageConv(8, 8, 4, combine="light")
+
+
+def test_id_dropout_only_in_training():
+    cfg = ModelConfig(input_dim=3, n_items=50, hidden_dim=4, output_dim=2, n_layers=0, id_dropout=0.5)
+    model = PinSage(cfg)
+    torch.nn.init.normal_(model.id_embedding.weight)
+    x, idx = torch.zeros(50, 3), torch.arange(50)
+    base = model.project(x)
+    model.eval()
+    assert torch.allclose(model.embed_input(x, idx), base + model.id_embedding(idx))
+    model.train()
+    torch.manual_seed(0)
+    out = model.embed_input(x, idx)
+    full = base + model.id_embedding(idx)
+    dropped = torch.isclose(out, base).all(dim=1)
+    kept = torch.isclose(out, full).all(dim=1)
+    assert bool((dropped ^ kept).all())  # every node either keeps its whole id vector or loses it, unscaled
+    assert 10 < int(dropped.sum()) < 40  # about half of the 50
