@@ -26,6 +26,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--top-t", type=int, default=None, help="T, neighbours per item")
     p.add_argument("--walks-per-item", type=int, default=None)
+    p.add_argument("--holdout-folds", type=int, default=None,
+                   help="F > 1: train on neighbourhoods walked without the pair's own context (F tables); 0: paper")
     p.add_argument("--hidden-dim", type=int, default=None)
     p.add_argument("--output-dim", type=int, default=None)
     p.add_argument("--layers", type=int, default=None, help="K, number of convolutions")
@@ -56,6 +58,7 @@ def config_from_args(args, out: str):
     cfg.train.device = args.device
     for value, obj, name in ((args.epochs, cfg.train, "epochs"), (args.top_t, cfg.walks, "top_t"),
                              (args.walks_per_item, cfg.walks, "walks_per_item"),
+                             (args.holdout_folds, cfg.walks, "holdout_folds"),
                              (args.hidden_dim, cfg.model, "hidden_dim"), (args.output_dim, cfg.model, "output_dim"),
                              (args.layers, cfg.model, "n_layers"),
                              (args.learning_rate, cfg.train, "learning_rate"),

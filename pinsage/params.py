@@ -66,8 +66,12 @@ def check_config(cfg) -> None:
                 "train.sampler.positive_window", "features.word2vec_dim", "features.word2vec_epochs",
                 "pixie_walks_per_item"):
         _int(cfg, key, 1)
-    for key in ("train.num_workers", "train.warmup_steps", "train.sampler.max_hard_negatives"):
+    for key in ("train.num_workers", "train.warmup_steps", "train.sampler.max_hard_negatives",
+                "walks.holdout_folds"):
         _int(cfg, key, 0)
+    _number(cfg, "model.id_dropout", at_least=0.0, at_most=0.99)
+    if cfg.model.combine not in ("concat", "residual", "light"):
+        raise ParamError("model.combine", f"expected 'concat', 'residual' or 'light', got {cfg.model.combine!r}")
     _number(cfg, "train.learning_rate", above=0.0)
     _number(cfg, "train.decay_per_epoch", above=0.0, at_most=1.0)
     _number(cfg, "train.weight_decay", at_least=0.0)

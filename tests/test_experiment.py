@@ -91,3 +91,13 @@ def test_by_target_degree_buckets_ranks():
     assert out["mrr"]["m"]["1-5"] == pytest.approx((0.75 + 1.0) / 2)
     assert out["mrr"]["m"]["6-20"] is None  # empty in seed 0: no mean over a missing bucket
     assert out["mrr"]["m"][">20"] == pytest.approx((0.1 + 0.2) / 2)
+
+
+def test_variant_settings_apply_to_a_copy_and_refuse_unknown_keys(tmp_path):
+    cfg = small_config(tmp_path / "data", tmp_path / "out")
+    changed = Variant.of("x", model__n_layers=0, walks__holdout_folds=3).apply(cfg)
+    assert (changed.model.n_layers, changed.walks.holdout_folds) == (0, 3)
+    assert cfg.model.n_layers != 0 and cfg.walks.holdout_folds == 0  # the base config is untouched
+    assert Variant.of("x", walks__top_t=7).changes_neighbors and not Variant.of("x", model__n_layers=0).changes_neighbors
+    with pytest.raises(ValueError, match="no setting 'model.n_layerz'"):
+        Variant.of("x", model__n_layerz=1).apply(cfg)

@@ -3,6 +3,8 @@ the contexts its positive pairs were drawn from."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -93,3 +95,38 @@ def test_fold_tables_never_walk_through_the_pairs_own_contexts():
         assert table.mask[deg > 0].any(axis=1).all()
     # and the served table, walked over every context, differs from each hold-out table
     assert all(not np.array_equal(full.items, t.items) for t in tables)
+
+
+def test_pipeline_trains_on_the_holdout_tables_and_serves_the_full_one(tmp_path):
+    from conftest import make_community_dataset
+    from test_pipeline import small_config
+
+    from pinsage import pipeline
+
+    data = make_community_dataset(tmp_path / "data", n_items=40, n_contexts=60)
+    cfg = small_config(data, tmp_path / "out", epochs=1)
+    cfg.walks.holdout_folds = 3
+    for stage in ("prepare", "graph", "features", "neighbors"):
+        pipeline.STAGES[stage](cfg, log=lambda s: None)
+    d = tmp_path / "out" / "neighbors"
+    assert sorted(f.name for f in d.glob("holdout_fold*.parquet")) == [f"holdout_fold{f}.parquet" for f in range(3)]
+    tables, fold_of = pipeline.holdout_neighbors(cfg)
+    full = Neighbors.load(d / "neighbors.parquet")
+    # each hold-out table misses the walks through a third of the contexts, the served one has them all
+    assert all(t.mask.sum() <= full.mask.sum() for t in tables) and np.bincount(fold_of).tolist() == [20, 20, 20]
+    pipeline.train(cfg, log=lambda s: None)
+    pipeline.export(cfg, log=lambda s: None)
+    pipeline.evaluate(cfg, log=lambda s: None)
+    history = json.loads((tmp_path / "out" / "train" / "history.json").read_text())
+    assert history["epochs"][0]["examples"] > 0
+
+
+def test_cli_flag_sets_the_folds():
+    import argparse
+
+    from pinsage.cli import add_config_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    assert config_from_args(parser.parse_args([]), "out").walks.holdout_folds == 0  # the paper's default
+    assert config_from_args(parser.parse_args(["--holdout-folds", "4"]), "out").walks.holdout_folds == 4

@@ -272,6 +272,10 @@ PARAMS = [
      "<= 1"),
     ("negative_workers", {"overrides": {"train.num_workers": -1}}, "override 'train.num_workers'", ">= 0"),
     ("negative_max_timestamp", {"max_timestamp": -5}, "DAG parameter 'max_timestamp'", ">= 0"),
+    ("negative_holdout_folds", {"overrides": {"walks.holdout_folds": -1}}, "override 'walks.holdout_folds'", ">= 0"),
+    ("id_dropout_of_one", {"overrides": {"model.id_dropout": 1.0}}, "override 'model.id_dropout'", "<= 0.99"),
+    ("unknown_combine", {"overrides": {"model.combine": "sum"}}, "override 'model.combine'",
+     "expected 'concat', 'residual' or 'light'"),
 ]
 
 
