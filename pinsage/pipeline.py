@@ -220,13 +220,14 @@ def neighbors(cfg: PipelineConfig, log: Log = print) -> dict:
     d = _out(cfg, "neighbors")
     folds = cfg.walks.holdout_folds
     fold_of = context_folds(g.n_contexts, folds, cfg.walks.seed) if folds > 1 else None
+    item_ids = _item_ids(cfg)
     with _walk_engine(cfg, log) as walk:
         nbrs, visits = walk(g, depth, "neighbors: walks")
         # Training neighbourhoods without the query's own context (see WalkConfig.holdout_folds).
         for f in range(folds if folds > 1 else 0):
             fold_nbrs, _ = walk(without_contexts(g, fold_of == f), 0, f"neighbors: walks without fold {f}")
-            fold_nbrs.save(d / f"holdout_fold{f}.parquet", _item_ids(cfg))
-    nbrs.save(d / "neighbors.parquet", _item_ids(cfg))
+            fold_nbrs.save(d / f"holdout_fold{f}.parquet", item_ids)
+    nbrs.save(d / "neighbors.parquet", item_ids)
     write_npz(d / "visits.npz", items=visits.items, counts=visits.counts)
     log(f"neighbors: top-{cfg.walks.top_t} of {cfg.walks.walks_per_item} walks/item, "
         f"{nbrs.mask.any(axis=1).mean():.1%} items with neighbours"
