@@ -34,6 +34,9 @@ class ModelConfig:
     input_skip: bool = False  # final layers also see h^0 (jumping-knowledge concat; not in the paper)
     combine: str = "concat"  # paper: normalize(ReLU(W[h; n])); "residual": h + W[h; n] (see README)
     id_dropout: float = 0.0  # training only: share of nodes whose id vector is dropped (features + neighbours must carry them)
+    # training only: share of nodes convolved with an empty neighbourhood, as an item without
+    # interactions is at serving time; without it a neighbourless item is off the training distribution
+    neighbor_dropout: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -102,8 +105,12 @@ class PinSage(nn.Module):
         """
         h0 = self.embed_input(x, item_index)  # (N_0, hidden)
         h = h0
+        dropped = None  # (N_0,) bool: nodes that see no neighbours at any layer, like a new item
+        if self.training and self.config.neighbor_dropout > 0 and self.convs:
+            dropped = torch.rand(len(h0), device=h0.device) < self.config.neighbor_dropout
         for conv, block in zip(self.convs, blocks):
-            h = conv(h, block.n_dst, block.neighbors, block.weights, block.mask)  # (N_k, hidden)
+            mask = block.mask if dropped is None else block.mask & ~dropped[:block.n_dst, None]  # (n_dst, T)
+            h = conv(h, block.n_dst, block.neighbors, block.weights, mask)  # (N_k, hidden)
         return self.finalize(h, h0[:len(h)])  # targets are the first N_K input nodes
 
 

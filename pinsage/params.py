@@ -70,6 +70,7 @@ def check_config(cfg) -> None:
                 "walks.holdout_folds"):
         _int(cfg, key, 0)
     _number(cfg, "model.id_dropout", at_least=0.0, at_most=0.99)
+    _number(cfg, "model.neighbor_dropout", at_least=0.0, at_most=0.99)
     if cfg.model.combine not in ("concat", "residual", "light"):
         raise ParamError("model.combine", f"expected 'concat', 'residual' or 'light', got {cfg.model.combine!r}")
     _number(cfg, "train.learning_rate", above=0.0)

@@ -226,3 +226,22 @@ def test_id_dropout_only_in_training():
     kept = torch.isclose(out, full).all(dim=1)
     assert bool((dropped ^ kept).all())  # every node either keeps its whole id vector or loses it, unscaled
     assert 10 < int(dropped.sum()) < 40  # about half of the 50
+
+
+def test_neighbor_dropout_gives_some_nodes_the_empty_neighbourhood_of_a_new_item():
+    torch.manual_seed(0)
+    cfg = ModelConfig(input_dim=3, n_items=60, hidden_dim=8, output_dim=4, n_layers=1, neighbor_dropout=0.5)
+    model = PinSage(cfg)
+    x, idx = torch.randn(60, 3), torch.arange(60)
+    nbr = (torch.arange(40)[:, None] + torch.tensor([[1, 2]])) % 60  # (40, 2): 40 targets, 2 neighbours each
+    block = TensorBlock(40, nbr, torch.full((40, 2), 0.5), torch.ones(40, 2, dtype=torch.bool))
+    empty = TensorBlock(40, nbr, block.weights, torch.zeros(40, 2, dtype=torch.bool))
+    model.eval()
+    with torch.no_grad():
+        full, alone = model(x, idx, [block]), model(x, idx, [empty])
+        model.train()
+        out = model(x, idx, [block])
+    kept = torch.isclose(out, full, atol=1e-6).all(dim=1)
+    dropped = torch.isclose(out, alone, atol=1e-6).all(dim=1)
+    assert bool((kept ^ dropped).all())  # each node keeps all its neighbours or sees none
+    assert 8 < int(dropped.sum()) < 32  # about half of the 40
