@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from pinsage.experiment import Variant, aggregate, paired_bootstrap, run_experiment
+from pinsage.experiment import (FEATURES_ONLY, FEATURES_ONLY_K0, Variant, aggregate, paired_bootstrap,
+                                run_experiment)
 
 from conftest import make_community_dataset
 from test_pipeline import small_config
@@ -78,6 +79,12 @@ def test_quality_bar_checks_ratio_spread_and_bootstrap():
     assert not quality_bar(_report([0.034, 0.001], [0.067, 0.002], -0.001, 0.0))["beats_baselines"]  # noise
     assert not quality_bar(_report([0.034, 0.001], [0.065, 0.002], 0.001, 0.0))["beats_baselines"]  # HR@10
     assert not quality_bar(_report([0.034, 0.001], [0.067, 0.002], 0.001, -0.001))["beats_ablation"]
+    # the features-only pair is judged on its own interval, beside the default model's
+    report = _report([0.034, 0.001], [0.067, 0.002], 0.001, 0.0005)
+    report["bootstrap_95"][f"{FEATURES_ONLY} vs {FEATURES_ONLY_K0}"] = {"mrr": [-0.002, 0.01], "hr@10": [0.0, 0.1]}
+    assert quality_bar(report)["other_ablations"] == {f"{FEATURES_ONLY} vs {FEATURES_ONLY_K0}": False}
+    report["bootstrap_95"][f"{FEATURES_ONLY} vs {FEATURES_ONLY_K0}"]["mrr"][0] = 0.001
+    assert quality_bar(report)["other_ablations"] == {f"{FEATURES_ONLY} vs {FEATURES_ONLY_K0}": True}
 
 
 def test_by_target_degree_buckets_ranks():
