@@ -69,6 +69,8 @@ def check_config(cfg) -> None:
     for key in ("train.num_workers", "train.warmup_steps", "train.sampler.max_hard_negatives",
                 "walks.holdout_folds"):
         _int(cfg, key, 0)
+    if cfg.walks.holdout_folds == 1:  # one fold would walk each table without every context: no graph left
+        raise ParamError("walks.holdout_folds", "expected 0 (off) or at least 2 folds, got 1")
     _number(cfg, "model.id_dropout", at_least=0.0, at_most=0.99)
     _number(cfg, "model.neighbor_dropout", at_least=0.0, at_most=0.99)
     if cfg.model.combine not in ("concat", "residual", "light"):

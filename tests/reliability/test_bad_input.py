@@ -273,6 +273,8 @@ PARAMS = [
     ("negative_workers", {"overrides": {"train.num_workers": -1}}, "override 'train.num_workers'", ">= 0"),
     ("negative_max_timestamp", {"max_timestamp": -5}, "DAG parameter 'max_timestamp'", ">= 0"),
     ("negative_holdout_folds", {"overrides": {"walks.holdout_folds": -1}}, "override 'walks.holdout_folds'", ">= 0"),
+    ("one_holdout_fold", {"overrides": {"walks.holdout_folds": 1}}, "override 'walks.holdout_folds'",
+     "expected 0 (off) or at least 2 folds, got 1"),
     ("id_dropout_of_one", {"overrides": {"model.id_dropout": 1.0}}, "override 'model.id_dropout'", "<= 0.99"),
     ("neighbor_dropout_negative", {"overrides": {"model.neighbor_dropout": -0.1}},
      "override 'model.neighbor_dropout'", ">= 0"),
