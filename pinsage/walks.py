@@ -52,7 +52,7 @@ class WalkConfig:
     # F > 1: training sees neighbourhoods walked without the query's own context (F tables, each
     # without 1/F of the contexts), so a positive pair cannot be read off the neighbour list; the
     # served table still uses every context. 0: one table for both (the paper; chosen on validation
-    # MRR over 3 seeds, 0.0486 vs 0.0465 at F = 4, see README "Differences from the paper").
+    # MRR over 3 seeds, 0.0450 vs 0.0422 at F = 4; see README "Figures"). 1 is refused.
     holdout_folds: int = 0
     seed: int = 0  # walks are a pure function of (graph, config): re-runs give identical tables
 
