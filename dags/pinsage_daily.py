@@ -3,7 +3,7 @@
 
 ```
 prepare ─┬─ features ───────────────┐
-         └─ graph ── neighbours ────┴─ train ── export ── index ── evaluate ── register
+         └─ graph ── neighbours ────┴─ train ── export ── index ── evaluate ── register ── announce_champion
 ```
 
 * **prepare** opens the run: a run directory keyed by the Airflow run id, `config.json`, and one
@@ -21,6 +21,12 @@ prepare ─┬─ features ───────────────┐
   it only if its validation MRR beats the champion's by more than `promotion_margin`; otherwise the
   version is tagged `pinsage.promotion=rejected` with `pinsage.promotion_reason`.
   Consumers load `models:/pinsage@champion`.
+* **announce_champion** updates the Airflow asset `pinsage_champion` when the alias moved (and is
+  skipped when it did not), so downstream DAGs can be scheduled on a new champion.
+
+`train` takes a slot of the pool `pinsage_train` (one training at a time per worker pool). A task
+that fails for good logs one line naming the DAG, run, task and error, and POSTs it as JSON to
+`$PINSAGE_FAILURE_WEBHOOK` when that is set.
 
 Trigger with a config from the UI's form or the REST API (`conf` overrides any parameter;
 `overrides` takes dotted `PipelineConfig` keys, e.g. `{"features.word2vec_dim": 64}`).
@@ -39,59 +45,90 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 DAG_ID = "pinsage_daily"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+# The trigger form's sections. Airflow's UI opens its default section ("Run Parameters": the
+# parameters without a section, here the data) and keeps the others collapsed until clicked.
+MODEL, TRAINING, REGISTRY, ENGINE, ADVANCED = "Model", "Training", "Registry", "Engine", "Advanced"
+
 PARAMS = {
+    # Data (the form's default section, open)
     "data": Param("data/ml-latest-small", type="string", minLength=1, title="Dataset path",
                   description="Dataset directory (the dataset contract, or a MovieLens directory). Relative "
                               "paths are resolved against the project root (or $PINSAGE_DATA_ROOT)."),
-    "epochs": Param(8, type="integer", minimum=1, maximum=200, title="Epochs",
-                    description="Training epochs; the epoch with the best validation MRR is kept."),
-    "hidden_dim": Param(256, type="integer", minimum=4, maximum=8192, title="Hidden dimension",
-                        description="Width of the convolutions (paper: 2048)."),
-    "output_dim": Param(128, type="integer", minimum=2, maximum=4096, title="Output dimension",
-                        description="Embedding size (paper: 1024)."),
-    "top_t": Param(20, type="integer", minimum=1, maximum=500, title="T (neighbours per item)",
-                   description="Importance neighbours kept per item from the random walks (paper: 50)."),
-    "walks_per_item": Param(200, type="integer", minimum=1, maximum=100_000, title="Walks per item",
-                            description="Random walks with restart started from every item."),
-    "learning_rate": Param(0.003, type="number", exclusiveMinimum=0, maximum=1, title="Learning rate",
-                           description="Peak Adam learning rate after warm-up."),
-    "seed": Param(0, type="integer", minimum=0, maximum=2**31 - 1, title="Seed",
-                  description="One seed for every random stage (features, walks, training, split)."),
-    "device": Param("auto", type="string", enum=["auto", "cpu", "cuda"], title="Device",
-                    description="Training device: auto picks CUDA when torch sees a GPU."),
-    "training_processes": Param(1, type="integer", minimum=1, maximum=64, title="Training processes",
-                                description="Data-parallel training processes on the worker (torchrun + DDP): "
-                                            "one per GPU; 1 trains in the task's own process."),
-    "precision": Param("fp32", type="string", enum=["fp32", "bf16"], title="Precision",
-                       description="bf16 autocasts the network's matmuls (for GPUs); weights stay fp32."),
-    "vgg_weights": Param(None, type=["null", "string"], title="VGG16 weights file",
-                         description="Local path (visible to the workers) of torchvision's vgg16-397923af.pth; "
-                                     "never downloaded. Empty: no visual features."),
-    "promotion_margin": Param(0.0, type="number", minimum=0, maximum=1, title="Promotion margin",
-                              description="The new version takes the 'champion' alias only if its validation "
-                                          "MRR exceeds the champion's by more than this (absolute MRR)."),
     "max_timestamp": Param(None, type=["null", "integer"], minimum=0, title="As of (unix seconds)",
                            description="Train on interactions with timestamp <= this. Empty: scheduled runs "
                                        "use their data interval's end, triggered runs use all the data."),
+    "vgg_weights": Param(None, type=["null", "string"], title="VGG16 weights file",
+                         description="Local path (visible to the workers) of torchvision's vgg16-397923af.pth; "
+                                     "never downloaded. Empty: no visual features."),
+    # Model
+    "hidden_dim": Param(256, type="integer", minimum=4, maximum=8192, title="Hidden dimension", section=MODEL,
+                        description="Width of the convolutions (paper: 2048)."),
+    "output_dim": Param(128, type="integer", minimum=2, maximum=4096, title="Output dimension", section=MODEL,
+                        description="Embedding size (paper: 1024)."),
+    "top_t": Param(20, type="integer", minimum=1, maximum=500, title="T (neighbours per item)", section=MODEL,
+                   description="Importance neighbours kept per item from the random walks (paper: 50)."),
+    "walks_per_item": Param(200, type="integer", minimum=1, maximum=100_000, title="Walks per item",
+                            section=MODEL, description="Random walks with restart started from every item."),
+    # Training
+    "epochs": Param(8, type="integer", minimum=1, maximum=200, title="Epochs", section=TRAINING,
+                    description="Training epochs; the epoch with the best validation MRR is kept."),
+    "learning_rate": Param(0.003, type="number", exclusiveMinimum=0, maximum=1, title="Learning rate",
+                           section=TRAINING, description="Peak Adam learning rate after warm-up."),
+    "seed": Param(0, type="integer", minimum=0, maximum=2**31 - 1, title="Seed", section=TRAINING,
+                  description="One seed for every random stage (features, walks, training, split)."),
+    "device": Param("auto", type="string", enum=["auto", "cpu", "cuda"], title="Device", section=TRAINING,
+                    description="Training device: auto picks CUDA when torch sees a GPU."),
+    "training_processes": Param(1, type="integer", minimum=1, maximum=64, title="Training processes",
+                                section=TRAINING,
+                                description="Data-parallel training processes on the worker (torchrun + DDP): "
+                                            "one per GPU; 1 trains in the task's own process."),
+    "precision": Param("fp32", type="string", enum=["fp32", "bf16"], title="Precision", section=TRAINING,
+                       description="bf16 autocasts the network's matmuls (for GPUs); weights stay fp32."),
+    # Registry
     "model_name": Param("pinsage", type="string", pattern="^[A-Za-z0-9_.-]+$", title="Registered model",
-                        description="MLflow registered model that receives the new version."),
-    "experiment": Param("pinsage", type="string", minLength=1, title="MLflow experiment",
+                        section=REGISTRY, description="MLflow registered model that receives the new version."),
+    "experiment": Param("pinsage", type="string", minLength=1, title="MLflow experiment", section=REGISTRY,
                         description="MLflow experiment that holds the run."),
-    "engine": Param("local", type="string", enum=["local", "ray"], title="Engine",
+    "promotion_margin": Param(0.0, type="number", minimum=0, maximum=1, title="Promotion margin", section=REGISTRY,
+                              description="The new version takes the 'champion' alias only if its validation "
+                                          "MRR exceeds the champion's by more than this (absolute MRR)."),
+    # Engine
+    "engine": Param("local", type="string", enum=["local", "ray"], title="Engine", section=ENGINE,
                     description="Where the heavy steps run. 'local': in the Airflow worker. 'ray': neighbourhoods "
                                 "and export run on a Ray cluster (other steps stay local)."),
-    "ray_address": Param("", type="string", title="Ray address",
+    "ray_address": Param(None, type=["null", "string"], title="Ray address", section=ENGINE,
                          description="Ray cluster address for engine 'ray', e.g. ray://head:10001; empty: "
                                      "a local Ray started for the step."),
-    "overrides": Param({}, type="object", title="Advanced overrides",
+    # Advanced
+    "overrides": Param({}, type="object", title="Overrides", section=ADVANCED,
                        description="Dotted PipelineConfig keys, e.g. {\"features.word2vec_dim\": 64, "
                                    "\"train.sampler.batch_size\": 256}."),
 }
+
+# The heavy step takes a slot of this pool, so concurrent runs (a backfill beside the daily run, two
+# registered models) train one at a time instead of sharing the worker's cores. Created by
+# scripts/demo.sh, the compose stack's airflow-init and the tests: `airflow pools set pinsage_train 1 …`.
+TRAIN_POOL = "pinsage_train"
+# Updated when a run's version takes the `champion` alias: schedule downstream DAGs on it
+# (`schedule=[Asset("pinsage_champion")]`); the event's extra carries the model name and version.
+CHAMPION_ASSET = Asset(name="pinsage_champion", uri="pinsage://registry/champion", group="model")
+
+
+def _project_on_path() -> None:
+    if str(PROJECT_ROOT) not in sys.path:
+        sys.path.insert(0, str(PROJECT_ROOT))
+
+
+def _on_failure(context) -> None:
+    """A task failed for good: log one clear line, and POST it to $PINSAGE_FAILURE_WEBHOOK when set."""
+    _project_on_path()
+    importlib.import_module("tasks.notify").notify_failure(context)
+
 
 DEFAULT_ARGS = {
     "owner": "pinsage",
@@ -100,6 +137,7 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=10),
     "execution_timeout": timedelta(hours=1),
+    "on_failure_callback": _on_failure,
 }
 
 
@@ -108,8 +146,7 @@ def _run_step(step: str, *args, **kwargs) -> dict:
 
     Returns the step's references plus ``ref`` (the run reference) for the downstream tasks.
     """
-    if str(PROJECT_ROOT) not in sys.path:
-        sys.path.insert(0, str(PROJECT_ROOT))
+    _project_on_path()
     from airflow.sdk.exceptions import AirflowFailException
 
     common = importlib.import_module("tasks.common")
@@ -128,6 +165,8 @@ def _iso(value) -> str | None:
 
 @dag(
     dag_id=DAG_ID,
+    description="Daily PinSage retrain: features, random-walk neighbourhoods, training, export, faiss index, "
+                "offline evaluation; registers a model version in MLflow and gates its `champion` alias.",
     schedule="@daily",
     start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
     catchup=False,
@@ -149,7 +188,8 @@ def pinsage_daily():
         run_type = getattr(run_type, "value", run_type)
         return _run_step("prepare", params, run_key=ctx["run_id"], dag_id=DAG_ID,
                          logical_date=_iso(ctx.get("logical_date")), run_type=str(run_type) if run_type else None,
-                         data_interval_end=_iso(ctx.get("data_interval_end")))
+                         data_interval_end=_iso(ctx.get("data_interval_end")),
+                         triggered_by=getattr(dag_run, "triggering_user_name", None))
 
     # Every task returns its step's references plus the run reference, so each task depends only on
     # the tasks whose outputs it reads.
@@ -165,7 +205,7 @@ def pinsage_daily():
     def neighbours(graph_out: dict) -> dict:
         return _run_step("neighbours", graph_out["ref"], graph=graph_out["graph"])
 
-    @task(execution_timeout=timedelta(hours=6))
+    @task(execution_timeout=timedelta(hours=6), pool=TRAIN_POOL)
     def train(features_out: dict, neighbours_out: dict) -> dict:
         return _run_step("train", features_out["ref"], features=features_out["features"],
                          neighbors=neighbours_out["neighbors"])
@@ -190,10 +230,21 @@ def pinsage_daily():
                          embeddings_dir=index_out["embeddings_dir"], index_dir=index_out["index_dir"],
                          metrics=evaluate_out["metrics"])
 
+    @task(outlets=[CHAMPION_ASSET])
+    def announce_champion(registered: dict) -> None:
+        """Emit a `pinsage_champion` asset event when this run's version took the alias; else skip."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        if not registered["promoted"]:
+            raise AirflowSkipException(f"version {registered['version']} is not champion: {registered['reason']}")
+        get_current_context()["outlet_events"][CHAMPION_ASSET].extra = {
+            "model_name": registered["model_name"], "version": registered["version"],
+            "model_uri": registered["model_uri"], "validation_mrr": registered["validation_mrr"]}
+
     prepared = prepare()
     trained = train(features(prepared), neighbours(graph(prepared)))
     indexed = index(export(trained))
-    register(indexed, evaluate(indexed))
+    announce_champion(register(indexed, evaluate(indexed)))
 
 
 pinsage_daily()

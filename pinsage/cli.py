@@ -41,7 +41,7 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="bf16: autocast (GPU)")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="where the neighbourhood and export stages run: in-process, or on a Ray cluster")
-    p.add_argument("--ray-address", default="", help="Ray cluster address for --engine ray; empty: a local Ray")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address for --engine ray; empty: a local Ray")
     p.add_argument("--max-timestamp", type=int, default=None, help="train on interactions up to this unix time")
     p.add_argument("--vgg-weights", default=None, metavar="PATH",
                    help="local torchvision vgg16 weights file (vgg16-397923af.pth) for 4,096-d visual "

@@ -60,7 +60,7 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
     "experiment": "pinsage",
     "promotion_margin": 0.0,
     "engine": "local",
-    "ray_address": "",
+    "ray_address": None,
 }
 ENGINES = ("local", "ray")
 
@@ -411,17 +411,26 @@ def log_params(c, run_id: str, params: dict[str, str]) -> None:
         c.log_batch(run_id, params=new[s:s + 100])
 
 
-def log_metrics(c, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-    """Log values not already recorded at this step (a retried step adds no duplicate points)."""
+def log_metrics(c, run_id: str, metrics: dict[str, float], step: int = 0, dataset: dict | None = None,
+                model_id: str | None = None) -> None:
+    """Log values not already recorded at this step (a retried step adds no duplicate points).
+
+    ``model_id`` (a logged model) and ``dataset`` (``{"name", "digest"}`` of a dataset logged as the
+    run's input) link the values to the model and the data they were measured on, as MLflow's UI
+    shows them on the model's page.
+    """
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
+    link = {"dataset_name": dataset["name"], "dataset_digest": dataset["digest"]} if dataset else {}
+    if model_id:
+        link.update(model_id=model_id, run_id=run_id)
     todo = []
     for k, v in metrics.items():
         if any(m.step == step and (m.value == v or (math.isnan(m.value) and math.isnan(v)))
                for m in c.get_metric_history(run_id, k)):
             continue
-        todo.append(Metric(k, float(v), now, step))
+        todo.append(Metric(k, float(v), now, step, **link))
     for s in range(0, len(todo), 500):
         c.log_batch(run_id, metrics=todo[s:s + 500])
 

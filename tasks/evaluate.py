@@ -1,7 +1,8 @@
 """Step 8, evaluate: MRR and HR@K on the held-out pairs for PinSage and the baselines.
 
-Logs ``metrics.json`` and the metrics table ``metrics.md`` as artifacts and every figure as an
-MLflow metric: ``validation_mrr`` / ``test_mrr`` (PinSage), and ``{valid,test}.{method}.{mrr,hr_at_K}``.
+Logs ``metrics.json`` and the metrics table ``metrics.md`` (every figure) as artifacts, and as MLflow
+metrics linked to the run's evaluation dataset ``validation_mrr`` / ``test_mrr`` (PinSage),
+``test.{method}.{mrr,hr_at_10,hr_at_100}`` and ``valid.{method}.mrr``.
 Then renders ``report.html`` (charts against the baselines, training curves, example queries; see
 :mod:`pinsage.report`) and logs it. A report that cannot be rendered is logged as the run tag
 ``pinsage.report_error`` and does not fail the step: a chart never blocks a model's registration.
@@ -16,15 +17,21 @@ import logging
 import math
 from pathlib import Path
 
-from . import common
+from . import browse, common
+
+
+# The figures logged as MLflow metrics, per method: what people compare runs on. Every figure of
+# every method stays in metrics.json and the table metrics.md (HR@50, ...).
+LOGGED = {"test": ("mrr", "hr@10", "hr@100"), "valid": ("mrr",)}
 
 
 def metric_values(metrics: dict) -> dict[str, float]:
     out = {}
     for split, block in (("test", metrics), ("valid", metrics["validation"])):
         for method, values in block["methods"].items():
-            for name, value in values.items():
-                out[f"{split}.{method}.{name.replace('@', '_at_')}"] = float(value)
+            for name in LOGGED[split]:
+                if name in values:
+                    out[f"{split}.{method}.{name.replace('@', '_at_')}"] = float(values[name])
     out["validation_mrr"] = float(metrics["validation"]["methods"]["pinsage"]["mrr"])
     out["test_mrr"] = float(metrics["methods"]["pinsage"]["mrr"])
     return out
@@ -58,7 +65,9 @@ def run(ref: dict, embeddings_dir: str | None = None, index_dir: str | None = No
         values = metric_values(metrics)
         if not math.isfinite(values["validation_mrr"]):
             raise ValueError(f"validation MRR is {values['validation_mrr']}: the evaluation failed")
-        common.log_metrics(c, rid, values)
+        # on the run and on its logged model (filled by register), linked to the evaluation dataset
+        common.log_metrics(c, rid, values, dataset=(ref.get("datasets") or {}).get("evaluation"),
+                           model_id=browse.logged_model(c, ref))
         common.log_artifacts(c, rid, result["metrics"])
         common.log_artifacts(c, rid, result["metrics_table"])
         if result.get("ranks"):  # per-pair ranks of every method (paired comparisons across runs)

@@ -77,8 +77,8 @@ def pip_requirements() -> list[str]:
 
 
 def log_recommender(*, name: str, model_dir: str, embeddings_dir: str, index_dir: str, items: str,
-                    example_item_id: str | None = None):
-    """Log the recommender into the active MLflow run; returns the ModelInfo.
+                    example_item_id: str | None = None, model_id: str | None = None):
+    """Log the recommender (into the logged model ``model_id`` when given); returns the ModelInfo.
 
     With ``example_item_id`` MLflow loads the logged model and predicts on that example before
     returning, so a model that cannot load or answer is never registered.
@@ -87,7 +87,7 @@ def log_recommender(*, name: str, model_dir: str, embeddings_dir: str, index_dir
     return mlflow.pyfunc.log_model(
         name=name, python_model=str(Path(__file__).resolve()), code_paths=[str(pinsage_dir)],
         artifacts={"model_dir": model_dir, "embeddings": embeddings_dir, "index": index_dir, "items": items},
-        signature=signature(), pip_requirements=pip_requirements(),
+        signature=signature(), pip_requirements=pip_requirements(), model_id=model_id,
         input_example=None if example_item_id is None else pd.DataFrame({"item_id": [example_item_id]}))
 
 

@@ -11,7 +11,7 @@ import logging
 from datetime import datetime
 from pathlib import Path
 
-from . import common
+from . import browse, common
 
 
 def resolve_max_timestamp(params: dict, run_type: str | None, data_interval_end) -> int | None:
@@ -31,10 +31,11 @@ def resolve_max_timestamp(params: dict, run_type: str | None, data_interval_end)
 
 
 def run(params: dict, *, run_key: str, dag_id: str = "cli", logical_date: str | None = None,
-        run_type: str | None = None, data_interval_end=None) -> dict:
+        run_type: str | None = None, data_interval_end=None, triggered_by: str | None = None) -> dict:
     """Create (or find again) the run, write ``config.json`` and ``run.json``, run ``prepare``.
 
-    Returns the run reference every later step takes.
+    Logs the training and evaluation data as the run's MLflow datasets and describes the run (see
+    :mod:`tasks.browse`). Returns the run reference every later step takes.
     """
     from pinsage import pipeline
     from pinsage.dataset import data_fingerprint
@@ -53,10 +54,13 @@ def run(params: dict, *, run_key: str, dag_id: str = "cli", logical_date: str | 
             "airflow.logical_date": str(logical_date) if logical_date else "",
             "airflow.run_type": run_type or "", "git_commit": commit, "mlflow.source.git.commit": commit,
             "pinsage.engine": settings["engine"], "mlflow.runName": run_key[:250]}
-    mlflow_run_id = common.find_or_create_run(c, exp_id, dag_id, run_key, tags)
     ref = {"run_key": run_key, "dag_id": dag_id, "run_dir": str(run_dir),
-           "config": str(run_dir / "config.json"), "mlflow_run_id": mlflow_run_id,
-           "experiment_id": exp_id, "settings": settings}
+           "config": str(run_dir / "config.json"), "experiment_id": exp_id, "settings": settings,
+           "data_path": cfg.data, "user": browse.run_user(triggered_by)}
+    tags.update(browse.source_tags(ref, user=ref["user"]))
+    browse.describe_experiment(c, exp_id)
+    mlflow_run_id = common.find_or_create_run(c, exp_id, dag_id, run_key, tags)
+    ref["mlflow_run_id"] = mlflow_run_id
     write_json(run_dir / "config.json", cfg.to_dict())
     write_json(run_dir / common.RUN_JSON, ref)
 
@@ -77,13 +81,13 @@ def run(params: dict, *, run_key: str, dag_id: str = "cli", logical_date: str | 
         c.set_tag(mlflow_run_id, "data_sha256", fingerprint)
         c.set_tag(mlflow_run_id, "data_max_timestamp", "" if max_ts is None else str(max_ts))
         c.set_tag(mlflow_run_id, "data_path", cfg.data)
-        common.log_metrics(c, mlflow_run_id, {
-            "data.n_items": summary["n_items"], "data.n_contexts": summary["n_contexts"],
-            "data.n_train_interactions": summary["n_train_interactions"],
-            "data.n_valid_pairs": summary["n_valid_pairs"], "data.n_test_pairs": summary["n_test_pairs"]})
+        ref["data_sha256"] = fingerprint
+        # the data's counts are the datasets' profiles, not single-point metrics
+        datasets = browse.log_datasets(c, ref, summary)
+        c.set_tag(mlflow_run_id, browse.NOTE, browse.run_description(ref, summary, settings))
         common.log_json_redacted(c, mlflow_run_id, "config.json", cfg.to_dict())
         common.log_artifacts(c, mlflow_run_id, run_dir / "prepare" / "summary.json", "prepare")
-    ref = dict(ref, data_sha256=fingerprint, prepare_dir=out["prepare_dir"])
+    ref = dict(ref, datasets=datasets, prepare_dir=out["prepare_dir"])
     write_json(run_dir / common.RUN_JSON, ref)
     common.write_step_record(ref, "prepare", ref)
     return ref

@@ -29,10 +29,9 @@ import math
 import time
 from pathlib import Path
 
-from . import common
+from . import browse, common
 
 CHAMPION = "champion"
-MODEL_ARTIFACT = "model"
 log = logging.getLogger("pinsage.tasks.register")
 
 
@@ -54,10 +53,11 @@ def champion_version(c, name: str):
 
 
 def champion_mrr(c, mv) -> float:
-    mrr = _mrr(mv.tags.get("validation_mrr"))
-    if not math.isfinite(mrr) and mv.run_id:
+    """The champion's validation MRR: its run's metric (exact), else its version tag (4 decimals)."""
+    mrr = math.nan
+    if mv.run_id:
         mrr = _mrr(c.get_run(mv.run_id).data.metrics.get("validation_mrr"))
-    return mrr
+    return mrr if math.isfinite(mrr) else _mrr(mv.tags.get("validation_mrr"))
 
 
 @contextlib.contextmanager
@@ -162,16 +162,16 @@ def _ensure_registered_model(c, name: str) -> None:
         c.get_registered_model(name)
     except MlflowException:
         try:
-            c.create_registered_model(name, description=(
-                "PinSage related-items recommender (pyfunc): predict on a DataFrame with item_id "
-                f"(and optional k). The alias '{CHAMPION}' marks the version in service."))
+            c.create_registered_model(name)
         except MlflowException:
             c.get_registered_model(name)  # created concurrently
+    browse.describe_registered_model(c, name)
 
 
 def run(ref: dict, model_uri: str | None = None, embeddings_dir: str | None = None,
         index_dir: str | None = None, metrics: str | None = None) -> dict:
     import mlflow
+    from mlflow.entities import LoggedModelOutput
 
     from . import mlflow_model
 
@@ -204,25 +204,28 @@ def run(ref: dict, model_uri: str | None = None, embeddings_dir: str | None = No
         mv = existing_version(c, name, rid)
         if mv is None:
             run_tags = c.get_run(rid).data.tags
-            model_id = run_tags.get("pinsage.logged_model_id")
-            if model_id and not _ready(model_id):  # an earlier attempt died while logging it
-                model_id = None
-            if not model_id:
-                with mlflow.start_run(run_id=rid):
-                    info = mlflow_model.log_recommender(
-                        name=MODEL_ARTIFACT, model_dir=str(model_dir), embeddings_dir=str(emb),
-                        index_dir=str(idx), items=str(out / "prepare" / "items.parquet"),
-                        example_item_id=_first_item(out))
-                model_id = info.model_id
-                c.set_tag(rid, "pinsage.logged_model_id", model_id)
-                c.update_run(rid, status="RUNNING")
-            tags = {"pinsage.promotion": "candidate", "validation_mrr": repr(validation_mrr),
-                    "test_mrr": repr(test_mrr), "model_sha256": sha, "source_model_uri": model_uri,
+            model_id = browse.logged_model(c, ref)  # created by evaluate, with the evaluation's metrics
+            if not _ready(model_id):  # not filled yet, or an earlier attempt died while filling it
+                # no active run: the metrics are on the model already and must not be copied again
+                mlflow_model.log_recommender(
+                    name=name, model_id=model_id, model_dir=str(model_dir), embeddings_dir=str(emb),
+                    index_dir=str(idx), items=str(out / "prepare" / "items.parquet"),
+                    example_item_id=_first_item(out))
+                c.log_outputs(rid, models=[LoggedModelOutput(model_id, step=0)])
+            tags = {"pinsage.promotion": "candidate", "validation_mrr": f"{validation_mrr:.4f}",
+                    "test_mrr": f"{test_mrr:.4f}", "model_sha256": sha, "source_model_uri": model_uri,
                     "data_sha256": ref.get("data_sha256", ""), "airflow.dag_id": ref["dag_id"],
                     "airflow.run_id": ref["run_key"], "git_commit": run_tags.get("git_commit", "")}
             mv = mlflow.register_model(f"models:/{model_id}", name, tags=tags)
         version = str(mv.version)
         promoted, reason = gate(c, name, version, validation_mrr, margin)
+        run = c.get_run(rid)
+        report = (f"{run.info.artifact_uri}/report.html"
+                  if common.step_record_path(ref, "evaluate").is_file()
+                  and common.read_step_record(ref, "evaluate").get("report") else None)
+        c.update_model_version(name, version, description=browse.version_description(
+            promoted=promoted, reason=reason, metrics=m, ref=ref,
+            commit=run.data.tags.get("git_commit", ""), report_uri=report))
         c.set_tag(rid, "pinsage.model_version", version)
         c.set_tag(rid, "pinsage.promoted", str(promoted).lower())
         c.set_tag(rid, "pinsage.promotion_reason", reason)

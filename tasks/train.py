@@ -43,8 +43,7 @@ def run(ref: dict, features: str | None = None, neighbors: str | None = None) ->
         history = json.loads((model_dir / "history.json").read_text())
         for record in history["epochs"]:  # epochs finished before a resume were logged by that attempt
             common.log_metrics(c, rid, epoch_metrics(record), step=int(record["epoch"]))
-        common.log_metrics(c, rid, {"best_epoch": history["best_epoch"],
-                                    "best_epoch_validation_mrr": history["best_validation_mrr"]})
+        common.log_metrics(c, rid, {"best_epoch": history["best_epoch"]})
         for name in CHECKPOINT_FILES:
             common.log_artifacts(c, rid, model_dir / name, CHECKPOINT_ARTIFACTS)
     result = {"model_dir": str(model_dir), "model_uri": f"runs:/{rid}/{CHECKPOINT_ARTIFACTS}",

@@ -17,7 +17,7 @@ from .conftest import ROOT, community_data, small_params, subprocess_env
 EXPECTED_EDGES = {
     ("prepare", "features"), ("prepare", "graph"), ("graph", "neighbours"), ("features", "train"),
     ("neighbours", "train"), ("train", "export"), ("export", "index"), ("index", "evaluate"),
-    ("index", "register"), ("evaluate", "register"),
+    ("index", "register"), ("evaluate", "register"), ("register", "announce_champion"),
 }
 HEAVY = ("torch", "mlflow", "faiss", "pandas", "numpy", "pyarrow", "gensim", "numba", "ray", "sqlalchemy.engine",
          "pinsage", "tasks", "requests")
@@ -42,11 +42,15 @@ PARSE = textwrap.dedent("""
     if dag is not None:
         out.update({
             "schedule": str(dag.schedule) + " " + repr(dag.timetable), "catchup": dag.catchup, "tags": sorted(dag.tags),
-            "doc_md": dag.doc_md or "", "max_active_runs": dag.max_active_runs,
+            "doc_md": dag.doc_md or "", "description": dag.description or "", "max_active_runs": dag.max_active_runs,
             "edges": sorted([t.task_id, d] for t in dag.tasks for d in t.downstream_task_ids),
             "tasks": {t.task_id: {"retries": t.retries, "backoff": float(t.retry_exponential_backoff or 0),
                                   "retry_delay": t.retry_delay.total_seconds(),
-                                  "timeout": t.execution_timeout.total_seconds() if t.execution_timeout else None}
+                                  "timeout": t.execution_timeout.total_seconds() if t.execution_timeout else None,
+                                  "pool": t.pool, "outlets": [getattr(o, "name", str(o)) for o in t.outlets],
+                                  "on_failure": [getattr(cb, "__name__", str(cb)) for cb in
+                                                 (t.on_failure_callback if isinstance(t.on_failure_callback, list)
+                                                  else [t.on_failure_callback] if t.on_failure_callback else [])]}
                       for t in dag.tasks},
             "params": {k: {"default": dag.params.get_param(k).value, "schema": dag.params.get_param(k).schema,
                            "description": dag.params.get_param(k).description} for k in dag.params},
@@ -66,7 +70,7 @@ PARSE = textwrap.dedent("""
         merged = copy.deepcopy(dag.params)
         merged.update({"epochs": 2, "data": "/x", "overrides": {"a": 1}, "max_timestamp": 5})
         merged.validate()
-    print("JSON" + json.dumps(out, default=str))
+    print("@@PARSED@@" + json.dumps(out, default=str))
 """)
 
 
@@ -80,7 +84,7 @@ def parsed(tmp_path_factory):
     p = subprocess.run([sys.executable, "-c", PARSE, str(ROOT / "dags")], env=env, cwd=home,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    return json.loads(p.stdout[p.stdout.rindex("JSON") + 4:])
+    return json.loads(p.stdout[p.stdout.rindex("@@PARSED@@") + len("@@PARSED@@"):])
 
 
 def test_the_dag_parses_without_import_errors(parsed):
@@ -96,7 +100,7 @@ def test_parsing_imports_nothing_heavy_and_touches_no_network(parsed):
 
 def test_the_expected_tasks_and_edges(parsed):
     assert set(parsed["tasks"]) == {"prepare", "features", "graph", "neighbours", "train", "export", "index",
-                                    "evaluate", "register"}
+                                    "evaluate", "register", "announce_champion"}
     assert {tuple(e) for e in parsed["edges"]} == EXPECTED_EDGES
 
 
@@ -127,6 +131,64 @@ def test_params_render_a_typed_bounded_described_form(parsed):
     assert parsed["rejected"] == [True] * 6  # the form refuses out-of-range values
 
 
+def _ui_required(schema: dict) -> bool:
+    """Airflow UI's rule (FlexibleForm/isParamRequired): a typed field is required unless its type admits null."""
+    kind = schema.get("type")
+    return bool(kind) and not (isinstance(kind, list) and "null" in kind)
+
+
+def test_every_param_passes_the_trigger_forms_own_rules_with_its_default(parsed):
+    """What the UI's trigger form does before it enables *Trigger*, for every parameter's default.
+
+    The form marks a section in error (and disables the button) when a required field (see
+    ``_ui_required``) holds null or ""; the server then validates the value against the schema.
+    A parameter whose default is empty must admit null (``type=["null", ...]``), not be ``""``.
+    """
+    import jsonschema
+
+    for name, p in parsed["params"].items():
+        schema, default = p["schema"], p["default"]
+        if _ui_required(schema):
+            assert default not in (None, ""), f"{name}: the form treats it as required but its default is empty"
+        jsonschema.validate(default, {k: v for k, v in schema.items() if k not in ("title", "section")})
+        assert schema.get("title") and p["description"], name
+
+
+def test_the_shipped_ui_still_applies_the_rule_the_check_above_ports():
+    """The rule ported in ``_ui_required`` is the installed UI's: its bundle tests value null/undefined/""."""
+    import re
+    from pathlib import Path
+
+    import airflow
+
+    bundle = "".join(f.read_text(errors="replace") for f in
+                     (Path(airflow.__file__).parent / "ui" / "dist" / "assets").glob("index-*.js"))
+    assert re.search(r"\.value===null\|\|\w+\.value===void 0\|\|\w+\.value===``", bundle)
+    assert re.search(r"\.includes\(`null`\)", bundle)
+    assert "Run Parameters" in bundle  # the default (open) section of the form
+
+
+def test_the_form_is_grouped_into_sections(parsed):
+    params = parsed["params"]
+    sections = {name: p["schema"].get("section") for name, p in params.items()}
+    # the data parameters sit in the form's default section ("Run Parameters"), which the UI opens
+    assert {n for n, sec in sections.items() if sec is None} == {"data", "max_timestamp", "vgg_weights"}
+    assert {sec for sec in sections.values() if sec} == {"Model", "Training", "Registry", "Engine", "Advanced"}
+    assert sections["epochs"] == "Training" and sections["promotion_margin"] == "Registry"
+    assert sections["engine"] == sections["ray_address"] == "Engine" and sections["overrides"] == "Advanced"
+    assert list(params)[0] == "data"  # the open section comes first
+
+
+def test_description_failure_notification_pool_and_champion_asset(parsed):
+    assert "champion" in parsed["description"] and "MLflow" in parsed["description"]
+    for task_id, t in parsed["tasks"].items():
+        assert t["on_failure"] == ["_on_failure"], task_id
+    assert parsed["tasks"]["train"]["pool"] == "pinsage_train"
+    assert {t["pool"] for k, t in parsed["tasks"].items() if k != "train"} == {"default_pool"}
+    assert parsed["tasks"]["announce_champion"]["outlets"] == ["pinsage_champion"]
+    assert all(t["outlets"] == [] for k, t in parsed["tasks"].items() if k != "announce_champion")
+
+
 def test_param_defaults_are_the_library_defaults(parsed):
     from pinsage.pipeline import PipelineConfig
     from tasks.common import FORM_FIELDS, SETTINGS_DEFAULTS
@@ -142,6 +204,27 @@ def test_param_defaults_are_the_library_defaults(parsed):
     assert params["data"]["default"] == cfg["data"]
     for name, value in SETTINGS_DEFAULTS.items():
         assert params[name]["default"] == value, name
+
+
+def _webhook_server():
+    """A real HTTP endpoint on 127.0.0.1 that records the JSON bodies POSTed to it."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return received, server
 
 
 def test_airflow_dags_test_runs_the_dag_on_sqlite(tmp_path):
@@ -167,12 +250,22 @@ def test_airflow_dags_test_runs_the_dag_on_sqlite(tmp_path):
     tags = c.get_run(mv.run_id).data.tags
     assert tags["airflow.dag_id"] == "pinsage_daily" and tags["airflow.run_id"].startswith("manual__")
     assert tags["airflow.logical_date"]
-    # a bad dataset path fails prepare at once (no retries for errors a retry cannot fix)
-    bad = subprocess.run([sys.executable, "-m", "airflow", "dags", "test", "pinsage_daily", "-c",
-                          json.dumps({"data": str(tmp_path / "missing"), "model_name": "pinsage-dags-test"})],
-                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    # a bad dataset path fails prepare at once (no retries for errors a retry cannot fix), and the
+    # failure notification reaches the configured webhook
+    received, server = _webhook_server()
+    try:
+        bad = subprocess.run([sys.executable, "-m", "airflow", "dags", "test", "pinsage_daily", "-c",
+                              json.dumps({"data": str(tmp_path / "missing"), "model_name": "pinsage-dags-test"})],
+                             env=dict(env, PINSAGE_FAILURE_WEBHOOK=f"http://127.0.0.1:{server.server_port}/hook"),
+                             cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    finally:
+        server.shutdown()
     out = bad.stdout + bad.stderr
     assert bad.returncode != 0
     assert "DatasetError" in out and "AirflowFailException" in out, out[-5000:]
     assert "new_state=failed" in out and "new_state=up_for_retry" not in out, out[-5000:]
+    assert "pinsage: task prepare of pinsage_daily run manual__" in out, out[-5000:]
+    assert len(received) == 1, received
+    assert received[0]["task_id"] == "prepare" and received[0]["try_number"] == 1
+    assert "DatasetError" in received[0]["error"] and str(tmp_path / "missing") in received[0]["error"]
     assert str(c.get_model_version_by_alias("pinsage-dags-test", "champion").version) == str(mv.version)
