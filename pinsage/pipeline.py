@@ -58,7 +58,7 @@ class PipelineConfig:
     max_timestamp: int | None = None  # train as of this unix time (daily retrains / backfills)
     pixie_walks_per_item: int = 4000  # the Pixie baseline walks far more from its few queries
     engine: str = "local"  # "local": in-process; "ray": neighbourhoods and export on a Ray cluster
-    ray_address: str = ""  # Ray cluster for engine "ray" (e.g. ray://head:10001); empty: start a local one
+    ray_address: str | None = None  # Ray cluster for engine "ray" (e.g. ray://head:10001); None: start a local one
     features: FeatureConfig = field(default_factory=FeatureConfig)
     walks: WalkConfig = field(default_factory=WalkConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -432,11 +432,12 @@ def evaluate(cfg: PipelineConfig, log: Log = print) -> dict:
             "ranks": str(_out(cfg, "ranks.parquet"))}
 
 
-def report(cfg: PipelineConfig, log: Log = print) -> dict:
-    """``report.html``: metrics against the baselines, training curves, example queries (one page)."""
+def report(cfg: PipelineConfig, log: Log = print, mlflow_run_url: str | None = None) -> dict:
+    """``report.html``: metrics against the baselines, training curves, example queries (one page);
+    ``mlflow_run_url``: the run's MLflow page, linked from the report when given."""
     from .report import write_report
 
-    path = write_report(cfg.out)
+    path = write_report(cfg.out, mlflow_run_url=mlflow_run_url)
     log(f"report: {path} ({path.stat().st_size / 1e3:.0f} kB)")
     return {"report": str(path)}
 

@@ -2,14 +2,18 @@
 
 ``report.html`` in the run directory (and logged to MLflow by the evaluate step) shows:
 
-* the test metrics of PinSage against every baseline, as bar charts (one per figure) and a table;
+* the test metrics of PinSage against every baseline, as bar charts (one per figure, with axes and
+  gridlines) and a table, and PinSage against the best baseline in words: the differences in MRR and
+  HR@10 with their paired bootstrap 95% intervals over the test pairs (``ranks.parquet``);
 * the training curves: loss and validation MRR per epoch, the kept (best) epoch marked;
-* example queries with their top-10 related items: titles, and thumbnails where the dataset has
-  images (``image_path``).
+* example queries with their top-10 related items, popular items and long-tail ones, each with its
+  number of training interactions: titles, and thumbnails where the dataset has images (``image_path``);
+* a link to the MLflow run, when the caller gives one.
 
 Why a hand-built page: it must open anywhere, offline and years later (from an MLflow artifact
 store, an e-mail, a CI artifact), so it has no script, no CDN and no external file: charts are
-inline SVG and thumbnails ``data:`` URIs. Every text from the data is HTML-escaped.
+inline SVG and thumbnails ``data:`` URIs. The MLflow link is the one external reference, and nothing
+needs it to render. Every text from the data is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import html
 import io
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -28,67 +34,113 @@ from .io import write_text
 
 METRICS = ("mrr", "hr@10", "hr@50", "hr@100")
 HIGHLIGHT, OTHER = "#c0392b", "#7f8c8d"
-THUMB_PX = 96  # thumbnails: small enough that 8 x 11 images keep the page well under a few MB
+THUMB_PX = 96  # thumbnails: small enough that 2 x 8 x 11 images keep the page well under a few MB
+TAIL_QUANTILE = 0.25  # long-tail examples: at most this quantile of the training degrees (of items with any)
+BOOTSTRAP_DRAWS, BOOTSTRAP_SEED = 1000, 0  # PinSage against the best baseline: fixed, so a re-render agrees
 
 
 def _esc(value) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def bar_chart(title: str, values: dict[str, float], highlight: str = "pinsage", width: int = 360) -> str:
-    """Horizontal bars, best first, the highlighted method in colour. -> inline SVG"""
+def nice_ticks(lo: float, hi: float, most: int = 5, integer: bool = False) -> list[float]:
+    """3 to ``most`` round values (1, 2, 2.5 or 5 x 10^k apart) from at or below lo to at or above hi.
+
+    ``integer``: only whole steps (epochs). A flat range (lo == hi) is widened around its value.
+    """
+    if not hi > lo:
+        lo, hi = lo - (abs(lo) * 0.1 or 1.0), hi + (abs(hi) * 0.1 or 1.0)
+    mag = 10.0 ** np.floor(np.log10((hi - lo) / (most - 1)))
+    steps = [f * mag * 10 ** e for e in (0, 1) for f in (1, 2, 2.5, 5)]
+    for step in steps if not integer else [s for s in steps if s >= 1 and s == int(s)] or [1.0]:
+        first, last = np.floor(lo / step + 1e-9), np.ceil(hi / step - 1e-9)
+        if last - first + 1 <= most:
+            break
+    return [float(f"{i * step:.12g}") for i in np.arange(first, last + 1)]
+
+
+def _svg_open(title: str, width: int, height: int) -> list[str]:
+    return [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'role="img" aria-label="{_esc(title)}">',
+            f'<text x="0" y="16" font-size="14" font-weight="bold">{_esc(title)}</text>']
+
+
+def _y_axis(ticks: list[float], sy, left: float, right: float, title: str | None, mid: float) -> list[str]:
+    """Tick labels and light gridlines at ``ticks`` (bottom first), the axis line and its title."""
+    parts = []
+    for v in ticks:
+        y = sy(v)
+        parts.append(f'<line class="grid" x1="{left}" x2="{right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e6e6e6"/>'
+                     f'<text class="ytick" x="{left - 4}" y="{y + 3.5:.1f}" font-size="10" '
+                     f'text-anchor="end">{v:g}</text>')
+    parts.append(f'<line class="axis" x1="{left}" x2="{left}" y1="{sy(ticks[-1]):.1f}" y2="{sy(ticks[0]):.1f}" '
+                 'stroke="#888"/>')
+    if title:
+        parts.append(f'<text class="axis-title" x="11" y="{mid:.1f}" font-size="11" text-anchor="middle" '
+                     f'transform="rotate(-90 11 {mid:.1f})">{_esc(title)}</text>')
+    return parts
+
+
+def bar_chart(title: str, values: dict[str, float], highlight: str = "pinsage", y_title: str | None = None,
+              width: int = 360, height: int = 250) -> str:
+    """Vertical bars, best first, the highlighted method in colour; y axis from 0 with gridlines,
+    method names under the bars. -> inline SVG"""
     items = sorted(values.items(), key=lambda kv: -kv[1])
-    bar_h, gap, left, right, top = 18, 6, 90, 60, 26
-    height = top + len(items) * (bar_h + gap) + 4
-    vmax = max([v for _, v in items] + [1e-12])
-    span = width - left - right
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'role="img" aria-label="{_esc(title)}">',
-             f'<text x="0" y="16" font-size="14" font-weight="bold">{_esc(title)}</text>']
+    left, right, top, bottom = 50, 8, 34, 66
+    pw, ph = width - left - right, height - top - bottom
+    ticks = nice_ticks(0.0, max([v for _, v in items] + [0.0]) or 1.0)
+
+    def sy(v):
+        return top + ph * (1 - v / ticks[-1])
+
+    parts = _svg_open(title, width, height) + _y_axis(ticks, sy, left, left + pw, y_title, top + ph / 2)
+    slot = pw / max(len(items), 1)
     for i, (name, v) in enumerate(items):
-        y = top + i * (bar_h + gap)
-        w = max(1.0, span * v / vmax)
+        cx, y = left + slot * (i + 0.5), sy(v)
         colour = HIGHLIGHT if name == highlight else OTHER
-        parts.append(f'<text x="{left - 6}" y="{y + 13}" font-size="12" text-anchor="end">{_esc(name)}</text>'
-                     f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{colour}"/>'
-                     f'<text x="{left + w + 4:.1f}" y="{y + 13}" font-size="11">{v:.4f}</text>')
-    parts.append("</svg>")
+        parts.append(f'<rect x="{cx - slot * 0.35:.1f}" y="{y:.1f}" width="{slot * 0.7:.1f}" '
+                     f'height="{max(top + ph - y, 1.0):.1f}" fill="{colour}"/>'
+                     f'<text x="{cx:.1f}" y="{y - 3:.1f}" font-size="9" text-anchor="middle">{v:.4f}</text>'
+                     f'<text class="xtick" x="{cx:.1f}" y="{top + ph + 12}" font-size="11" text-anchor="end" '
+                     f'transform="rotate(-35 {cx:.1f} {top + ph + 12})">{_esc(name)}</text>')
+    parts.append(f'<line class="axis" x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="#888"/>'
+                 "</svg>")
     return "".join(parts)
 
 
 def line_chart(title: str, xs: list[float], ys: list[float], mark_x: float | None = None,
-               colour: str = "#2c3e50", width: int = 360, height: int = 200) -> str:
-    """A polyline with its points, min/max labels on y, first/last on x. -> inline SVG"""
-    left, right, top, bottom = 52, 12, 28, 28
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'role="img" aria-label="{_esc(title)}">',
-             f'<text x="0" y="16" font-size="14" font-weight="bold">{_esc(title)}</text>']
+               colour: str = "#2c3e50", y_title: str | None = None, width: int = 360, height: int = 210) -> str:
+    """A polyline with its points over epochs: y ticks with gridlines, whole-epoch x ticks. -> inline SVG"""
+    left, right, top, bottom = 58, 12, 28, 34
+    parts = _svg_open(title, width, height)
     pts = [(x, y) for x, y in zip(xs, ys) if y is not None and np.isfinite(y)]
     if not pts:
         parts.append(f'<text x="{left}" y="{height / 2}" font-size="12">no data</text></svg>')
         return "".join(parts)
     x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
-    y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
+    ticks = nice_ticks(min(p[1] for p in pts), max(p[1] for p in pts))
+    x_ticks = [v for v in nice_ticks(x0, x1, integer=True) if x0 <= v <= x1] if x1 > x0 else [x0]
     if x1 == x0:
         x0, x1 = x0 - 1, x1 + 1
-    if y1 == y0:
-        y0, y1 = y0 - abs(y0) * 0.1 - 1e-6, y1 + abs(y1) * 0.1 + 1e-6
     pw, ph = width - left - right, height - top - bottom
 
     def sx(x):
         return left + pw * (x - x0) / (x1 - x0)
 
     def sy(y):
-        return top + ph * (1 - (y - y0) / (y1 - y0))
+        return top + ph * (1 - (y - ticks[0]) / (ticks[-1] - ticks[0]))
 
-    parts.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#bbb"/>')
-    for v in (y0, y1):
-        parts.append(f'<text x="{left - 4}" y="{sy(v) + 4:.1f}" font-size="10" text-anchor="end">{v:.4g}</text>')
-    for v in sorted({x0, x1}):
-        parts.append(f'<text x="{sx(v):.1f}" y="{height - 10}" font-size="10" text-anchor="middle">{v:g}</text>')
-    parts.append(f'<text x="{left + pw / 2:.1f}" y="{height - 1}" font-size="10" text-anchor="middle">epoch</text>')
+    parts += _y_axis(ticks, sy, left, left + pw, y_title, top + ph / 2)
+    base = top + ph
+    parts.append(f'<line class="axis" x1="{left}" x2="{left + pw}" y1="{base}" y2="{base}" stroke="#888"/>')
+    for v in x_ticks:
+        parts.append(f'<line x1="{sx(v):.1f}" x2="{sx(v):.1f}" y1="{base}" y2="{base + 4}" stroke="#888"/>'
+                     f'<text class="xtick" x="{sx(v):.1f}" y="{base + 15}" font-size="10" '
+                     f'text-anchor="middle">{v:g}</text>')
+    parts.append(f'<text class="axis-title" x="{left + pw / 2:.1f}" y="{height - 3}" font-size="11" '
+                 'text-anchor="middle">epoch</text>')
     if mark_x is not None and x0 <= mark_x <= x1:
-        parts.append(f'<line x1="{sx(mark_x):.1f}" x2="{sx(mark_x):.1f}" y1="{top}" y2="{top + ph}" '
+        parts.append(f'<line x1="{sx(mark_x):.1f}" x2="{sx(mark_x):.1f}" y1="{top}" y2="{base}" '
                      f'stroke="{HIGHLIGHT}" stroke-dasharray="4 3"/>')
     path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
     parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
@@ -118,23 +170,91 @@ def image_data_uri(root: Path | None, rel, px: int = THUMB_PX) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def default_queries(run_dir: Path, n: int) -> list[str]:
-    """The n items with the most training interactions: items a reader knows, with rich neighbourhoods."""
+@dataclass(frozen=True)
+class QueryGroup:
+    """Example queries shown under one heading, and what they are."""
+
+    title: str
+    items: list[str]
+
+
+def training_degree(run_dir: Path) -> dict[str, int]:
+    """item id -> number of training interactions, every catalogue item (0 for none)."""
     items = pq.read_table(run_dir / "prepare" / "items.parquet", columns=["item_id"]).column(0).to_pylist()
-    train = run_dir / "prepare" / "train.parquet"
-    if not train.exists():
-        return [str(i) for i in items[:n]]
-    item = pq.read_table(train, columns=["item"]).column(0).to_numpy()
-    degree = np.bincount(item, minlength=len(items))
-    order = np.argsort(-degree, kind="stable")[:n]
-    return [str(items[i]) for i in order]
+    item = pq.read_table(run_dir / "prepare" / "train.parquet", columns=["item"]).column(0).to_numpy()
+    return dict(zip(map(str, items), np.bincount(item, minlength=len(items)).tolist()))
 
 
-def _metrics_section(metrics: dict | None) -> str:
+def example_queries(run_dir: Path, n: int) -> list[QueryGroup]:
+    """The head and the long tail of the catalogue by training interactions, n items each.
+
+    Popular: the n items with the most training interactions, items a reader knows with rich
+    neighbourhoods. Long tail: items with at least one training interaction and at most the
+    ``TAIL_QUANTILE`` quantile of those degrees (the popular ones left out), n of them evenly spread
+    over that range from least to most interactions (deterministic); left out when no item qualifies.
+    """
+    degree = training_degree(run_dir)
+    ids, deg = list(degree), np.array(list(degree.values()))
+    order = np.argsort(-deg, kind="stable")
+    head = [ids[i] for i in order[:n]]
+    groups = [QueryGroup(f"Popular items: the {len(head)} with the most training interactions", head)]
+    seen = deg[deg > 0]
+    cap = int(np.floor(np.quantile(seen, TAIL_QUANTILE))) if len(seen) else 0
+    tail = (deg >= 1) & (deg <= cap)
+    tail[order[:n]] = False
+    pool = order[::-1][tail[order[::-1]]]  # fewest interactions first
+    if len(pool):
+        picks = pool[np.linspace(0, len(pool) - 1, min(n, len(pool))).round().astype(int)]
+        groups.append(QueryGroup(f"Long-tail items (\u2264 {cap} training interactions): {len(picks)} of "
+                                 f"the {len(pool)} with 1 to {cap}", [ids[i] for i in picks]))
+    return groups
+
+
+def best_baseline(metrics: dict, model: str = "pinsage") -> str | None:
+    """The method other than ``model`` with the highest test MRR in metrics.json; None without one."""
+    others = {k: v["mrr"] for k, v in metrics["methods"].items() if k != model and "mrr" in v}
+    return max(others, key=others.get) if others else None
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.4f}".replace("-", "\u2212")
+
+
+def _comparison_sentence(run_dir: Path, metrics: dict, model: str = "pinsage") -> str:
+    """PinSage against the best baseline in words: Δ MRR and Δ HR@10 over the test pairs with their
+    paired bootstrap 95% intervals (``ranks.parquet``, fixed seed), and whether that is ahead, behind
+    or within noise. -> an HTML paragraph"""
+    from .evaluation import metrics_from_ranks
+    from .experiment import _ranks, paired_bootstrap
+
+    other = best_baseline(metrics, model)
+    if other is None:
+        return ""
+    ranks = _ranks(run_dir, "test") if (run_dir / "ranks.parquet").exists() else None
+    if ranks is None or not {model, other} <= set(ranks.columns) or ranks.empty:
+        return (f'<p class="bootstrap">No per-pair ranks of {_esc(model)} and {_esc(other)} on the test pairs '
+                "(ranks.parquet is missing or lacks them): no paired bootstrap interval against the best "
+                "baseline.</p>")
+    a, b = ranks[model].to_numpy(), ranks[other].to_numpy()
+    ci = paired_bootstrap([a], [b], draws=BOOTSTRAP_DRAWS, seed=BOOTSTRAP_SEED)
+    ma, mb = metrics_from_ranks(a), metrics_from_ranks(b)
+    said = []
+    for metric in ("mrr", "hr@10"):
+        lo, hi = ci[metric]
+        verdict = "ahead" if lo > 0 else "behind" if hi < 0 else "within noise"
+        said.append(f"\u0394 {metric.upper()} {_signed(ma[metric] - mb[metric])} (95% paired bootstrap "
+                    f"[{_signed(lo)}, {_signed(hi)}]): {verdict}")
+    return (f'<p class="bootstrap">PinSage vs {_esc(other)} on {len(a)} test pairs: {"; ".join(said)}. '
+            f"({_esc(other)} is the best baseline by test MRR; {BOOTSTRAP_DRAWS:,} resamples of the pairs, "
+            f"seed {BOOTSTRAP_SEED}.)</p>")
+
+
+def _metrics_section(run_dir: Path, metrics: dict | None) -> str:
     if not metrics:
         return "<p>No evaluation in this run directory (metrics.json is missing).</p>"
     methods = metrics["methods"]
-    charts = "".join(f'<div class="chart">{bar_chart(f"test {m.upper()}", {k: v[m] for k, v in methods.items()})}</div>'
+    charts = "".join('<div class="chart">' + bar_chart(f"test {m.upper()}", {k: v[m] for k, v in methods.items()},
+                                                       y_title=m.upper()) + "</div>"
                      for m in METRICS if all(m in v for v in methods.values()))
     valid = metrics.get("validation", {}).get("methods", {})
     head = "".join(f"<th>{_esc(m.upper())}</th>" for m in METRICS) + "<th>validation MRR</th>"
@@ -146,7 +266,7 @@ def _metrics_section(metrics: dict | None) -> str:
         rows += f"<tr{cls}><td>{_esc(name)}</td>{cells}<td>{'' if vm is None else f'{vm:.4f}'}</td></tr>"
     n_pairs = metrics.get("n_pairs", "?")
     return (f"<h2>PinSage against the baselines</h2><p>Test pairs: {_esc(n_pairs)}, full ranking over the "
-            f"catalogue.</p><div class=\"charts\">{charts}</div>"
+            f"catalogue.</p>{_comparison_sentence(run_dir, metrics)}<div class=\"charts\">{charts}</div>"
             f"<table><tr><th>method</th>{head}</tr>{rows}</table>")
 
 
@@ -156,9 +276,9 @@ def _training_section(history: dict | None) -> str:
     epochs = history["epochs"]
     xs = [e["epoch"] for e in epochs]
     best = history.get("best_epoch")
-    loss = line_chart("training loss", xs, [e.get("loss") for e in epochs])
+    loss = line_chart("training loss", xs, [e.get("loss") for e in epochs], y_title="loss")
     mrr = line_chart("validation MRR", xs, [e.get("validation_score") for e in epochs], mark_x=best,
-                     colour=HIGHLIGHT)
+                     colour=HIGHLIGHT, y_title="MRR")
     total = sum(e.get("seconds", 0) for e in epochs)
     return (f"<h2>Training</h2><p>{len(epochs)} epochs, {total:.0f} s; the kept model is epoch "
             f"{_esc(best)} (validation MRR {history.get('best_validation_mrr', float('nan')):.4f}, dashed "
@@ -166,17 +286,18 @@ def _training_section(history: dict | None) -> str:
             "</div></div>")
 
 
-def _examples_section(run_dir: Path, queries: list[str], k: int, why: str) -> str:
+def _examples_section(run_dir: Path, groups: list[QueryGroup], k: int) -> str:
     from .recommend import Catalogue
 
     catalogue = Catalogue.from_run(run_dir)
+    degree = training_degree(run_dir)
     items = pq.read_table(run_dir / "prepare" / "items.parquet").to_pandas()
     images = dict(zip(items["item_id"].astype(str), items["image_path"])) if "image_path" in items else {}
     root = None
     summary = run_dir / "prepare" / "summary.json"
     if images and summary.exists():
         root = Path(json.loads(summary.read_text())["dataset"])
-    answer = catalogue.related(queries, k)
+    answer = catalogue.related([q for g in groups for q in g.items], k)
 
     def cell(item_id, title, score=None) -> str:
         uri = image_data_uri(root, images.get(item_id)) if images else None
@@ -184,19 +305,24 @@ def _examples_section(run_dir: Path, queries: list[str], k: int, why: str) -> st
         sc = "" if score is None else f'<span class="score">{score:.3f}</span>'
         return f"<li>{img}<span class=\"title\">{_esc(title or item_id)}</span> {sc}</li>"
 
-    cards = []
-    for q in queries:
+    def card(q) -> str | None:
         rows = answer[answer["query_item_id"] == q]
         if rows["error"].notna().any():
-            continue
+            return None
         uri = image_data_uri(root, images.get(q)) if images else None
         img = f'<img src="{uri}" alt="" width="{THUMB_PX}"/>' if uri else ""
         lis = "".join(cell(r.item_id, r.title, float(r.score)) for r in rows.itertuples(index=False))
-        cards.append(f'<div class="card"><div class="query">{img}<b>{_esc(catalogue.title(q) or q)}</b>'
-                     f'<br/><small>item {_esc(q)}</small></div><ol>{lis}</ol></div>')
-    return (f"<h2>Example queries: top {k} related items</h2><p>{len(cards)} queries ({why}); scores are "
-            "cosine similarities of the embeddings.</p>"
-            f"<div class=\"grid\">{''.join(cards)}</div>")
+        return (f'<div class="card"><div class="query">{img}<b>{_esc(catalogue.title(q) or q)}</b><br/>'
+                f'<small>item {_esc(q)} \u00b7 <span class="degree">{degree.get(q, 0)}</span> training '
+                f"interactions</small></div><ol>{lis}</ol></div>")
+
+    sections = []
+    for g in groups:
+        cards = [c for c in map(card, g.items) if c]
+        sections.append(f'<section class="queries"><h3>{_esc(g.title)}</h3>'
+                        f"<div class=\"grid\">{''.join(cards)}</div></section>")
+    return (f"<h2>Example queries: top {k} related items</h2><p>Scores are cosine similarities of the "
+            f"embeddings.</p>{''.join(sections)}")
 
 
 STYLE = """
@@ -215,34 +341,50 @@ tr.pinsage { background: #fdecea; font-weight: bold; }
 .card li img { vertical-align: middle; margin-right: 4px; }
 .query img { display: block; margin-bottom: 4px; }
 .score { color: #888; font-size: 11px; }
+.bootstrap { background: #f4f6f7; border-left: 4px solid #c0392b; padding: 6px 10px; }
+h3 { margin: 16px 0 8px; }
 """
 
 
+def _mlflow_link(url: str | None) -> str:
+    """The run's MLflow page, the one external link (not needed to render); nothing without a url."""
+    if not url:
+        return ""
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise ValueError(f"mlflow_run_url must be an http(s) URL, got {url!r}")
+    return f'<p class="mlflow">MLflow run: <a class="mlflow-run" href="{_esc(url)}">{_esc(url)}</a></p>'
+
+
 def render_report(run_dir: str | Path, queries: list[str] | None = None, n_queries: int = 8,
-                  k: int = 10) -> str:
-    """The report page of a finished run directory, as one HTML string."""
+                  k: int = 10, mlflow_run_url: str | None = None) -> str:
+    """The report page of a finished run directory, as one HTML string.
+
+    ``queries``: example queries to show instead of the popular and long-tail groups
+    (:func:`example_queries`, ``n_queries`` each); ``mlflow_run_url``: a link to the run's MLflow page.
+    """
     run_dir = Path(run_dir)
+    link = _mlflow_link(mlflow_run_url)
 
     def read(name):
         p = run_dir / name
         return json.loads(p.read_text()) if p.exists() else None
 
     metrics, history, summary = read("metrics.json"), read("train/history.json"), read("prepare/summary.json")
-    why = "chosen" if queries else "the items with the most training interactions"
-    queries = list(queries) if queries else default_queries(run_dir, n_queries)
+    groups = [QueryGroup("Chosen items", list(queries))] if queries else example_queries(run_dir, n_queries)
     meta = ""
     if summary:
         meta = (f"dataset {_esc(Path(summary['dataset']).name)}: {summary['n_items']:,} items, "
                 f"{summary['n_train_interactions']:,} training interactions; ")
     meta += f"run directory {_esc(run_dir.resolve().name)}; generated {time.strftime('%Y-%m-%d %H:%M:%S')}"
-    body = (f"<h1>PinSage run report</h1><p class=\"meta\">{meta}</p>" + _metrics_section(metrics)
-            + _training_section(history) + _examples_section(run_dir, queries, k, why))
+    body = (f"<h1>PinSage run report</h1><p class=\"meta\">{meta}</p>{link}" + _metrics_section(run_dir, metrics)
+            + _training_section(history) + _examples_section(run_dir, groups, k))
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"/><title>PinSage run report"
             f"</title><style>{STYLE}</style></head><body>{body}</body></html>\n")
 
 
 def write_report(run_dir: str | Path, **kwargs) -> Path:
-    """Render and write ``report.html`` into the run directory (atomically). -> its path"""
+    """Render and write ``report.html`` into the run directory (atomically); ``kwargs`` go to
+    :func:`render_report` (``mlflow_run_url=...``). -> its path"""
     path = Path(run_dir) / "report.html"
     write_text(path, render_report(run_dir, **kwargs))
     return path

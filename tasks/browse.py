@@ -18,8 +18,8 @@ The steps record figures and artifacts; this module makes them readable where pe
 
 from __future__ import annotations
 
+import getpass
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -102,6 +102,8 @@ def logged_model(c, ref: dict) -> str:
         except MlflowException:
             pass  # deleted since: make a new one
     tags = dict(source_tags(ref, task="register", user=ref.get("user")), data_sha256=ref.get("data_sha256", ""))
+    tags[NOTE] = (f"The PinSage recommender of {ref['dag_id']} run `{ref['run_key']}`: network, item embeddings "
+                  "and faiss index, with the offline evaluation it was registered on.")
     model = c.create_logged_model(run.info.experiment_id, name=ref["settings"]["model_name"], source_run_id=rid,
                                   tags=tags, params=dict(run.data.params))
     c.set_tag(rid, MODEL_TAG, model.model_id)
@@ -119,9 +121,13 @@ def source_tags(ref: dict, task: str | None = None, user: str | None = None) -> 
     return tags
 
 
-def run_user(triggered_by: str | None) -> str:
-    """Who a run is for: the user who triggered it, else the scheduler (or the shell's user)."""
-    return triggered_by or ("airflow" if os.environ.get("AIRFLOW_HOME") else os.environ.get("USER", "unknown"))
+def run_user(triggered_by: str | None, run_type: str | None) -> str:
+    """Who a run is for: the user who triggered it, the scheduler for scheduled runs, else the shell's user."""
+    if triggered_by:
+        return triggered_by
+    if run_type in ("scheduled", "backfill", "asset_triggered"):
+        return "airflow-scheduler"
+    return getpass.getuser()
 
 
 def run_description(ref: dict, summary: dict, settings: dict) -> str:

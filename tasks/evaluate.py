@@ -37,12 +37,14 @@ def metric_values(metrics: dict) -> dict[str, float]:
     return out
 
 
-def _report(c, rid: str, cfg) -> str | None:
+def _report(c, ref: dict, cfg) -> str | None:
     """Render and log ``report.html``; on failure record why (tag) and carry on. -> its path or None"""
     from pinsage import pipeline
 
+    rid = ref["mlflow_run_id"]
+    link = browse.run_link(common.configure_mlflow(), ref["experiment_id"], rid)
     try:
-        path = pipeline.report(cfg, log=common.stage_logger("evaluate"))["report"]
+        path = pipeline.report(cfg, log=common.stage_logger("evaluate"), mlflow_run_url=link)["report"]
     except Exception as err:  # noqa: BLE001  (the evaluation stands without its report)
         logging.getLogger("pinsage.tasks.evaluate").exception("report.html could not be rendered")
         c.set_tag(rid, "pinsage.report_error", f"{type(err).__name__}: {err}"[:4000])
@@ -72,7 +74,7 @@ def run(ref: dict, embeddings_dir: str | None = None, index_dir: str | None = No
         common.log_artifacts(c, rid, result["metrics_table"])
         if result.get("ranks"):  # per-pair ranks of every method (paired comparisons across runs)
             common.log_artifacts(c, rid, result["ranks"])
-        report = _report(c, rid, cfg)
+        report = _report(c, ref, cfg)
     result = {"metrics": result["metrics"], "metrics_table": result["metrics_table"],
               "ranks": result.get("ranks"), "validation_mrr": values["validation_mrr"], "test_mrr": values["test_mrr"],
               "report": report}

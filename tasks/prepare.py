@@ -56,7 +56,7 @@ def run(params: dict, *, run_key: str, dag_id: str = "cli", logical_date: str | 
             "pinsage.engine": settings["engine"], "mlflow.runName": run_key[:250]}
     ref = {"run_key": run_key, "dag_id": dag_id, "run_dir": str(run_dir),
            "config": str(run_dir / "config.json"), "experiment_id": exp_id, "settings": settings,
-           "data_path": cfg.data, "user": browse.run_user(triggered_by)}
+           "data_path": cfg.data, "user": browse.run_user(triggered_by, run_type)}
     tags.update(browse.source_tags(ref, user=ref["user"]))
     browse.describe_experiment(c, exp_id)
     mlflow_run_id = common.find_or_create_run(c, exp_id, dag_id, run_key, tags)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import sys
 from pathlib import Path
 
@@ -45,3 +47,31 @@ def make_community_dataset(path: Path, n_items: int = 60, n_contexts: int = 80, 
 @pytest.fixture
 def community_dataset(tmp_path) -> Path:
     return make_community_dataset(tmp_path / "data")
+
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@contextlib.contextmanager
+def chromium_page(viewport=(1400, 1100)):
+    """A page of Debian's headless Chromium driven by Playwright (no browser download), offline.
+
+    Only 127.0.0.1 is reachable: any other request is aborted, so a page that needs the internet
+    shows it. Fails (never skips) without Chromium: ``scripts/test.sh`` installs it.
+    """
+    from playwright.sync_api import sync_playwright
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.fail("chromium is not installed: `apt-get install -y chromium` (Debian), or run the README's "
+                    "test command `bash scripts/test.sh`, which installs it")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_FLAGS)
+        try:
+            context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+            context.route("**/*", lambda route: route.continue_()
+                          if route.request.url.startswith(("http://127.0.0.1", "data:", "blob:")) else route.abort())
+            yield context.new_page()
+        finally:
+            browser.close()

@@ -191,6 +191,10 @@ def topology(tmp_path_factory):
         migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, cwd=tmp,
                                  capture_output=True, text=True, timeout=300)
         assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
+        pool = subprocess.run([sys.executable, "-m", "airflow", "pools", "set", "pinsage_train", "1",
+                               "one PinSage training at a time"], env=env, cwd=tmp, capture_output=True, text=True,
+                              timeout=300)
+        assert pool.returncode == 0, pool.stdout[-3000:] + pool.stderr[-3000:]
         procs.start("api-server", [sys.executable, "-m", "airflow", "api-server", "--host", "127.0.0.1",
                                    "--port", str(api_port), "--workers", "1"], env, tmp)
         procs.start("scheduler", [sys.executable, "-m", "airflow", "scheduler"], env, tmp)
@@ -211,7 +215,7 @@ def topology(tmp_path_factory):
         inter["timestamp"] += DATA_START - 1_000_000  # context c at DATA_START + 1000 c + t, t < 8
         inter.to_csv(data / "interactions.csv", index=False)
         yield {"api": api_url, "mlflow": mlflow_url, "session": session, "procs": procs, "tmp": tmp,
-               "data": data, "start_mlflow": start_mlflow}
+               "data": data, "start_mlflow": start_mlflow, "password": password}
     finally:
         procs.stop_all()
         for db in created:
@@ -285,7 +289,8 @@ def test_triggered_runs_register_versions_and_only_the_better_one_takes_champion
     # 1. a good small config: the first version becomes champion
     states = _trigger_and_wait(top, "e2e_strong", small_params(top["data"]))
     assert set(states) == {"prepare", "features", "graph", "neighbours", "train", "export", "index",
-                           "evaluate", "register"} and set(states.values()) == {"success"}
+                           "evaluate", "register", "announce_champion"} and set(states.values()) == {"success"}
+    assert [e["extra"]["version"] for e in _champion_events(top, "pinsage")] == ["1"]  # the asset was updated
     champion = _mlflow(top, "registered-models/alias", name="pinsage", alias="champion")["model_version"]
     assert champion["version"] == "1"
     tags = {t["key"]: t["value"] for t in champion.get("tags", [])}
@@ -318,7 +323,9 @@ def test_triggered_runs_register_versions_and_only_the_better_one_takes_champion
     assert all(r["item_id"] != r["query_item_id"] and r["title"].startswith("item ") for r in related)
 
     # 2. a deliberately weaker config: registered, but champion stays and the version says why
-    _trigger_and_wait(top, "e2e_weak", weak_params(top["data"]))
+    weak_states = _trigger_and_wait(top, "e2e_weak", weak_params(top["data"]))
+    assert weak_states["announce_champion"] == "skipped" and weak_states["register"] == "success"
+    assert [e["extra"]["version"] for e in _champion_events(top, "pinsage")] == ["1"]  # no new champion, no event
     versions = _mlflow(top, "model-versions/search", filter="name='pinsage'")["model_versions"]
     assert sorted(v["version"] for v in versions) == ["1", "2"]
     weak = next(v for v in versions if v["version"] == "2")
@@ -347,13 +354,24 @@ def test_triggered_runs_register_versions_and_only_the_better_one_takes_champion
     version = _mlflow(top, "registered-models/alias", name="pinsage-backfill", alias="champion")["model_version"]
     run = _mlflow(top, "runs/get", run_id=version["run_id"])["run"]
     run_tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
-    metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
     assert run_tags["airflow.run_type"] == "backfill"
     assert run_tags["airflow.logical_date"].startswith("2024-06-02T00:00:00")
     assert run_tags["data_max_timestamp"] == str(DATA_START + 86_400)
     # contexts 0..86 lie wholly before the day's end (each spans 8 s): 87 of the 120 validation pairs
-    assert metrics["data.n_valid_pairs"] == 87
+    evaluation = next(d["dataset"] for d in run["inputs"]["dataset_inputs"]
+                      if {t["key"]: t["value"] for t in d["tags"]}["mlflow.data.context"] == "evaluation")
+    assert json.loads(evaluation["profile"])["validation_pairs"] == 87
     assert run_tags["data_sha256"] == tags["data_sha256"]  # the same file as the triggered runs read
+
+
+def _champion_events(top, model_name: str) -> list[dict]:
+    """The ``pinsage_champion`` asset's events for ``model_name``, oldest first."""
+    s, api = top["session"], top["api"]
+    assets = s.get(f"{api}/api/v2/assets", params={"name_pattern": "pinsage_champion"}, timeout=30).json()
+    asset = next(a for a in assets["assets"] if a["name"] == "pinsage_champion")
+    events = s.get(f"{api}/api/v2/assets/events", params={"asset_id": asset["id"], "order_by": "timestamp",
+                                                           "limit": 100}, timeout=30).json()["asset_events"]
+    return [e for e in events if (e.get("extra") or {}).get("model_name") == model_name]
 
 
 def _task_instances(top, run_id: str) -> dict:
@@ -410,3 +428,94 @@ def test_mlflow_outage_is_retried_by_airflow_and_two_runs_of_two_dates_stay_apar
     assert dirs["outage_a"] != dirs["outage_b"]
     run_dirs = [d for d in (top["tmp"] / "runs").rglob("config.json") if "outage_" in str(d)]
     assert len({d.parent for d in run_dirs}) == 2, run_dirs  # separate run directories, both complete
+
+
+def _form_field(dialog, name: str):
+    """A trigger-form input by its parameter name (Airflow renders ``element_<name>``)."""
+    return dialog.locator(f'[name="element_{name}"], [id="number-input:element_{name}"] input').first
+
+
+def test_a_person_triggers_from_the_airflow_form_and_browses_the_result_in_the_mlflow_ui(topology, tmp_path):
+    """As a person does it, in headless Chromium: log in, open the DAG, *Trigger*, change the form, submit;
+    the run succeeds with those values; then the MLflow UI shows the version, the run and the model."""
+    from urllib.parse import unquote
+
+    from conftest import chromium_page
+
+    top = topology
+    s, api, mlflow_url = top["session"], top["api"], top["mlflow"]
+    _wait("the DAG to be parsed",
+          lambda: s.get(f"{api}/api/v2/dags/{DAG_ID}", timeout=30).status_code == 200, 180, top["procs"])
+    assert s.patch(f"{api}/api/v2/dags/{DAG_ID}", json={"is_paused": True}, timeout=30).ok  # as a new DAG is
+    data = community_data(tmp_path / "ui-data")
+    model = "pinsage-ui"
+    with chromium_page() as page:
+        try:
+            page.goto(f"{api}/")
+            page.get_by_label("Username").fill("admin")
+            page.get_by_label("Password").fill(top["password"])
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(lambda url: url.startswith(api) and "/auth/" not in url)  # signed in, redirected
+            page.goto(f"{api}/dags/{DAG_ID}")
+            page.get_by_role("button", name="Trigger").first.click()
+            dialog = page.get_by_role("dialog")
+            submit = dialog.get_by_role("button", name="Trigger", exact=True)
+            _form_field(dialog, "data").wait_for()
+            # with every default the form is valid: the button is enabled and no section is in error
+            assert submit.is_enabled()
+            assert dialog.get_by_role("checkbox", name=f"Unpause {DAG_ID} on trigger").is_checked()
+            # the data section (Airflow's default "Run Parameters") is open, the others collapsed
+            for section in ("Run Parameters", "Model", "Training", "Registry", "Engine", "Advanced"):
+                assert dialog.get_by_role("button", name=section, exact=True).count() == 1, section
+            assert _form_field(dialog, "data").input_value() == "data/ml-latest-small"
+            assert not _form_field(dialog, "epochs").is_visible()
+            _form_field(dialog, "data").fill(str(data))
+            dialog.get_by_role("button", name="Training", exact=True).click()
+            assert _form_field(dialog, "epochs").input_value() == "8"
+            _form_field(dialog, "epochs").fill("1")
+            dialog.get_by_role("button", name="Registry", exact=True).click()
+            _form_field(dialog, "model_name").fill(model)
+            assert submit.is_enabled()
+            submit.click()
+            page.wait_for_url(f"{api}/dags/{DAG_ID}/runs/**")
+            run_id = unquote(page.url.rsplit("/runs/", 1)[1].split("/")[0])
+        except Exception as err:
+            page.screenshot(path=str(tmp_path / "airflow-ui.png"))
+            raise AssertionError(f"Airflow UI at {page.url} (screenshot {tmp_path / 'airflow-ui.png'}): {err}\n"
+                                 f"{page.inner_text('body')[:3000]}") from err
+
+    states = _wait_for_run(top, run_id)
+    assert set(states.values()) == {"success"}, states
+    assert s.get(f"{api}/api/v2/dags/{DAG_ID}", timeout=30).json()["is_paused"] is False  # the ticked box
+    version = _mlflow(top, "registered-models/alias", name=model, alias="champion")["model_version"]
+    run = _mlflow(top, "runs/get", run_id=version["run_id"])["run"]
+    params = {p["key"]: p["value"] for p in run["data"]["params"]}
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    assert params["train.epochs"] == "1" and params["settings.model_name"] == model  # what the form sent
+    assert params["data"] == str(data) and params["model.hidden_dim"] == "256"  # the rest: the defaults
+    assert tags["airflow.run_id"] == run_id and tags["mlflow.user"] == "admin"  # who clicked
+    assert [e["extra"]["version"] for e in _champion_events(top, model)] == [version["version"]]
+
+    # the MLflow UI, as the person browses it next
+    exp_id = run["info"]["experiment_id"]
+    pages = {"version": f"{mlflow_url}/#/models/{model}/versions/{version['version']}",
+             "model": f"{mlflow_url}/#/models/{model}",
+             "run": f"{mlflow_url}/#/experiments/{exp_id}/runs/{version['run_id']}",
+             "logged model": f"{mlflow_url}/#/experiments/{exp_id}/models/{tags['pinsage.logged_model_id']}"}
+    expected = {
+        "version": ["Champion", "first evaluated version", "best baseline (", tags["data_sha256"],
+                    tags["git_commit"], "report.html", "@ champion"],
+        "model": ["related-items recommender", "load_model", "project"],
+        "run": ["Airflow DAG pinsage_daily", "admin", "ui-data (training interactions)", "PinSage retrain of",
+                "test_mrr", "train_loss"],
+        "logged model": [model, "Airflow DAG pinsage_daily, task register", "Datasets used",
+                         "ui-data (evaluation pairs)", "test_mrr"],
+    }
+    with chromium_page() as page:
+        for name, url in pages.items():
+            page.goto(url)
+            try:
+                for text in expected[name]:
+                    page.get_by_text(text, exact=False).first.wait_for(timeout=30_000)
+            except Exception as err:
+                raise AssertionError(f"MLflow UI {name} page {url}: {err}\n{page.inner_text('body')[:3000]}") from err
