@@ -32,8 +32,9 @@ export PINSAGE_RUNS_DIR="$STATE/runs"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$AIRFLOW_HOME"
 
-echo "==> airflow db migrate (SQLite: $AIRFLOW_HOME/airflow.db)"
-if ! "$PY" -m airflow db migrate >"$AIRFLOW_HOME/db-migrate.log" 2>&1; then
+echo "==> airflow db migrate (SQLite: $AIRFLOW_HOME/airflow.db) and the pool pinsage_train"
+if ! { "$PY" -m airflow db migrate && "$PY" -m airflow pools set pinsage_train 1 \
+         "PinSage training: one at a time"; } >"$AIRFLOW_HOME/db-migrate.log" 2>&1; then
   tail -n 40 "$AIRFLOW_HOME/db-migrate.log"; exit 1
 fi
 
@@ -95,9 +96,10 @@ PY
 cat <<EOF
 
 ==> where to look
-  MLflow UI:   mlflow ui --backend-store-uri "sqlite:///$STATE/mlflow.db" --host 127.0.0.1 --port 5000   # http://127.0.0.1:5000
+  MLflow UI:   mlflow ui --backend-store-uri "sqlite:///$STATE/mlflow.db" --host 127.0.0.1 --port 5000   # http://127.0.0.1:5000 ("Model training" view)
   Load model:  MLFLOW_TRACKING_URI="sqlite:///$STATE/mlflow.db" python -c "import mlflow; m = mlflow.pyfunc.load_model('models:/pinsage@champion')"
   Run files:   $STATE/runs/pinsage_daily/
   Airflow UI:  AIRFLOW_HOME="$AIRFLOW_HOME" AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags" PYTHONPATH="$ROOT" \\
-               MLFLOW_TRACKING_URI="sqlite:///$STATE/mlflow.db" AIRFLOW__API__HOST=127.0.0.1 airflow standalone   # http://127.0.0.1:8080
+               MLFLOW_TRACKING_URI="sqlite:///$STATE/mlflow.db" PINSAGE_RUNS_DIR="$STATE/runs" \\
+               AIRFLOW__API__HOST=127.0.0.1 airflow standalone   # http://127.0.0.1:8080: DAG pinsage_daily, Trigger
 EOF

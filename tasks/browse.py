@@ -21,6 +21,7 @@ from __future__ import annotations
 import getpass
 import json
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 
 DIGEST_CHARS = 32  # MLflow stores at most 36 characters of a dataset digest
@@ -59,15 +60,18 @@ def _datasets(ref: dict, summary: dict):
                            ColSpec(DataType.long, "timestamp", required=False)])
     pairs = Schema([ColSpec(DataType.string, "query_item_id"), ColSpec(DataType.string, "target_item_id")])
     as_of = summary.get("max_timestamp")
+    # MLflow keeps one dataset per (name, digest): a run "as of" another time read other interactions
+    # from the same files, so the as-of time is part of the name
+    when = "" if as_of is None else f", as of {datetime.fromtimestamp(as_of, tz=timezone.utc):%Y-%m-%dT%H:%MZ}"
     training = ProfiledDataset(
         {"items": summary["n_items"], "contexts": summary["n_contexts"],
          "training_interactions": summary["n_train_interactions"], "as_of_timestamp": as_of,
          "has_timestamps": summary.get("has_timestamps"), "sha256": sha},
-        source=source, name=f"{name} (training interactions)", digest=sha[:DIGEST_CHARS], schema=interactions)
+        source=source, name=f"{name} (training interactions{when})", digest=sha[:DIGEST_CHARS], schema=interactions)
     evaluation = ProfiledDataset(
         {"validation_pairs": summary["n_valid_pairs"], "test_pairs": summary["n_test_pairs"],
          "items_ranked": summary["n_items"], "as_of_timestamp": as_of, "sha256": sha},
-        source=source, name=f"{name} (evaluation pairs)", digest=sha[:DIGEST_CHARS], schema=pairs)
+        source=source, name=f"{name} (evaluation pairs{when})", digest=sha[:DIGEST_CHARS], schema=pairs)
     return {"training": training, "evaluation": evaluation}
 
 
@@ -139,17 +143,30 @@ def run_description(ref: dict, summary: dict, settings: dict) -> str:
             f"`champion`. Files: `{ref['run_dir']}`.")
 
 
+def _set_tags(current, set_tag, read_tags, tags: dict[str, str]) -> None:
+    """Set the tags whose value differs; a concurrent step setting the same tag first is no error."""
+    from mlflow.exceptions import MlflowException
+
+    for k, v in tags.items():
+        if current.get(k) == v:
+            continue
+        try:
+            set_tag(k, v)
+        except MlflowException:
+            if read_tags().get(k) != v:
+                raise
+
+
 def describe_experiment(c, exp_id: str) -> None:
     exp = c.get_experiment(exp_id)
+    tags = dict(PROJECT_TAGS)
     if not exp.tags.get(NOTE):
-        c.set_experiment_tag(exp_id, NOTE, (
-            "PinSage runs: one MLflow run per Airflow DAG run (`pinsage_daily`), with its parameters, "
-            "per-epoch training curves, offline evaluation against the baselines (MRR, HR@K), the "
-            "report page `report.html` and every artifact. Models are registered versions; the alias "
-            "`champion` marks the one in service."))
-    for k, v in PROJECT_TAGS.items():
-        if exp.tags.get(k) != v:
-            c.set_experiment_tag(exp_id, k, v)
+        tags[NOTE] = ("PinSage runs: one MLflow run per Airflow DAG run (`pinsage_daily`), with its parameters, "
+                      "per-epoch training curves, offline evaluation against the baselines (MRR, HR@K), the "
+                      "report page `report.html` and every artifact. Models are registered versions; the alias "
+                      "`champion` marks the one in service.")
+    _set_tags(exp.tags, lambda k, v: c.set_experiment_tag(exp_id, k, v),
+              lambda: c.get_experiment(exp_id).tags, tags)
 
 
 def describe_registered_model(c, name: str) -> None:
@@ -161,10 +178,10 @@ def describe_registered_model(c, name: str) -> None:
             "the network, the item embeddings and the faiss index it was evaluated with. The alias "
             "`champion` marks the version in service: "
             f"`mlflow.pyfunc.load_model('models:/{name}@champion')`."))
-    for k, v in dict(PROJECT_TAGS, interface="pyfunc: item_id[, k] -> query_item_id, rank, item_id, title, "
-                                              "score, error").items():
-        if rm.tags.get(k) != v:
-            c.set_registered_model_tag(name, k, v)
+    _set_tags(rm.tags, lambda k, v: c.set_registered_model_tag(name, k, v),
+              lambda: c.get_registered_model(name).tags,
+              dict(PROJECT_TAGS, interface="pyfunc: item_id[, k] -> query_item_id, rank, item_id, title, "
+                                           "score, error"))
 
 
 def best_baseline(metrics: dict, split: str = "test") -> tuple[str | None, dict]:

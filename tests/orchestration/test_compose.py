@@ -34,6 +34,7 @@ def test_services_the_stack_needs_with_health_checks(compose):
     for name in ("postgres", "mlflow"):
         assert services[name]["healthcheck"]["test"], name
     assert "airflow db migrate" in services["airflow-init"]["command"][0]
+    assert "airflow pools set pinsage_train" in services["airflow-init"]["command"][0]  # the DAG's train pool
     mlflow = " ".join(services["mlflow"]["command"])
     assert "postgresql" in mlflow and "--artifacts-destination" in mlflow and "--serve-artifacts" in mlflow
     assert services["mlflow"]["depends_on"]["postgres"]["condition"] == "service_healthy"
