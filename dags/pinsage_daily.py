@@ -62,6 +62,10 @@ PARAMS = {
     "max_timestamp": Param(None, type=["null", "integer"], minimum=0, title="As of (unix seconds)",
                            description="Train on interactions with timestamp <= this. Empty: scheduled runs "
                                        "use their data interval's end, triggered runs use all the data."),
+    "protocol": Param("tail", type="string", enum=["tail", "last-item"], title="Evaluation protocol",
+                      description="Evaluation pairs: 'tail', the paper's (each context's last 20%, the item "
+                                  "engaged right after another); 'last-item', leave-one-out, for comparison "
+                                  "with earlier figures."),
     "vgg_weights": Param(None, type=["null", "string"], title="VGG16 weights file",
                          description="Local path (visible to the workers) of torchvision's vgg16-397923af.pth; "
                                      "never downloaded. Empty: no visual features."),

@@ -43,6 +43,9 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the neighbourhood and export stages run: in-process, or on a Ray cluster")
     p.add_argument("--ray-address", default=None, help="Ray cluster address for --engine ray; empty: a local Ray")
     p.add_argument("--max-timestamp", type=int, default=None, help="train on interactions up to this unix time")
+    p.add_argument("--protocol", choices=["tail", "last-item"], default="tail",
+                   help="evaluation pairs: tail (the paper's: each context's last 20%%, item after item) or "
+                        "last-item (leave-one-out, for comparison with earlier figures)")
     p.add_argument("--vgg-weights", default=None, metavar="PATH",
                    help="local torchvision vgg16 weights file (vgg16-397923af.pth) for 4,096-d visual "
                         "features of items with an image_path; never downloaded; without it: no visual features")
@@ -54,7 +57,7 @@ def config_from_args(args, out: str):
     from .pipeline import PipelineConfig
 
     cfg = PipelineConfig(data=args.data, out=out, max_timestamp=args.max_timestamp, engine=args.engine,
-                         ray_address=args.ray_address).with_seed(args.seed)
+                         ray_address=args.ray_address, protocol=args.protocol).with_seed(args.seed)
     cfg.train.device = args.device
     for value, obj, name in ((args.epochs, cfg.train, "epochs"), (args.top_t, cfg.walks, "top_t"),
                              (args.walks_per_item, cfg.walks, "walks_per_item"),

@@ -68,3 +68,22 @@ def markdown_table(results: dict[str, dict[str, float]], n_pairs: int, title: st
     for name, m in sorted(results.items(), key=lambda kv: -kv[1]["mrr"]):
         lines.append(f"| {name} | " + " | ".join(f"{m[c]:.4f}" for c in cols) + " |")
     return "\n".join(lines) + "\n"
+
+
+def ranks_on_pairs(item_ids: np.ndarray, embeddings: np.ndarray, query_ids, target_ids) -> np.ndarray:
+    """Full-ranking ranks of a model's embeddings on pairs given by item id (any catalogue).
+
+    Args:
+        item_ids: (N,) the model's catalogue; embeddings: (N, D) its unit vectors.
+        query_ids, target_ids: (P,) item ids; every one must be in ``item_ids``.
+    Returns:
+        (P,) ranks over the model's own catalogue, the query excluded (the module's rank rule).
+    """
+    import pandas as pd
+
+    row = pd.Index(np.asarray(item_ids, dtype=str))
+    q = row.get_indexer(np.asarray(query_ids, dtype=str))
+    t = row.get_indexer(np.asarray(target_ids, dtype=str))
+    if (q < 0).any() or (t < 0).any():
+        raise ValueError("ranks_on_pairs: a pair names an item outside the model's catalogue")
+    return evaluate_scorer(embedding_scorer(embeddings), q, t)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+from .split import PROTOCOLS
+
 
 class ParamError(ValueError):
     """A parameter that can never work (a retry will not help). ``param``: its dotted config key."""
@@ -81,6 +83,8 @@ def check_config(cfg) -> None:
     _number(cfg, "walks.restart_prob", above=0.0, at_most=1.0)
     _device(cfg, "train.device")
     _device(cfg, "features.device")
+    if cfg.protocol not in PROTOCOLS:
+        raise ParamError("protocol", f"expected one of {', '.join(PROTOCOLS)}, got {cfg.protocol!r}")
     if cfg.engine not in ("local", "ray"):
         raise ParamError("engine", f"expected 'local' or 'ray', got {cfg.engine!r}")
     if cfg.max_timestamp is not None:

@@ -56,6 +56,7 @@ class PipelineConfig:
     out: str = "runs/latest"  # run directory: every artifact of the run lives under it
     seed: int = 0
     max_timestamp: int | None = None  # train as of this unix time (daily retrains / backfills)
+    protocol: str = "tail"  # evaluation pairs (DESIGN.md): "tail", the paper's; "last-item", leave-one-out
     pixie_walks_per_item: int = 4000  # the Pixie baseline walks far more from its few queries
     engine: str = "local"  # "local": in-process; "ray": neighbourhoods and export on a Ray cluster
     ray_address: str | None = None  # Ray cluster for engine "ray" (e.g. ray://head:10001); None: start a local one
@@ -101,7 +102,7 @@ def prepare(cfg: PipelineConfig, log: Log = print) -> dict:
     ds = load_dataset(root, max_timestamp=cfg.max_timestamp)
     check_catalogue(cfg, ds.n_items, ds.items_file.name)
     try:
-        split = split_interactions(ds.interactions, ds.has_timestamps, seed=cfg.seed)
+        split = split_interactions(ds.interactions, ds.has_timestamps, seed=cfg.seed, protocol=cfg.protocol)
     except DatasetError as err:  # nothing to evaluate: name the file and the column that decide it
         if err.file is not None:
             raise
@@ -116,7 +117,8 @@ def prepare(cfg: PipelineConfig, log: Log = print) -> dict:
     summary = {"dataset": str(root), "has_timestamps": bool(ds.has_timestamps),
                "n_items": int(len(items)), "n_contexts": int(train["context"].max() + 1) if len(train) else 0,
                "n_train_interactions": int(len(train)), "n_valid_pairs": int(len(split.valid)),
-               "n_test_pairs": int(len(split.test)), "max_timestamp": cfg.max_timestamp}
+               "n_test_pairs": int(len(split.test)), "max_timestamp": cfg.max_timestamp,
+               "protocol": cfg.protocol}
     with atomic_dir(d) as tmp:  # the five files appear together or not at all (a full disk, a kill)
         write_table(tmp / "items.parquet", pa.Table.from_pandas(items, preserve_index=False))
         write_table(tmp / "train.parquet", pa.Table.from_pandas(train, preserve_index=False))
@@ -128,7 +130,7 @@ def prepare(cfg: PipelineConfig, log: Log = print) -> dict:
         write_json(tmp / "summary.json", summary)
     log(f"prepare: {summary['n_items']} items, {summary['n_contexts']} contexts, "
         f"{summary['n_train_interactions']} training interactions, {summary['n_valid_pairs']} validation "
-        f"and {summary['n_test_pairs']} test pairs")
+        f"and {summary['n_test_pairs']} test pairs ({cfg.protocol} protocol)")
     return {"prepare_dir": str(d)}
 
 

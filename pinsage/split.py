@@ -5,9 +5,17 @@
 2. Each context's remaining interactions are ordered by timestamp, ties by file order; without
    timestamps by a seeded random permutation per context (numpy Generator; deterministic for a
    given seed and input).
-3. For every context with at least 3 interactions the latest is the test target, the one before it
-   the validation target, and the query of both pairs is the latest remaining training
-   interaction. Contexts with fewer than 3 keep everything in training.
+3. Contexts with fewer than 3 interactions keep everything in training. For every other context
+   (n interactions), by protocol:
+
+   * ``tail`` (the default; the paper's pairs, "item i engaged right after item q"): the last
+     h = max(2, round(0.2 n)) are held out; the earlier floor(h / 2) of them are validation
+     targets, the rest test targets, and each target's query is the item engaged right before it
+     in the same context (a training item, or an earlier held-out one). With h = 2 that is one
+     validation and one test pair per context.
+   * ``last-item`` (leave-one-out, as DGL's PinSage example evaluates): the latest is the test
+     target, the one before it the validation target, and the query of both is the latest
+     remaining training interaction.
 4. Held-out interactions are removed from ``train`` altogether.
 
 Everything is vectorised (factorize, then sorts of packed int64 keys); there is no Python loop
@@ -24,6 +32,8 @@ import pandas as pd
 from .dataset import DatasetError
 
 MIN_INTERACTIONS = 3
+PROTOCOLS = ("tail", "last-item")
+TAIL_SHARE = 0.2  # tail: the share of each context held out (at least 2 interactions)
 PAIR_COLUMNS = ["context_id", "query_item", "target_item"]
 
 
@@ -34,8 +44,8 @@ class Split:
     ``train``: the input columns (context_id, item_id, weight, timestamp if any, row, ...) plus
     ``order`` (int64, position of the interaction within its context's sequence, 0 = oldest),
     deduplicated, held-out rows removed, in file order (ascending ``row``).
-    ``valid`` / ``test``: context_id, query_item, target_item (str), one row per evaluated
-    context, contexts in order of first appearance in the file.
+    ``valid`` / ``test``: context_id, query_item, target_item (str); contexts in order of first
+    appearance in the file, a context's pairs in their order (``last-item``: one pair per context).
     """
 
     train: pd.DataFrame
@@ -84,7 +94,31 @@ def _last_of_runs(keys: np.ndarray) -> np.ndarray:
     return last
 
 
-def split_interactions(interactions: pd.DataFrame, has_timestamps: bool, seed: int = 0) -> Split:
+def held_out(order: np.ndarray, size: np.ndarray, protocol: str) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the validation and test targets, given each interaction's position in its context.
+
+    Args:
+        order: (M,) position within the context's sequence, 0 = oldest.
+        size: (M,) the context's number of (distinct) interactions.
+        protocol: ``tail`` or ``last-item`` (module docstring).
+    Returns:
+        (is_valid, is_test), (M,) bool each. Every target's query is the interaction right before it
+        (``tail``) or at ``size - 3`` (``last-item``).
+    """
+    evaluated = size >= MIN_INTERACTIONS
+    if protocol == "last-item":
+        return evaluated & (order == size - 2), evaluated & (order == size - 1)
+    if protocol != "tail":
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    h = np.maximum(2, np.rint(TAIL_SHARE * size).astype(np.int64))  # held out per context
+    first = size - h  # position of the first held-out interaction (>= 1 since size >= 3)
+    held = evaluated & (order >= first)
+    is_valid = held & (order < first + h // 2)
+    return is_valid, held & ~is_valid
+
+
+def split_interactions(interactions: pd.DataFrame, has_timestamps: bool, seed: int = 0,
+                       protocol: str = "tail") -> Split:
     """Split interactions by the fixed protocol (module docstring).
 
     Args:
@@ -92,6 +126,7 @@ def split_interactions(interactions: pd.DataFrame, has_timestamps: bool, seed: i
             ``has_timestamps``; ``row`` (0-based file order; taken as the current order if absent).
         has_timestamps: order by ``timestamp`` (True) or by a seeded random permutation (False).
         seed: seed of the random order; unused with timestamps.
+        protocol: ``tail`` (default) or ``last-item``: which interactions become evaluation pairs.
 
     Raises:
         DatasetError: when no context has at least 3 distinct items, so nothing can be held out.
@@ -139,29 +174,28 @@ def split_interactions(interactions: pd.DataFrame, has_timestamps: bool, seed: i
     np.cumsum(counts[:-1], out=starts[1:])
     order = np.arange(len(seq), dtype=np.int64) - starts[c]
     size = counts[c]
-    evaluated = size >= MIN_INTERACTIONS
-    is_test = evaluated & (order == size - 1)
-    is_valid = evaluated & (order == size - 2)
-    is_query = evaluated & (order == size - 3)
+    is_valid, is_test = held_out(order, size, protocol)
     if not is_test.any():
         raise DatasetError(
             f"no context has at least {MIN_INTERACTIONS} interactions (after collapsing repeated "
             f"context/item pairs; {len(counts)} contexts, at most {int(counts.max(initial=0))} "
             "items each), so no validation/test pair can be held out")
 
-    # positions in seq are grouped by context in first-appearance order, so the three masks
-    # select the same contexts in the same order
-    q, v, t = seq[is_query], seq[is_valid], seq[is_test]
+    # positions in seq are grouped by context (first-appearance order), then by order: a target at
+    # position p has its query at p - 1 (tail) or at the context's size - 3 (last-item)
+    at = np.arange(len(seq), dtype=np.int64)
+    query_at = at - 1 if protocol == "tail" else at - order + size - 3
 
     def ids(uniques, codes):
         return pd.Series(np.asarray(uniques, dtype=object).take(codes), dtype=str)
 
-    context_ids = ids(ctx_uniques, ctx[t])
-    valid = pd.DataFrame({"context_id": context_ids, "query_item": ids(item_uniques, item[q]),
-                          "target_item": ids(item_uniques, item[v])})
-    test = pd.DataFrame({"context_id": context_ids.copy(),
-                         "query_item": ids(item_uniques, item[q]),
-                         "target_item": ids(item_uniques, item[t])})
+    def pairs(mask: np.ndarray) -> pd.DataFrame:
+        targets, queries = seq[mask], seq[query_at[mask]]
+        return pd.DataFrame({"context_id": ids(ctx_uniques, ctx[targets]),
+                             "query_item": ids(item_uniques, item[queries]),
+                             "target_item": ids(item_uniques, item[targets])})
+
+    valid, test = pairs(is_valid), pairs(is_test)
 
     # back to file order: positions are file order, so a boolean mask keeps it (and is fast)
     train_mask = np.zeros(n, dtype=bool)  # collapsed duplicates and held-out rows stay False

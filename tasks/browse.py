@@ -60,18 +60,19 @@ def _datasets(ref: dict, summary: dict):
                            ColSpec(DataType.long, "timestamp", required=False)])
     pairs = Schema([ColSpec(DataType.string, "query_item_id"), ColSpec(DataType.string, "target_item_id")])
     as_of = summary.get("max_timestamp")
-    # MLflow keeps one dataset per (name, digest): a run "as of" another time read other interactions
-    # from the same files, so the as-of time is part of the name
+    protocol = summary.get("protocol", "last-item")
+    # MLflow keeps one dataset per (name, digest): a run "as of" another time, or under another
+    # evaluation protocol, holds other interactions of the same files, so both are part of the name
     when = "" if as_of is None else f", as of {datetime.fromtimestamp(as_of, tz=timezone.utc):%Y-%m-%dT%H:%MZ}"
     training = ProfiledDataset(
         {"items": summary["n_items"], "contexts": summary["n_contexts"],
          "training_interactions": summary["n_train_interactions"], "as_of_timestamp": as_of,
          "has_timestamps": summary.get("has_timestamps"), "sha256": sha},
-        source=source, name=f"{name} (training interactions{when})", digest=sha[:DIGEST_CHARS], schema=interactions)
+        source=source, name=f"{name} ({protocol}: training interactions{when})", digest=sha[:DIGEST_CHARS], schema=interactions)
     evaluation = ProfiledDataset(
         {"validation_pairs": summary["n_valid_pairs"], "test_pairs": summary["n_test_pairs"],
-         "items_ranked": summary["n_items"], "as_of_timestamp": as_of, "sha256": sha},
-        source=source, name=f"{name} (evaluation pairs{when})", digest=sha[:DIGEST_CHARS], schema=pairs)
+         "items_ranked": summary["n_items"], "protocol": protocol, "as_of_timestamp": as_of, "sha256": sha},
+        source=source, name=f"{name} ({protocol}: evaluation pairs{when})", digest=sha[:DIGEST_CHARS], schema=pairs)
     return {"training": training, "evaluation": evaluation}
 
 

@@ -53,6 +53,7 @@ FORM_FIELDS: dict[str, str] = {
     "vgg_weights": "features.vgg_weights",
     "engine": "engine",
     "ray_address": "ray_address",
+    "protocol": "protocol",
 }
 # Run-level settings that are not part of PipelineConfig.
 SETTINGS_DEFAULTS: dict[str, Any] = {
@@ -85,7 +86,7 @@ def param_name(key: str) -> str:
     """A PipelineConfig key as the user wrote it: the DAG parameter, else the ``overrides`` key."""
     if key in ("seed", "train.seed", "walks.seed", "features.seed"):
         return "DAG parameter 'seed'"
-    if key in ("max_timestamp", "engine"):
+    if key in ("max_timestamp", "engine", "protocol"):
         return f"DAG parameter {key!r}"
     form = {v: k for k, v in FORM_FIELDS.items()}.get(key)
     return f"DAG parameter {form!r} ({key})" if form else f"override {key!r}"

@@ -108,6 +108,7 @@ def add_param_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-name")
     p.add_argument("--experiment")
     p.add_argument("--max-timestamp", type=int)
+    p.add_argument("--protocol", choices=["tail", "last-item"])
     p.add_argument("--override", action="append", default=[], metavar="KEY=JSON",
                    help="dotted PipelineConfig key, e.g. features.word2vec_dim=16 (repeatable)")
 
@@ -115,7 +116,8 @@ def add_param_arguments(p: argparse.ArgumentParser) -> None:
 def params_from_args(args) -> dict:
     params = json.loads(Path(args.params).read_text()) if args.params else {}
     for name in ("data", "seed", "epochs", "hidden_dim", "output_dim", "top_t", "walks_per_item",
-                 "learning_rate", "device", "promotion_margin", "model_name", "experiment", "max_timestamp"):
+                 "learning_rate", "device", "promotion_margin", "model_name", "experiment", "max_timestamp",
+                 "protocol"):
         value = getattr(args, name)
         if value is not None:
             params[name] = value

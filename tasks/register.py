@@ -10,6 +10,12 @@ gate decides:
 * otherwise the alias stays and the version is tagged ``pinsage.promotion=rejected`` with
   ``pinsage.promotion_reason`` saying why.
 
+Like with like: both MRRs are measured on *this run's* validation pairs (those whose items the
+champion knows), the champion with the embeddings it serves (from the registry), so new data or a
+change of evaluation protocol cannot promote or block a version by accident. The version tag
+``pinsage.gate`` records both figures and the pair counts. A champion without embeddings (an older
+version) is compared by its recorded validation MRR.
+
 A missing or non-finite validation MRR never moves the alias. Aliases and tags only; no stages.
 Re-running the step finds the version it already registered for this MLflow run (no duplicate) and
 keeps the decision already recorded on it. Two runs registering at once (two DAG runs, a backfill
@@ -28,6 +34,8 @@ import logging
 import math
 import time
 from pathlib import Path
+
+import numpy as np
 
 from . import browse, common
 
@@ -84,16 +92,63 @@ def gate_lock(name: str, timeout_s: float = 600.0):
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def gate(c, name: str, version: str, candidate_mrr, margin: float) -> tuple[bool, str]:
+def champion_embeddings(name: str, version: str):
+    """(item ids, embeddings) the registered version serves, from its artifacts; None if it has none."""
+    import tempfile
+
+    import mlflow
+
+    from pinsage.embeddings import read_embeddings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}/artifacts/embeddings", dst_path=tmp)
+            return read_embeddings(local)
+        except Exception as err:  # noqa: BLE001  (an older version without embeddings: fall back, say so)
+            log.warning("champion version %s: no embeddings to score (%s)", version, err)
+            return None
+
+
+def like_with_like(out: Path, name: str, champ) -> dict | None:
+    """Candidate and champion scored on the same pairs: this run's validation pairs both can answer.
+
+    The champion ranks with the embeddings it serves (its own catalogue), the candidate with this
+    run's; pairs naming an item the champion does not know are left out. Returns ``{"candidate",
+    "champion", "n_pairs", "n_total"}`` (MRRs), or None when the champion has no embeddings.
+    """
+    import pyarrow.parquet as pq
+
+    from pinsage.embeddings import read_embeddings
+    from pinsage.evaluation import ranks_on_pairs
+
+    served = champion_embeddings(name, str(champ.version))
+    if served is None:
+        return None
+    pairs = pq.read_table(out / "prepare" / "valid.parquet", columns=["query_item", "target_item"]).to_pandas()
+    known = set(np.asarray(served[0], dtype=str))
+    common = pairs[pairs["query_item"].isin(known) & pairs["target_item"].isin(known)]
+    result = {"n_pairs": int(len(common)), "n_total": int(len(pairs)), "candidate": math.nan, "champion": math.nan}
+    if len(common):
+        ids, emb = read_embeddings(out / "embeddings")
+        for who, (item_ids, vectors) in (("candidate", (ids, emb)), ("champion", served)):
+            ranks = ranks_on_pairs(item_ids, vectors, common["query_item"], common["target_item"])
+            result[who] = float(np.mean(1.0 / ranks))
+    return result
+
+
+def gate(c, name: str, version: str, candidate_mrr, margin: float, out: Path | None = None) -> tuple[bool, str]:
     """Decide and apply: move ``champion`` to ``version`` or tag why not. Returns (promoted, reason).
 
-    Runs under :func:`gate_lock`: concurrent register steps decide one after the other.
+    With ``out`` (the candidate's run directory) the two versions are compared like with like
+    (:func:`like_with_like`): a change of data or protocol between runs cannot promote or block a
+    version by accident. Without it, or for a champion without embeddings, the recorded validation
+    MRRs are compared. Runs under :func:`gate_lock`: concurrent register steps decide one after the other.
     """
     with gate_lock(name):
-        return _gate(c, name, version, candidate_mrr, margin)
+        return _gate(c, name, version, candidate_mrr, margin, out)
 
 
-def _gate(c, name: str, version: str, candidate_mrr, margin: float) -> tuple[bool, str]:
+def _gate(c, name: str, version: str, candidate_mrr, margin: float, out: Path | None) -> tuple[bool, str]:
     version = str(version)
     mv = c.get_model_version(name, version)
     decided = mv.tags.get("pinsage.promotion")
@@ -108,6 +163,23 @@ def _gate(c, name: str, version: str, candidate_mrr, margin: float) -> tuple[boo
                                    f"{CHAMPION} never moves without one")
     elif champ is None:
         promoted, reason = True, f"first evaluated version (validation MRR {mrr:.4f}): no {CHAMPION} yet"
+    elif out is not None and (same := like_with_like(out, name, champ)) is not None:
+        c.set_model_version_tag(name, version, "pinsage.gate", json.dumps({
+            "champion_version": str(champ.version), **{k: (round(v, 6) if isinstance(v, float) else v)
+                                                       for k, v in same.items()}}))
+        on = (f"on the {same['n_pairs']} of this run's {same['n_total']} validation pairs that both versions "
+              "can answer")
+        if same["n_pairs"] == 0:
+            promoted, reason = True, (f"validation MRR {mrr:.4f}; {CHAMPION} version {champ.version} knows none "
+                                      "of this run's validation pairs' items")
+        elif same["candidate"] > same["champion"] + margin:
+            promoted, reason = True, (f"validation MRR {same['candidate']:.4f} beats {CHAMPION} version "
+                                      f"{champ.version} ({same['champion']:.4f}) {on}, by more than the margin "
+                                      f"{margin:g}")
+        else:
+            promoted, reason = False, (f"validation MRR {same['candidate']:.4f} does not beat {CHAMPION} version "
+                                       f"{champ.version} ({same['champion']:.4f}) {on}, by more than the margin "
+                                       f"{margin:g}")
     else:
         cm = champion_mrr(c, champ)
         if not math.isfinite(cm):
@@ -218,7 +290,7 @@ def run(ref: dict, model_uri: str | None = None, embeddings_dir: str | None = No
                     "airflow.run_id": ref["run_key"], "git_commit": run_tags.get("git_commit", "")}
             mv = mlflow.register_model(f"models:/{model_id}", name, tags=tags)
         version = str(mv.version)
-        promoted, reason = gate(c, name, version, validation_mrr, margin)
+        promoted, reason = gate(c, name, version, validation_mrr, margin, out)
         run = c.get_run(rid)
         report = (f"{run.info.artifact_uri}/report.html"
                   if common.step_record_path(ref, "evaluate").is_file()

@@ -10,6 +10,11 @@ from pinsage.dataset import DatasetError
 from pinsage.split import split_interactions
 
 
+def last_item(df, has_timestamps, seed=0):
+    """The ``last-item`` protocol (leave-one-out): what the tests up to the ``tail`` ones check."""
+    return split_interactions(df, has_timestamps, seed=seed, protocol="last-item")
+
+
 def frame(rows, timestamps=True):
     """rows: (context, item[, timestamp]) in file order."""
     df = pd.DataFrame({"context_id": [str(r[0]) for r in rows],
@@ -55,7 +60,7 @@ def test_matches_reference_on_random_data_with_ties_and_repeats():
                        "weight": np.ones(n),
                        "timestamp": rng.integers(0, 30, n),  # many ties
                        "row": np.arange(n)})
-    split = split_interactions(df, has_timestamps=True)
+    split = last_item(df, True)
     train, valid, test = reference(df)
     assert set(zip(split.train["row"], split.train["order"])) == train
     assert pairs(split.valid) == valid and pairs(split.test) == test
@@ -66,7 +71,7 @@ def test_matches_reference_on_random_data_with_ties_and_repeats():
 def test_dedup_keeps_latest_occurrence():
     rows = [("u", "a", 50), ("u", "b", 10), ("u", "a", 5), ("u", "c", 20), ("u", "d", 30),
             ("u", "e", 40)]
-    split = split_interactions(frame(rows), True)
+    split = last_item(frame(rows), True)
     train = split.train
     # 'a' kept once, the ts=50 copy (row 0), so it is the latest: the test target
     assert pairs(split.test)["u"] == ("d", "a")
@@ -78,7 +83,7 @@ def test_dedup_keeps_latest_occurrence():
 def test_dedup_ties_and_order_ties_by_file_order():
     # 'x' twice with the same timestamp: the later row wins; y, z, x share a timestamp
     rows = [("u", "x", 7), ("u", "w", 1), ("u", "y", 7), ("u", "z", 7), ("u", "x", 7)]
-    split = split_interactions(frame(rows), True)
+    split = last_item(frame(rows), True)
     # sequence: w(1) then y, z, x(row 4) at ts 7 in file order
     assert pairs(split.test)["u"] == ("y", "x")
     assert pairs(split.valid)["u"] == ("y", "z")
@@ -90,7 +95,7 @@ def test_targets_latest_two_query_latest_training_item_and_no_leak():
     rows = [("u1", "i1", 300), ("u1", "i2", 100), ("u1", "i3", 400), ("u1", "i4", 200),
             ("u2", "i1", 10), ("u2", "i5", 30), ("u2", "i6", 20),
             ("u3", "i2", 1), ("u3", "i3", 2)]
-    split = split_interactions(frame(rows), True)
+    split = last_item(frame(rows), True)
     assert pairs(split.test) == {"u1": ("i4", "i3"), "u2": ("i1", "i5")}
     assert pairs(split.valid) == {"u1": ("i4", "i1"), "u2": ("i1", "i6")}
     held = set(map(tuple, split.valid[["context_id", "target_item"]].to_numpy())) | set(
@@ -107,7 +112,7 @@ def test_targets_latest_two_query_latest_training_item_and_no_leak():
 def test_short_contexts_stay_whole_in_train():
     rows = [("a", "1", 5), ("a", "2", 1), ("b", "1", 1), ("c", "1", 1), ("c", "2", 2),
             ("c", "3", 3)]
-    split = split_interactions(frame(rows), True)
+    split = last_item(frame(rows), True)
     assert set(split.test["context_id"]) == {"c"}
     short = split.train[split.train["context_id"].isin(["a", "b"])]
     assert sorted(short["row"]) == [0, 1, 2]
@@ -117,7 +122,7 @@ def test_short_contexts_stay_whole_in_train():
 
 def test_train_columns_and_file_order():
     rows = [("u", "a", 3), ("v", "a", 1), ("u", "b", 2), ("u", "c", 1), ("u", "d", 9)]
-    split = split_interactions(frame(rows), True)
+    split = last_item(frame(rows), True)
     train = split.train
     assert list(train.columns) == ["context_id", "item_id", "weight", "timestamp", "row", "order"]
     assert train["order"].dtype == np.int64
@@ -132,7 +137,7 @@ def test_train_columns_and_file_order():
 def test_input_not_in_file_order_is_handled():
     rows = [("u", "a", 1), ("u", "b", 1), ("u", "c", 1), ("u", "d", 1)]
     df = frame(rows).iloc[::-1]
-    split = split_interactions(df, True)
+    split = last_item(df, True)
     assert pairs(split.test)["u"] == ("b", "d")  # ties resolved by the 'row' column
 
 
@@ -142,9 +147,9 @@ def test_without_timestamps_seeded_and_deterministic():
     df = pd.DataFrame({"context_id": rng.integers(0, 100, n).astype(str),
                        "item_id": rng.integers(0, 300, n).astype(str),
                        "weight": np.ones(n), "row": np.arange(n)})
-    a = split_interactions(df, False, seed=3)
-    b = split_interactions(df, False, seed=3)
-    c = split_interactions(df, False, seed=4)
+    a = last_item(df, False, seed=3)
+    b = last_item(df, False, seed=3)
+    c = last_item(df, False, seed=4)
     pd.testing.assert_frame_equal(a.test, b.test)
     pd.testing.assert_frame_equal(a.train, b.train)
     assert not a.test.equals(c.test)
@@ -166,7 +171,7 @@ def test_without_timestamps_dedup_keeps_last_in_file_order():
     rows = [("u", "a"), ("u", "b"), ("u", "a"), ("u", "c"), ("u", "d")]
     seen_a_in_train = False
     for seed in range(20):
-        split = split_interactions(frame(rows, timestamps=False), False, seed=seed)
+        split = last_item(frame(rows, timestamps=False), False, seed=seed)
         train = split.train
         held = {pairs(split.valid)["u"][1], pairs(split.test)["u"][1]}
         assert held | set(train["item_id"]) == {"a", "b", "c", "d"} and len(train) == 2
@@ -179,7 +184,7 @@ def test_without_timestamps_dedup_keeps_last_in_file_order():
 
 def test_seeded_order_varies_with_seed():
     rows = [("u", str(i)) for i in range(20)]
-    tests = {pairs(split_interactions(frame(rows, False), False, seed=s).test)["u"]
+    tests = {pairs(last_item(frame(rows, False), False, seed=s).test)["u"]
              for s in range(10)}
     assert len(tests) > 1
 
@@ -187,7 +192,7 @@ def test_seeded_order_varies_with_seed():
 def test_no_context_long_enough_raises():
     rows = [("u", "a", 1), ("u", "b", 2), ("v", "a", 1), ("u", "a", 3)]
     with pytest.raises(DatasetError, match="at least 3"):
-        split_interactions(frame(rows), True)
+        last_item(frame(rows), True)
 
 
 def test_million_rows_vectorised_speed():
@@ -203,4 +208,68 @@ def test_million_rows_vectorised_speed():
     t = time.perf_counter()
     split = split_interactions(df, True)
     assert time.perf_counter() - t < 20
-    assert len(split.test) == len(split.valid) > 0
+    assert len(split.test) >= len(split.valid) > 0
+
+
+def reference_tail(df):
+    """Slow, obvious implementation of the ``tail`` protocol with timestamps: lists of pairs."""
+    latest = {}
+    for r in df.itertuples(index=False):
+        key = (r.context_id, r.item_id)
+        if key not in latest or (r.timestamp, r.row) >= (latest[key].timestamp, latest[key].row):
+            latest[key] = r
+    by_ctx = {}
+    for r in sorted(latest.values(), key=lambda r: r.row):  # contexts in order of first kept row
+        by_ctx.setdefault(r.context_id, []).append(r)
+    first_seen = {}
+    for r in df.itertuples(index=False):
+        first_seen.setdefault(r.context_id, r.row)
+    train, valid, test = set(), [], []
+    for c in sorted(by_ctx, key=first_seen.get):
+        rs = sorted(by_ctx[c], key=lambda r: (r.timestamp, r.row))
+        n = len(rs)
+        if n >= 3:
+            h = max(2, round(0.2 * n))
+            for k in range(n - h, n):
+                (valid if k < n - h + h // 2 else test).append((c, rs[k - 1].item_id, rs[k].item_id))
+            rs = rs[:n - h]
+        train |= {(r.row, i) for i, r in enumerate(rs)}
+    return train, valid, test
+
+
+def test_tail_is_the_default_and_matches_the_reference_on_random_data():
+    rng = np.random.default_rng(11)
+    n = 4000
+    df = pd.DataFrame({"context_id": rng.integers(0, 120, n).astype(str),
+                       "item_id": rng.integers(0, 80, n).astype(str), "weight": np.ones(n),
+                       "timestamp": rng.integers(0, 50, n), "row": np.arange(n)})
+    split = split_interactions(df, True)
+    train, valid, test = reference_tail(df)
+    assert set(zip(split.train["row"], split.train["order"])) == train
+    as_list = lambda d: list(d[["context_id", "query_item", "target_item"]].itertuples(index=False, name=None))
+    assert as_list(split.valid) == valid and as_list(split.test) == test
+    assert len(test) > len(valid) > split.valid["context_id"].nunique()  # several pairs per long context
+
+
+def test_tail_pairs_of_a_hand_made_dataset():
+    """One context of 12 items a..l, one of 3 (x y z), one of 2 (too short): pairs known by hand."""
+    rows = [("u", chr(ord("a") + k), 100 + k) for k in range(12)]
+    rows += [("v", "x", 5), ("v", "y", 6), ("v", "z", 7), ("w", "a", 1), ("w", "b", 2)]
+    split = split_interactions(frame(rows), True)
+    as_list = lambda d: list(d[["context_id", "query_item", "target_item"]].itertuples(index=False, name=None))
+    # u: n = 12, h = max(2, round(2.4)) = 2: k is the validation target (query j), l the test one (query k)
+    assert as_list(split.valid) == [("u", "j", "k"), ("v", "x", "y")]
+    assert as_list(split.test) == [("u", "k", "l"), ("v", "y", "z")]
+    rows = [("u", f"i{k:02d}", k) for k in range(18)]  # n = 18: h = round(3.6) = 4, 2 valid + 2 test
+    split = split_interactions(frame(rows), True)
+    assert as_list(split.valid) == [("u", "i13", "i14"), ("u", "i14", "i15")]
+    assert as_list(split.test) == [("u", "i15", "i16"), ("u", "i16", "i17")]
+    assert sorted(split.train["item_id"]) == [f"i{k:02d}" for k in range(14)]
+    # last-item on the same data: one pair each, both queried by the latest training item
+    split = last_item(frame(rows), True)
+    assert as_list(split.valid) == [("u", "i15", "i16")] and as_list(split.test) == [("u", "i15", "i17")]
+
+
+def test_unknown_protocol_is_refused():
+    with pytest.raises(ValueError, match="protocol"):
+        split_interactions(frame([("u", "a", 1), ("u", "b", 2), ("u", "c", 3)]), True, protocol="random")

@@ -22,8 +22,9 @@ def name(request) -> str:
     return "gate-" + re.sub(r"[^A-Za-z0-9]+", "-", request.node.name).strip("-")
 
 
-def make_version(store, tmp_path, name, mrr=None) -> str:
-    """A registered version whose run recorded ``validation_mrr`` (as the register step does)."""
+def make_version(store, tmp_path, name, mrr=None, embeddings=None) -> str:
+    """A registered version whose run recorded ``validation_mrr`` (as the register step does), serving
+    ``embeddings`` = (item ids, vectors) when given (as the recommender's ``artifacts/embeddings``)."""
     c = store.client()
     exp = c.get_experiment_by_name("gate") or c.get_experiment(c.create_experiment(
         "gate", artifact_location=str(tmp_path / "gate-artifacts")))
@@ -33,6 +34,10 @@ def make_version(store, tmp_path, name, mrr=None) -> str:
     src = tmp_path / "models" / run.info.run_id
     src.mkdir(parents=True)
     (src / "MLmodel").write_text("flavors: {}\n")
+    if embeddings is not None:
+        from pinsage.embeddings import write_embeddings
+
+        write_embeddings(src / "artifacts" / "embeddings", *embeddings)
     try:
         c.get_registered_model(name)
     except Exception:
@@ -140,3 +145,53 @@ def test_a_champion_without_recorded_mrr_falls_back_to_its_run_metric(store, tmp
     v2 = make_version(store, tmp_path, name, 0.20)
     promoted, reason = register.gate(c, name, v2, 0.20, margin=0.0)
     assert not promoted and "(0.2500)" in reason
+
+
+def _run_dir(tmp_path, ids, vectors, pairs):
+    """The parts of a run directory the gate reads: its validation pairs and its embeddings."""
+    import pandas as pd
+
+    from pinsage.embeddings import write_embeddings
+    from pinsage.io import write_table
+    import pyarrow as pa
+
+    out = tmp_path / f"run-{len(list(tmp_path.glob('run-*')))}"
+    (out / "prepare").mkdir(parents=True)
+    frame = pd.DataFrame(pairs, columns=["query_item", "target_item"])
+    write_table(out / "prepare" / "valid.parquet", pa.Table.from_pandas(frame, preserve_index=False))
+    write_embeddings(out / "embeddings", ids, vectors)
+    return out
+
+
+def test_the_gate_scores_both_versions_on_this_runs_pairs_not_their_recorded_figures(store, tmp_path, name):
+    """A champion whose recorded MRR is high (another protocol, other data) but whose embeddings rank
+    this run's pairs at chance loses to a candidate that ranks them well, and the other way round."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    ids = np.array([f"i{k}" for k in range(40)])
+    good = np.zeros((40, 8), dtype=np.float32)
+    good[np.arange(40), np.arange(40) // 5] = 1.0  # 8 clusters of 5
+    good += 0.01 * rng.standard_normal(good.shape).astype(np.float32)
+    good /= np.linalg.norm(good, axis=1, keepdims=True)
+    noise = rng.standard_normal((40, 8)).astype(np.float32)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    pairs = [(f"i{k}", f"i{(k // 5) * 5 + (k + 1) % 5}") for k in range(40)]  # within a cluster
+    pairs += [("i1", "new7"), ("new7", "i2")]  # items the champion never saw: left out of the comparison
+
+    v1 = make_version(store, tmp_path, name, 0.99, embeddings=(ids, noise))
+    assert register.gate(store.client(), name, v1, 0.99, margin=0.0)[0]
+    ids_new, good_new = np.append(ids, "new7"), np.vstack([good, good[:1]])
+    v2 = make_version(store, tmp_path, name, 0.30, embeddings=(ids_new, good_new))
+    out = _run_dir(tmp_path, ids_new, good_new, pairs)
+    promoted, reason = register.gate(store.client(), name, v2, 0.30, margin=0.0, out=out)
+    assert promoted, reason  # the recorded 0.30 < 0.99 would have kept the noise
+    assert "beats champion version 1" in reason and "on the 40 of this run's 42 validation pairs" in reason
+    gate = __import__("json").loads(tags_of(store, name, v2)["pinsage.gate"])
+    assert gate["n_pairs"] == 40 and gate["candidate"] > 0.4 > 0.2 > gate["champion"]
+
+    v3 = make_version(store, tmp_path, name, 0.99)  # recorded high, ranks at chance
+    out = _run_dir(tmp_path, ids_new, np.vstack([noise, noise[:1]]), pairs)
+    promoted, reason = register.gate(store.client(), name, v3, 0.99, margin=0.0, out=out)
+    assert not promoted and "does not beat champion version 2" in reason and "42 of this run's 42" in reason, reason
+    assert str(champion(store, name).version) == v2
