@@ -32,6 +32,7 @@ def test_paired_bootstrap_interval():
     assert worse["mrr"][1] < 0
 
 
+@pytest.mark.slow
 def test_experiment_runs_variants_over_seeds(tmp_path):
     data = make_community_dataset(tmp_path / "data", n_items=40, n_contexts=60)
     cfg = small_config(data, tmp_path / "exp", epochs=1)

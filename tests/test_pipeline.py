@@ -116,6 +116,7 @@ def test_cli_reports_bad_dataset_with_file_and_column(tmp_path):
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_same_seed_in_separate_processes_gives_identical_metrics(tmp_path):
     data = make_community_dataset(tmp_path / "data", n_items=40, n_contexts=40)
     results = []

@@ -172,7 +172,7 @@ def test_the_form_is_grouped_into_sections(parsed):
     params = parsed["params"]
     sections = {name: p["schema"].get("section") for name, p in params.items()}
     # the data parameters sit in the form's default section ("Run Parameters"), which the UI opens
-    assert {n for n, sec in sections.items() if sec is None} == {"data", "max_timestamp", "vgg_weights"}
+    assert {n for n, sec in sections.items() if sec is None} == {"data", "max_timestamp", "protocol", "vgg_weights"}
     assert {sec for sec in sections.values() if sec} == {"Model", "Training", "Registry", "Engine", "Advanced"}
     assert sections["epochs"] == "Training" and sections["promotion_margin"] == "Registry"
     assert sections["engine"] == sections["ray_address"] == "Engine" and sections["overrides"] == "Advanced"
@@ -227,6 +227,7 @@ def _webhook_server():
     return received, server
 
 
+@pytest.mark.slow
 def test_airflow_dags_test_runs_the_dag_on_sqlite(tmp_path):
     """The real DAG through Airflow's own runner, on a clean AIRFLOW_HOME with SQLite."""
     from mlflow import MlflowClient

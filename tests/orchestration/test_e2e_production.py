@@ -25,6 +25,8 @@ import pytest
 
 from .conftest import ROOT, community_data, small_params, subprocess_env, weak_params
 
+pytestmark = pytest.mark.slow
+
 PG = os.environ.get("PINSAGE_E2E_PG", "host=127.0.0.1 port=5432 user=postgres")
 DAG_ID = "pinsage_daily"
 RUN_TIMEOUT_S = 360
@@ -412,7 +414,9 @@ def test_mlflow_outage_is_retried_by_airflow_and_two_runs_of_two_dates_stay_apar
           top["procs"])
 
     states_a, states_b = _wait_for_run(top, "outage_a"), _wait_for_run(top, "outage_b")
-    assert set(states_a.values()) == {"success"} and set(states_b.values()) == {"success"}
+    for states in (states_a, states_b):  # the second announces a champion only if it beat the first
+        assert {v for k, v in states.items() if k != "announce_champion"} == {"success"}, states
+        assert states["announce_champion"] in ("success", "skipped"), states
     assert _task_instances(top, "outage_a")["prepare"]["try_number"] >= 2  # retried by Airflow
     versions = _mlflow(top, "model-versions/search", filter="name='pinsage-outage'")["model_versions"]
     assert sorted(v["version"] for v in versions) == ["1", "2"]  # one version per DAG run, no duplicate
@@ -506,10 +510,10 @@ def test_a_person_triggers_from_the_airflow_form_and_browses_the_result_in_the_m
         "version": ["Champion", "first evaluated version", "best baseline (", tags["data_sha256"],
                     tags["git_commit"], "report.html", "@ champion"],
         "model": ["related-items recommender", "load_model", "project"],
-        "run": ["Airflow DAG pinsage_daily", "admin", "ui-data (training interactions)", "PinSage retrain of",
+        "run": ["Airflow DAG pinsage_daily", "admin", "ui-data (tail: training interactions)", "PinSage retrain of",
                 "test_mrr", "train_loss"],
         "logged model": [model, "Airflow DAG pinsage_daily, task register", "Datasets used",
-                         "ui-data (evaluation pairs)", "test_mrr"],
+                         "ui-data (tail: evaluation pairs)", "test_mrr"],
     }
     with chromium_page() as page:
         for name, url in pages.items():

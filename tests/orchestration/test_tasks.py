@@ -288,6 +288,7 @@ def test_a_bad_dataset_fails_prepare_with_the_dataset_error(module_store, tmp_pa
         prepare.run({"data": str(tmp_path / "missing")}, run_key="manual__bad", dag_id="t")
 
 
+@pytest.mark.slow
 def test_steps_run_from_the_command_line(module_store, first_run, tmp_path):
     env = subprocess_env(module_store.env)
     args = ["--data", str(first_run["data"]), "--run-id", "cli-run", "--epochs", "1", "--hidden-dim", "8",

@@ -20,6 +20,8 @@ from tasks import features, graph, neighbours, prepare
 
 from .conftest import ROOT, small_params, subprocess_env
 
+pytestmark = pytest.mark.slow
+
 
 def _train_cmd(run_dir: str) -> list[str]:
     return [sys.executable, "-m", "tasks.train", "--run-dir", run_dir]

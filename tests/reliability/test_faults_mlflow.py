@@ -27,6 +27,8 @@ from tasks import common, evaluate, export, features, flow, graph, index, neighb
 
 from .conftest import ROOT, community_data, small_params, subprocess_env
 
+pytestmark = pytest.mark.slow
+
 MODEL = "reliability"
 SECRETS = {"AWS_SECRET_ACCESS_KEY": "rel-aws-secret-7f3a91", "POSTGRES_PASSWORD": "rel-pg-secret-2b8c44",
            "AIRFLOW__CORE__FERNET_KEY": "rel-fernet-secret-91ad0e", "RAY_AUTH_TOKEN": "rel-ray-token-5e2f10",

@@ -29,6 +29,7 @@ def _prepared(tmp_path, name, data, nproc):
     return cfg
 
 
+@pytest.mark.slow
 def test_two_process_ddp_trains_the_same_model_as_one_process(tmp_path):
     data = make_community_dataset(tmp_path / "data", n_items=60, n_contexts=120)
     single = _prepared(tmp_path, "single", data, nproc=1)

@@ -11,6 +11,8 @@ from pinsage.engine_ray import random_walk_neighbors_ray, ray_session, shard_bou
 from pinsage.walks import WalkConfig, random_walk_neighbors  # noqa: E402
 from test_walks import _random_graph  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def local_ray():

@@ -65,6 +65,7 @@ def test_the_run_writes_the_report_and_logs_it_to_mlflow(served):
     assert page.count('src="data:image/jpeg;base64,') >= 10  # items of the dataset with an image
 
 
+@pytest.mark.slow
 def test_headless_chromium_shows_the_charts_and_the_example_titles(served, tmp_path):
     from PIL import Image
 
