@@ -27,7 +27,7 @@ from .io import write_json, write_text
 from .pipeline import PipelineConfig
 
 Log = Callable[[str], None]
-BASELINES = ("popularity", "annotation", "visual", "combined", "pixie", "itemknn")
+BASELINES = ("popularity", "annotation", "visual", "combined", "pixie", "itemknn", "ease", "rp3beta")
 TABLE_METRICS = ("mrr", "hr@10", "hr@50")
 
 

@@ -394,6 +394,45 @@ def index(cfg: PipelineConfig, log: Log = print) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Stage 8: evaluate PinSage and the baselines under full ranking
 
+@dataclass
+class TunedBaselines:
+    """EASE and RP3beta at their validation-chosen settings (see ``baselines.select_on_validation``).
+
+    ``scorers``: method -> scorer; ``hyperparameters``: method -> chosen params; ``selection``:
+    method -> the grid with each point's validation MRR; ``skipped``: method -> why it did not run.
+    """
+
+    scorers: dict = field(default_factory=dict)
+    hyperparameters: dict = field(default_factory=dict)
+    selection: dict = field(default_factory=dict)
+    skipped: dict = field(default_factory=dict)
+
+
+def tuned_baselines(g: BipartiteGraph, valid_queries: np.ndarray, valid_targets: np.ndarray,
+                    ease_max_items: int) -> TunedBaselines:
+    """Choose EASE's lambda and RP3beta's (alpha, beta) on the validation pairs (they never see test);
+    EASE is skipped above ``ease_max_items`` items with interactions."""
+    out = TunedBaselines()
+    grids = {"rp3beta": lambda: baselines.rp3beta_scorers(g)}
+    reason = baselines.ease_skip_reason(g, ease_max_items)
+    if reason is None:
+        grids = {"ease": lambda: baselines.ease_scorers(g), **grids}
+    else:
+        out.skipped["ease"] = reason
+    for name, grid in grids.items():
+        chosen = baselines.select_on_validation(grid(), valid_queries, valid_targets)
+        out.scorers[name], out.hyperparameters[name], out.selection[name] = chosen.scorer, chosen.params, chosen.grid
+    return out
+
+
+def _settings_note(tuned: TunedBaselines) -> str:
+    """Markdown lines under the metrics tables: the chosen settings and what was skipped."""
+    lines = [f"- {name}: " + ", ".join(f"{k} {v:g}" for k, v in params.items()) + " (best validation MRR of "
+             f"{len(tuned.selection[name])} settings)" for name, params in tuned.hyperparameters.items()]
+    lines += [f"- {name}: skipped, {why}" for name, why in tuned.skipped.items()]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 def evaluate(cfg: PipelineConfig, log: Log = print) -> dict:
     from .embeddings import read_embeddings
 
@@ -414,6 +453,10 @@ def evaluate(cfg: PipelineConfig, log: Log = print) -> dict:
     }
     if "visual" in blocks:
         scorers["visual"] = baselines.annotation(blocks["visual"])
+    t_tune = time.perf_counter()
+    tuned = tuned_baselines(g, *_pairs(cfg, "valid"), ease_max_items=baselines.EASE_MAX_ITEMS)
+    t_tune = time.perf_counter() - t_tune
+    scorers.update(tuned.scorers)
     result, rank_tables = {}, []
     for split_name in ("test", "valid"):
         q, t = _pairs(cfg, split_name)
@@ -425,11 +468,16 @@ def evaluate(cfg: PipelineConfig, log: Log = print) -> dict:
                 pa.Table.from_pandas(pd.concat(rank_tables, ignore_index=True), preserve_index=False))
     n_test, test = result["test"]
     n_valid, valid = result["valid"]
-    metrics = {"n_pairs": n_test, "methods": test, "validation": {"n_pairs": n_valid, "methods": valid}}
+    metrics = {"n_pairs": n_test, "methods": test, "validation": {"n_pairs": n_valid, "methods": valid},
+               "hyperparameters": tuned.hyperparameters, "selection": tuned.selection, "skipped": tuned.skipped}
     write_json(_out(cfg, "metrics.json"), metrics)
     table = (markdown_table(test, n_test, "Test") + "\n" + markdown_table(valid, n_valid, "Validation"))
+    note = _settings_note(tuned)
+    if note:
+        table += "\nSettings chosen on the validation pairs:\n\n" + note
     write_text(_out(cfg, "metrics.md"), table)
-    log(f"evaluate: {len(scorers)} methods in {time.perf_counter() - t0:.1f}s\n\n{table}")
+    log(f"evaluate: {len(scorers)} methods in {time.perf_counter() - t0:.1f}s "
+        f"({', '.join(tuned.selection)} grids on validation: {t_tune:.1f}s)\n\n{table}")
     return {"metrics": str(_out(cfg, "metrics.json")), "metrics_table": str(_out(cfg, "metrics.md")),
             "ranks": str(_out(cfg, "ranks.parquet"))}
 

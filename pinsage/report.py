@@ -211,8 +211,10 @@ def example_queries(run_dir: Path, n: int) -> list[QueryGroup]:
 
 
 def best_baseline(metrics: dict, model: str = "pinsage") -> str | None:
-    """The method other than ``model`` with the highest test MRR in metrics.json; None without one."""
-    others = {k: v["mrr"] for k, v in metrics["methods"].items() if k != model and "mrr" in v}
+    """The method other than ``model`` with the highest *validation* MRR in metrics.json (the
+    comparison is chosen as settings are, on validation pairs; test is what is reported); None without one."""
+    methods = metrics.get("validation", {}).get("methods") or metrics["methods"]
+    others = {k: v["mrr"] for k, v in methods.items() if k != model and "mrr" in v and k in metrics["methods"]}
     return max(others, key=others.get) if others else None
 
 

@@ -185,22 +185,15 @@ def describe_registered_model(c, name: str) -> None:
                                            "score, error"))
 
 
-def best_baseline(metrics: dict, split: str = "test") -> tuple[str | None, dict]:
-    """The non-PinSage method with the highest MRR in ``metrics.json`` (test or ``validation``)."""
-    block = metrics if split == "test" else metrics.get("validation", {})
-    others = {m: v for m, v in block.get("methods", {}).items() if m != "pinsage"}
-    if not others:
-        return None, {}
-    name = max(others, key=lambda m: others[m].get("mrr", float("-inf")))
-    return name, others[name]
-
-
 def version_description(*, promoted: bool, reason: str, metrics: dict, ref: dict, commit: str,
                         report_uri: str | None) -> str:
     """The model version's description: the gate's decision, the figures beside the best baseline."""
     pin_v = metrics.get("validation", {}).get("methods", {}).get("pinsage", {})
     pin_t = metrics.get("methods", {}).get("pinsage", {})
-    base, base_t = best_baseline(metrics)
+    from pinsage.report import best_baseline
+
+    base = best_baseline(metrics)
+    base_t = metrics["methods"].get(base, {}) if base else {}
     base_v = metrics.get("validation", {}).get("methods", {}).get(base, {}) if base else {}
 
     def f(x) -> str:

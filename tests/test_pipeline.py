@@ -34,7 +34,7 @@ def test_run_all_writes_every_artifact_and_sensible_metrics(tmp_path):
     pipeline.run_all(cfg, log=lambda s: None)
     out = tmp_path / "out"
     metrics = json.loads((out / "metrics.json").read_text())
-    expected = {"pinsage", "popularity", "annotation", "combined", "pixie", "itemknn"}
+    expected = {"pinsage", "popularity", "annotation", "combined", "pixie", "itemknn", "ease", "rp3beta"}
     assert set(metrics["methods"]) == expected
     assert set(metrics["validation"]["methods"]) == expected
     assert metrics["n_pairs"] == 120 and metrics["validation"]["n_pairs"] == 120
