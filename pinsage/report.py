@@ -269,7 +269,18 @@ def _metrics_section(run_dir: Path, metrics: dict | None) -> str:
     n_pairs = metrics.get("n_pairs", "?")
     return (f"<h2>PinSage against the baselines</h2><p>Test pairs: {_esc(n_pairs)}, full ranking over the "
             f"catalogue.</p>{_comparison_sentence(run_dir, metrics)}<div class=\"charts\">{charts}</div>"
-            f"<table><tr><th>method</th>{head}</tr>{rows}</table>")
+            f"<table><tr><th>method</th>{head}</tr>{rows}</table>{_settings_note(metrics)}")
+
+
+def _settings_note(metrics: dict) -> str:
+    """The baselines' settings chosen on validation pairs, and the baselines skipped (and why)."""
+    chosen = [f"{_esc(name)}: " + ", ".join(f"{_esc(k)} {v:g}" for k, v in params.items())
+              for name, params in metrics.get("hyperparameters", {}).items()]
+    skipped = [f"{_esc(name)} skipped: {_esc(why)}" for name, why in metrics.get("skipped", {}).items()]
+    if not chosen and not skipped:
+        return ""
+    return ('<p class="settings">Baseline settings chosen on the validation pairs: '
+            + "; ".join(chosen + skipped) + ".</p>")
 
 
 def _training_section(history: dict | None) -> str:

@@ -70,6 +70,10 @@ def run(ref: dict, embeddings_dir: str | None = None, index_dir: str | None = No
         # on the run and on its logged model (filled by register), linked to the evaluation dataset
         common.log_metrics(c, rid, values, dataset=(ref.get("datasets") or {}).get("evaluation"),
                            model_id=browse.logged_model(c, ref))
+        # the baselines' settings chosen on validation (EASE's lambda, RP3beta's alpha and beta)
+        common.log_params(c, rid, {f"baselines.{name}.{k}": f"{v:g}"
+                                   for name, params in metrics.get("hyperparameters", {}).items()
+                                   for k, v in params.items()})
         common.log_artifacts(c, rid, result["metrics"])
         common.log_artifacts(c, rid, result["metrics_table"])
         if result.get("ranks"):  # per-pair ranks of every method (paired comparisons across runs)

@@ -95,6 +95,9 @@ def test_what_the_mlflow_ui_shows_datasets_sources_descriptions_and_the_logged_m
     assert "load_model" in rm.description and rm.tags["project"] == "pinsage"
     # one point per evaluation figure (not copied again by the model logging); no 17-digit tags, no clutter
     assert len(c.get_metric_history(run.info.run_id, "test_mrr")) == 1
+    chosen = json.loads(Path(first_run["evaluate"]["metrics"]).read_text())["hyperparameters"]
+    assert run.data.params["baselines.ease.lambda"] == f"{chosen['ease']['lambda']:g}"
+    assert {"baselines.rp3beta.alpha", "baselines.rp3beta.beta"} <= set(run.data.params)
     assert not any(k.startswith("data.") or "hr_at_50" in k for k in run.data.metrics)
     mv = c.get_model_version(MODEL, first_run["register"]["version"])
     assert len(mv.tags["validation_mrr"]) == 6 and len(mv.tags["test_mrr"]) == 6  # "0.1510"

@@ -91,6 +91,8 @@ def test_headless_chromium_shows_the_charts_and_the_example_titles(served, tmp_p
             for title in answer.loc[answer["query_item_id"] == q, "title"]:
                 assert f'<span class="title">{title}</span>' in text, (q, title)
     assert "PinSage against the baselines" in text and "validation MRR" in text
+    chosen = json.loads((served["run_dir"] / "metrics.json").read_text())["hyperparameters"]
+    assert f"ease: lambda {chosen['ease']['lambda']:g}" in text and "rp3beta: alpha" in text  # chosen on validation
 
 
 def test_every_chart_has_axes_with_ticks_and_gridlines(served, tmp_path):
