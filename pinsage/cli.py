@@ -1,6 +1,6 @@
 """Command line: ``python -m pinsage run --data DIR --out OUT [--seed N] [--epochs N] [--device D]``.
 
-Also ``recommend --item ID|TITLE [-k K] (--run OUT | --model URI)`` (related items as a table) and
+Also ``recommend --item ID|TITLE [-k K] --run OUT`` (related items as a table) and
 ``coldstart --run OUT --data DIR --out NEW`` (embed items added after training, no retraining).
 """
 
@@ -89,11 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     rec = sub.add_parser("recommend", help="print the items related to one item (by id or part of a title)")
     rec.add_argument("--item", required=True, help="an item id, or (part of) a title")
     rec.add_argument("-k", type=int, default=10, help="how many related items")
-    source = rec.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", metavar="OUT", help="output directory of `python -m pinsage run` (or coldstart)")
-    source.add_argument("--model", metavar="URI", help="an MLflow model, e.g. models:/pinsage@champion")
-    rec.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for --model "
-                     "(default: $MLFLOW_TRACKING_URI)")
+    rec.add_argument("--run", metavar="OUT", required=True,
+                     help="output directory of `python -m pinsage run` (or coldstart); a registered model: "
+                          "`python -m tasks.recommend --model URI`")
     cold = sub.add_parser("coldstart", help="embed items added after training, without retraining")
     cold.add_argument("--run", required=True, metavar="OUT", help="the trained run directory")
     cold.add_argument("--data", required=True, help="the dataset with the added items (and any interactions)")
@@ -102,13 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "recommend":  # no torch import: answers in about a second
         from .recommend import recommend_main, run_source
 
-        if args.run is not None:
-            load = lambda: run_source(args.run)  # noqa: E731
-        else:  # the registry belongs to the orchestration layer: the library never imports MLflow
-            from tasks.recommend import registered_source
-
-            load = lambda: registered_source(args.model, args.tracking_uri)  # noqa: E731
-        return recommend_main(args.item, args.k, load, source=args.run or args.model,
+        return recommend_main(args.item, args.k, lambda: run_source(args.run), source=args.run,
                               out=print, err=lambda s: print(s, file=sys.stderr))
 
     from .dataset import DatasetError

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run the tests on any machine, a fresh one included: install and start what they need, then pytest.
 #
-#   bash scripts/test.sh                    # everything (what .ci/run does)
-#   bash scripts/test.sh -m "not slow"      # the fast development subset; any pytest arguments pass through
+#   bash scripts/test.sh python3 -m pytest -q    # everything: the README's test command, what .ci/run does
+#   bash scripts/test.sh -m "not slow"           # pytest options alone: python3 -m pytest -q with them
 #
 # 1. pip install -r requirements.txt -c constraints.txt   (PINSAGE_SKIP_INSTALL=1 skips it)
 # 2. chromium (tests/serving/test_report.py): Debian's package, apt-get installed when missing.
@@ -12,7 +12,8 @@
 #    throw-away server from Debian's binaries (apt-get installed when missing) on a free 127.0.0.1 port,
 #    with its data and socket in a temporary directory, stopped and deleted when this script exits.
 #    The system cluster is never started or changed.
-# 4. python3 -m pytest -q "$@"; the script exits with pytest's status.
+# 4. the command given (none: python3 -m pytest -q; options only: pytest with them); the script exits
+#    with its status.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -127,5 +128,10 @@ else
   pg_answers "$PINSAGE_E2E_PG" || { cat "$PG_TMP/postgres.log" >&2; die "the private PostgreSQL server does not answer"; }
 fi
 
-# 4. The tests -------------------------------------------------------------------------------------
-"$PY" -m pytest -q "$@"
+# 4. The tests: the command given (the README's: python3 -m pytest -q), or pytest with these options ---
+if [ $# = 0 ]; then
+  set -- "$PY" -m pytest -q
+elif [ "${1#-}" != "$1" ]; then
+  set -- "$PY" -m pytest -q "$@"
+fi
+"$@"  # not exec: the trap above must stop the private server afterwards

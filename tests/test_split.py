@@ -31,19 +31,24 @@ def pairs(df):
         index=False)}
 
 
-def reference(df):
-    """Slow, obvious implementation of the protocol with timestamps."""
+def sequences(df) -> dict:
+    """Slow, obvious dedup and ordering: {context: its latest (context, item) rows by (timestamp, row)},
+    contexts in order of first appearance in the file."""
     latest = {}
     for r in df.itertuples(index=False):
         key = (r.context_id, r.item_id)
         if key not in latest or (r.timestamp, r.row) >= (latest[key].timestamp, latest[key].row):
             latest[key] = r
-    by_ctx = {}
+    by_ctx = {c: [] for c in df["context_id"]}  # dict keys keep the first appearance
     for r in latest.values():
-        by_ctx.setdefault(r.context_id, []).append(r)
+        by_ctx[r.context_id].append(r)
+    return {c: sorted(rs, key=lambda r: (r.timestamp, r.row)) for c, rs in by_ctx.items()}
+
+
+def reference(df):
+    """Slow, obvious implementation of the ``last-item`` protocol with timestamps."""
     train, valid, test = set(), {}, {}
-    for c, rs in by_ctx.items():
-        rs.sort(key=lambda r: (r.timestamp, r.row))
+    for c, rs in sequences(df).items():
         if len(rs) >= 3:
             test[c] = (rs[-3].item_id, rs[-1].item_id)
             valid[c] = (rs[-3].item_id, rs[-2].item_id)
@@ -213,20 +218,8 @@ def test_million_rows_vectorised_speed():
 
 def reference_tail(df):
     """Slow, obvious implementation of the ``tail`` protocol with timestamps: lists of pairs."""
-    latest = {}
-    for r in df.itertuples(index=False):
-        key = (r.context_id, r.item_id)
-        if key not in latest or (r.timestamp, r.row) >= (latest[key].timestamp, latest[key].row):
-            latest[key] = r
-    by_ctx = {}
-    for r in sorted(latest.values(), key=lambda r: r.row):  # contexts in order of first kept row
-        by_ctx.setdefault(r.context_id, []).append(r)
-    first_seen = {}
-    for r in df.itertuples(index=False):
-        first_seen.setdefault(r.context_id, r.row)
     train, valid, test = set(), [], []
-    for c in sorted(by_ctx, key=first_seen.get):
-        rs = sorted(by_ctx[c], key=lambda r: (r.timestamp, r.row))
+    for c, rs in sequences(df).items():
         n = len(rs)
         if n >= 3:
             h = max(2, round(0.2 * n))

@@ -1,4 +1,5 @@
-"""`python -m pinsage recommend`: a readable table from a run directory or the registered champion."""
+"""`python -m pinsage recommend --run` and `python -m tasks.recommend --model`: a readable table from a run
+directory or the registered champion."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from pinsage.recommend import AmbiguousItem, Catalogue, ItemNotFound
 from .conftest import MODEL, ROOT, community_of, subprocess_env
 
 
-def _recommend(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pinsage", "recommend", *args], cwd=ROOT, capture_output=True,
+def _recommend(*args: str, env: dict | None = None, module: tuple[str, ...] = ("pinsage", "recommend")
+               ) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *module, *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=120, env=subprocess_env(env))
 
 
@@ -51,7 +53,7 @@ def test_an_ambiguous_title_lists_the_candidates_and_an_unknown_one_says_so(serv
 def test_recommend_from_the_registered_champion_matches_the_run_directory(served):
     by_run = _recommend("--run", str(served["run_dir"]), "--item", "i40", "-k", "10")
     by_model = _recommend("--model", f"models:/{MODEL}@champion", "--item", "i40", "-k", "10",
-                          env={"MLFLOW_TRACKING_URI": served["store"].uri})
+                          env={"MLFLOW_TRACKING_URI": served["store"].uri}, module=("tasks.recommend",))
     assert by_run.returncode == 0 and by_model.returncode == 0, by_model.stderr[-3000:]
     assert _table(by_model.stdout) == _table(by_run.stdout)  # the same ranking through the pyfunc
 
