@@ -105,6 +105,61 @@ def synthetic_features(n_items: int, dim: int, seed: int = 0) -> np.ndarray:
     return rng.standard_normal((n_items, dim), dtype=np.float32)
 
 
+
+def write_synthetic_dataset(directory: str | Path, n_items: int, n_interactions: int, seed: int = 0,
+                            items_per_context: int = 100, n_topics: int | None = None) -> Path:
+    """A contract-format dataset (``items.csv``, ``interactions.csv``) with structure to learn.
+
+    Items belong to latent topics (``n_topics``, default ``n_items / 250``); each item's text holds
+    two of its topic's words and two random ones, so content is informative but noisy. Each context
+    prefers two topics: a step of its time-ordered history stays in the current topic with
+    probability 0.6, switches to the other preferred topic with 0.3, or picks any item with 0.1;
+    within a topic items follow a Zipf (alpha 0.8) popularity, so the catalogue has a long tail and
+    consecutive items are related, as in a real session. Timestamps increase along each history.
+    A history repeats no item (repeats are redrawn), so the count is close to, not exactly, the asked one.
+
+    Returns the dataset directory.
+    """
+    import pandas as pd
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([seed, 3])
+    n_topics = n_topics or max(2, n_items // 250)
+    topic = rng.integers(0, n_topics, n_items)  # (N,) topic of each item
+    members = [np.flatnonzero(topic == t) for t in range(n_topics)]
+    members = [m if len(m) else rng.integers(0, n_items, 1) for m in members]
+    popularity = [(np.arange(1, len(m) + 1) ** -0.8) / np.sum(np.arange(1, len(m) + 1) ** -0.8) for m in members]
+    vocab = np.array([f"w{t}_{j}" for t in range(n_topics) for j in range(8)]).reshape(n_topics, 8)
+    text = [" ".join([*rng.choice(vocab[topic[i]], 2, replace=False), *rng.choice(vocab.ravel(), 2)])
+            for i in range(n_items)]
+    pd.DataFrame({"item_id": [f"i{i}" for i in range(n_items)], "title": [f"item {i}" for i in range(n_items)],
+                  "text": text}).to_csv(directory / "items.csv", index=False)
+    n_contexts = max(1, n_interactions // items_per_context)
+    rows_c, rows_i, rows_t = [], [], []
+    for c in range(n_contexts):
+        length = max(3, int(rng.poisson(items_per_context)))
+        prefs = rng.choice(n_topics, 2, replace=False) if n_topics > 1 else np.zeros(2, np.int64)
+        current, seen, step = 0, set(), 0
+        for _ in range(5 * length):  # redraw repeats; a history of distinct items
+            if step == length:
+                break
+            u = rng.random()
+            current = current if u < 0.6 else 1 - current
+            if u >= 0.9:
+                item = int(rng.integers(0, n_items))
+            else:
+                t = prefs[current]
+                item = int(members[t][rng.choice(len(members[t]), p=popularity[t])])
+            if item in seen:
+                continue
+            seen.add(item)
+            rows_c.append(c), rows_i.append(item), rows_t.append(1_600_000_000 + c * 1000 + step)
+            step += 1
+    pd.DataFrame({"context_id": [f"c{c}" for c in rows_c], "item_id": [f"i{i}" for i in rows_i],
+                  "timestamp": rows_t}).to_csv(directory / "interactions.csv", index=False)
+    return directory
+
 if __name__ == "__main__":
     import time
 

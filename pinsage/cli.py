@@ -49,6 +49,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vgg-weights", default=None, metavar="PATH",
                    help="local torchvision vgg16 weights file (vgg16-397923af.pth) for 4,096-d visual "
                         "features of items with an image_path; never downloaded; without it: no visual features")
+    p.add_argument("--cpus", type=int, default=0,
+                   help="CPU threads each stage may use; 0: $PINSAGE_CPUS, else every CPU this process may use")
     p.add_argument("--word2vec-vectors", default=None, metavar="PATH",
                    help="pretrained word vectors (word2vec format; *.bin = binary) instead of training word2vec")
 
@@ -57,7 +59,7 @@ def config_from_args(args, out: str):
     from .pipeline import PipelineConfig
 
     cfg = PipelineConfig(data=args.data, out=out, max_timestamp=args.max_timestamp, engine=args.engine,
-                         ray_address=args.ray_address, protocol=args.protocol).with_seed(args.seed)
+                         ray_address=args.ray_address, protocol=args.protocol, cpus=args.cpus).with_seed(args.seed)
     cfg.train.device = args.device
     for value, obj, name in ((args.epochs, cfg.train, "epochs"), (args.top_t, cfg.walks, "top_t"),
                              (args.walks_per_item, cfg.walks, "walks_per_item"),
@@ -86,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--out", required=True)
     exp.add_argument("--seeds", type=int, default=3)
     exp.add_argument("--t-values", default="10,20,50", help="comma-separated T values for Table 4")
+    exp.add_argument("--only-seeds", default=None, metavar="I,J",
+                     help="train only these seed indices and write no report (run seeds side by side, "
+                          "each with --cpus set to its share; a last call without it writes the report)")
     rec = sub.add_parser("recommend", help="print the items related to one item (by id or part of a title)")
     rec.add_argument("--item", required=True, help="an item id, or (part of) a title")
     rec.add_argument("-k", type=int, default=10, help="how many related items")
@@ -121,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args, args.out)
         t_values = tuple(int(t) for t in args.t_values.split(",") if t)
         try:
-            run_experiment(cfg, args.seeds, log=_log, t_values=t_values)
+            only = None if args.only_seeds is None else tuple(int(i) for i in args.only_seeds.split(",") if i)
+            run_experiment(cfg, args.seeds, log=_log, t_values=t_values, only_seeds=only)
         except (DatasetError, ParamError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

@@ -74,8 +74,7 @@ TABLE1_VARIANTS = (
     Variant.of("mean pooling", model__aggregator="mean", train__sampler__hard_negatives=False),
     Variant.of("mean pooling + hard negatives", model__aggregator="mean", train__sampler__hard_negatives=True),
     Variant.of("pinsage, max-margin loss (paper)", train__loss="max_margin"),
-    Variant.of("pinsage, negatives from the whole catalogue", train__sampler__negatives_from="catalogue"),
-    Variant.of("pinsage, hold-out training neighbourhoods (F=4)", walks__holdout_folds=4),
+    Variant.of("pinsage, final layers without h^0 (paper)", model__input_skip=False),
     Variant.of(FEATURES_ONLY_K0, model__id_embedding=False, model__n_layers=0),
     Variant.of(FEATURES_ONLY, model__id_embedding=False),
     Variant("pinsage"),
@@ -93,6 +92,11 @@ def _link_shared(base: Path, out: Path, stages: tuple[str, ...]) -> None:
             os.symlink((base / stage).resolve(), link, target_is_directory=True)
 
 
+def _model_settings(config: dict) -> dict:
+    """A variant's recorded config without how it ran (``cpus``): those do not change what it trains."""
+    return {k: v for k, v in config.items() if k != "cpus"}
+
+
 def run_variant(base_cfg: PipelineConfig, variant: Variant, log: Log) -> dict:
     """Train, export and evaluate one variant over the base run's shared stages.
 
@@ -104,7 +108,7 @@ def run_variant(base_cfg: PipelineConfig, variant: Variant, log: Log) -> dict:
     done = out / "variant.json"
     if done.exists() and (out / "ranks.parquet").exists():
         record = json.loads(done.read_text())
-        if record["config"] == json.loads(json.dumps(cfg.to_dict())):
+        if _model_settings(record["config"]) == _model_settings(json.loads(json.dumps(cfg.to_dict()))):
             log(f"experiment: {variant.name} already done in {out}")
             return {"out": str(out), "train_seconds": record["train_seconds"]}
     shared = ("dataset", "prepare", "graph", "features") + (() if variant.changes_neighbors else ("neighbors",))
@@ -170,8 +174,12 @@ def _fmt(ms: list[float]) -> str:
 
 
 def run_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, t_values=TABLE4_T,
-                   variants=TABLE1_VARIANTS, draws: int = 1000) -> dict:
-    """Run every variant for ``seeds`` seeds; write experiment.json and experiment.md under cfg.out."""
+                   variants=TABLE1_VARIANTS, draws: int = 1000, only_seeds: tuple[int, ...] | None = None) -> dict:
+    """Run every variant for ``seeds`` seeds; write experiment.json and experiment.md under cfg.out.
+
+    ``only_seeds``: train just those seed indices (e.g. one process or machine per seed, each with
+    ``cpus`` set to its share) and write no report; a later call without it finds them done.
+    """
     root = Path(cfg.out)
     t_variants = tuple(Variant.of(f"pinsage T={t}", walks__top_t=t) for t in t_values)
     test_metrics: list[dict] = []
@@ -181,6 +189,8 @@ def run_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, t_values=T
     n_pairs = []
     target_degree: list[np.ndarray] = []  # per seed, (P,) training degree of each test target
     for s in range(seeds):
+        if only_seeds is not None and s not in only_seeds:
+            continue
         seed_cfg = dataclasses.replace(cfg.with_seed(cfg.seed + s), out=str(root / f"seed{s}"))
         log(f"experiment: seed {seed_cfg.seed}")
         for stage in ("prepare", "graph", "features", "neighbors"):
@@ -211,6 +221,8 @@ def run_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, t_values=T
             n_pairs.append(m["n_pairs"])
         test_metrics.append(metrics)
         valid_metrics.append(valid)
+    if only_seeds is not None:
+        return {"seeds_done": sorted(only_seeds)}
     summary, valid_summary = aggregate(test_metrics), aggregate(valid_metrics)
     present_baselines = [b for b in BASELINES if b in summary]
     best_baseline = max(present_baselines, key=lambda b: summary[b]["mrr"][0])
@@ -229,6 +241,13 @@ def run_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, t_values=T
               "bootstrap_95": comparisons}
     report["by_target_degree"] = by_target_degree(
         {k: test_ranks[k] for k in present_baselines + [v.name for v in variants]}, target_degree)
+    sparse = [d <= SPARSE_DEGREE for d in target_degree]  # (P,) per seed: targets with few interactions
+    report["bootstrap_95_sparse"] = {
+        f"{m} vs {a}": paired_bootstrap([r[k] for r, k in zip(test_ranks[m], sparse)],
+                                        [r[k] for r, k in zip(test_ranks[a], sparse)], draws)
+        for m, a in ABLATION_PAIRS + tuple((v.name, best_baseline) for v in variants if v.name == "pinsage")
+        if m in test_ranks and a in test_ranks and all(k.any() for k in sparse)}
+    report["n_sparse_test_pairs"] = float(np.mean([k.sum() for k in sparse]))
     report["bar"] = quality_bar(report)
     write_json(root / "experiment.json", report)
     write_text(root / "experiment.md", markdown_report(report))
@@ -237,6 +256,8 @@ def run_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, t_values=T
 
 
 DEGREE_BUCKETS = ((0, 0), (1, 5), (6, 20), (21, None))  # training interactions of the target item
+SPARSE_DEGREE = 5  # "sparse targets": at most this many training interactions (the quality bar's slice)
+BAR_RATIO = 1.15  # the quality bar: test MRR and HR@10 at least this multiple of the best baseline's
 
 
 def by_target_degree(ranks: dict[str, list[np.ndarray]], degree: list[np.ndarray]) -> dict:
@@ -260,27 +281,32 @@ def by_target_degree(ranks: dict[str, list[np.ndarray]], degree: list[np.ndarray
 
 
 def quality_bar(report: dict, model: str = "pinsage", ablation: str = "no convolution (K=0)") -> dict:
-    """The quality issue's bar, checked on the report's own figures (test pairs).
+    """The quality issue's bar, checked on the report's own figures.
 
-    ``beats_baselines``: the model's mean MRR and HR@10 are >= 1.1 x the best baseline's (best per
-    metric), its mean - std is above that baseline's mean, and the bootstrap interval of the MRR
-    difference against the best-MRR baseline lies above zero. ``beats_ablation``: the bootstrap interval
-    of the MRR difference against the K=0 ablation lies above zero.
+    ``beats_baselines``: the model's mean test MRR and HR@10 are >= ``BAR_RATIO`` x the best
+    baseline's (best per metric) and the bootstrap interval of the MRR difference against the
+    best-MRR baseline lies above zero. ``ablation_on_validation``: its mean validation MRR is at least
+    its K=0 ablation's. ``beats_ablation_sparse``: the interval of Δ MRR against the ablation on
+    sparse targets (<= ``SPARSE_DEGREE`` training interactions) lies above zero; ``beats_ablation``:
+    the same over every test pair (the paper's claim in full).
     """
     t1 = report["table1"]
     if model not in t1:
         return {}
     baselines = [b for b in BASELINES if b in t1]
-    out: dict = {"best_baseline": report["best_baseline"]}
+    out: dict = {"best_baseline": report["best_baseline"], "ratio_needed": BAR_RATIO}
     ok = True
     for metric in ("mrr", "hr@10"):
         best = max(baselines, key=lambda b: t1[b][metric][0])
-        mean, std = t1[model][metric]
-        ratio = mean / max(t1[best][metric][0], 1e-12)
-        out[metric] = {"best_baseline": best, "ratio": ratio, "mean_minus_std_above": mean - std > t1[best][metric][0]}
-        ok &= ratio >= 1.1 and mean - std > t1[best][metric][0]
+        ratio = t1[model][metric][0] / max(t1[best][metric][0], 1e-12)
+        out[metric] = {"best_baseline": best, "ratio": ratio}
+        ok &= ratio >= BAR_RATIO
     ci = report["bootstrap_95"].get(f"{model} vs {report['best_baseline']}")
     out["beats_baselines"] = bool(ok and ci is not None and ci["mrr"][0] > 0)
+    if ablation in t1 and "valid_mrr" in t1[model]:
+        out["ablation_on_validation"] = bool(t1[model]["valid_mrr"][0] >= t1[ablation]["valid_mrr"][0])
+    ci_sparse = report.get("bootstrap_95_sparse", {}).get(f"{model} vs {ablation}")
+    out["beats_ablation_sparse"] = bool(ci_sparse is not None and ci_sparse["mrr"][0] > 0)
     ci0 = report["bootstrap_95"].get(f"{model} vs {ablation}")
     out["beats_ablation"] = bool(ci0 is not None and ci0["mrr"][0] > 0)
     out["other_ablations"] = {f"{m} vs {a}": bool(report["bootstrap_95"][f"{m} vs {a}"]["mrr"][0] > 0)
@@ -308,8 +334,15 @@ def markdown_report(report: dict) -> str:
         flag = "" if ci["mrr"][0] > 0 or ci["mrr"][1] < 0 else " (interval spans 0: noise)"
         lines.append(f"| {name}{flag} | [{ci['mrr'][0]:+.4f}, {ci['mrr'][1]:+.4f}] | "
                      f"[{ci['hr@10'][0]:+.4f}, {ci['hr@10'][1]:+.4f}] |")
-    lines += ["", f"With one held-out pair per context there are only {n} test pairs: differences whose "
-              "interval spans zero are noise, whatever the means say."]
+    if report.get("bootstrap_95_sparse"):
+        lines += ["", f"#### The same on sparse targets (<= {SPARSE_DEGREE} training interactions; "
+                      f"{report['n_sparse_test_pairs']:.0f} test pairs)", "",
+                  "| comparison | Δ MRR | Δ HR@10 |", "|---|---:|---:|"]
+        for name, ci in report["bootstrap_95_sparse"].items():
+            flag = "" if ci["mrr"][0] > 0 or ci["mrr"][1] < 0 else " (interval spans 0: noise)"
+            lines.append(f"| {name}{flag} | [{ci['mrr'][0]:+.4f}, {ci['mrr'][1]:+.4f}] | "
+                         f"[{ci['hr@10'][0]:+.4f}, {ci['hr@10'][1]:+.4f}] |")
+    lines += ["", f"{n} test pairs: differences whose interval spans zero are noise, whatever the means say."]
     deg = report.get("by_target_degree")
     if deg:
         labels = list(deg["buckets"])
@@ -325,11 +358,17 @@ def markdown_report(report: dict) -> str:
         for metric in ("mrr", "hr@10"):
             b = bar[metric]
             lines.append(f"- {metric.upper()}: pinsage / best baseline ({b['best_baseline']}) = {b['ratio']:.2f}x "
-                         f"(needs >= 1.10x); mean - std above its mean: {'yes' if b['mean_minus_std_above'] else 'no'}")
-        lines.append(f"- beats the best baselines (ratio, mean - std, bootstrap above 0): "
-                     f"{'yes' if bar['beats_baselines'] else 'no'}")
-        lines.append(f"- beats its K=0 ablation (bootstrap interval of Δ MRR above 0): "
-                     f"{'yes' if bar['beats_ablation'] else 'no'}")
+                         f"(needs >= {bar['ratio_needed']:.2f}x)")
+        yes = {True: "yes", False: "no"}
+        lines.append(f"- beats the best baselines (both ratios, bootstrap of Δ MRR above 0): "
+                     f"{yes[bar['beats_baselines']]}")
+        if "ablation_on_validation" in bar:
+            lines.append(f"- at least as good as its K=0 ablation on validation (mean over seeds): "
+                         f"{yes[bar['ablation_on_validation']]}")
+        lines.append(f"- beats its K=0 ablation on sparse targets (bootstrap of Δ MRR above 0): "
+                     f"{yes[bar['beats_ablation_sparse']]}")
+        lines.append(f"- beats its K=0 ablation on every test pair (the paper's claim in full): "
+                     f"{yes[bar['beats_ablation']]}")
         for pair, ok in bar.get("other_ablations", {}).items():
             lines.append(f"- {pair} (bootstrap interval of Δ MRR above 0): {'yes' if ok else 'no'}")
     return "\n".join(lines) + "\n"

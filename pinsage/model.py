@@ -2,8 +2,9 @@
 
     h_u^0 = P standardize(x_u) + p  (+ e_u, a learnable id embedding; see README "Differences")
     for k = 1..K:  h_u^k = PinSageConv_k(h_u^{k-1}, {h_v^{k-1} : v in N(u)})
-    z_u = G2 ReLU(G1 h_u^K + g),  z_u <- z_u / ||z_u||_2
-          (with ``input_skip``: G1 [h_u^K ; h_u^0], so the item's own input reaches the output directly)
+    z_u = G2 ReLU(G1 [h_u^K ; h_u^0] + g),  z_u <- z_u / ||z_u||_2
+          (the paper's G1 h_u^K with ``input_skip=False``; with it the item's own input reaches the
+          output directly, beside what its neighbourhood says)
 
 Scores are dot products of the unit-length z, i.e. cosine similarities.
 """
@@ -31,7 +32,9 @@ class ModelConfig:
     n_layers: int = 2  # K, paper: 2 (K=0 is the no-convolution ablation)
     aggregator: str = "importance"  # paper's importance pooling; "mean" is the GraphSAGE ablation
     id_embedding: bool = True  # learnable per-item vector added to the projected features (not in the paper)
-    input_skip: bool = False  # final layers also see h^0 (jumping-knowledge concat; not in the paper)
+    # Final layers also see h^0 (jumping-knowledge concat; not in the paper): the convolution adds the
+    # neighbourhood without washing out the item's own input. Chosen on validation (docs/figures.md).
+    input_skip: bool = True
     combine: str = "concat"  # paper: normalize(ReLU(W[h; n])); "residual": h + W[h; n] (see README)
     id_dropout: float = 0.0  # training only: share of nodes whose id vector is dropped (features + neighbours must carry them)
     # training only: share of nodes convolved with an empty neighbourhood, as an item without

@@ -68,7 +68,8 @@ def check_config(cfg) -> None:
                 "train.sampler.positive_window", "features.word2vec_dim", "features.word2vec_epochs",
                 "pixie_walks_per_item"):
         _int(cfg, key, 1)
-    for key in ("train.num_workers", "train.warmup_steps", "train.sampler.max_hard_negatives",
+    for key in ("cpus", "train.num_workers", "train.warmup_steps", "train.epoch_pairs_per_item",
+                "train.sampler.max_hard_negatives",
                 "walks.holdout_folds"):
         _int(cfg, key, 0)
     if cfg.walks.holdout_folds == 1:  # one fold would walk each table without every context: no graph left

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -42,9 +43,10 @@ from .index import IndexConfig, build_index, save_index
 from .io import atomic_dir, read_npz, write_json, write_npz, write_table, write_text
 from .model import ModelConfig, PinSage, load_model, save_model
 from .params import check_catalogue, check_config
+from .resources import cpu_threads
 from .sampler import hard_negative_band, positive_pairs
 from .split import split_interactions
-from .train import TrainConfig, train_model
+from .train import TrainConfig, epoch_pairs, train_model
 from .walks import Neighbors, VisitTable, WalkConfig, context_folds, random_walk_neighbors
 
 Log = Callable[[str], None]
@@ -60,6 +62,9 @@ class PipelineConfig:
     pixie_walks_per_item: int = 4000  # the Pixie baseline walks far more from its few queries
     engine: str = "local"  # "local": in-process; "ray": neighbourhoods and export on a Ray cluster
     ray_address: str | None = None  # Ray cluster for engine "ray" (e.g. ray://head:10001); None: start a local one
+    # CPU threads each stage may use (torch, numba); 0: $PINSAGE_CPUS, else what the OS gives this
+    # process (affinity, cgroup quota). Pools sized to the whole machine thrash when tasks share it.
+    cpus: int = 0
     features: FeatureConfig = field(default_factory=FeatureConfig)
     walks: WalkConfig = field(default_factory=WalkConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -87,6 +92,15 @@ class PipelineConfig:
         return cls(features=FeatureConfig(**d.pop("features", {})), walks=WalkConfig(**d.pop("walks", {})),
                    model=ModelConfig(**d.pop("model", {})), train=TrainConfig(sampler=sampler, **train),
                    index=IndexConfig(**d.pop("index", {})), **d)
+
+
+def _sized(stage: Callable[..., dict]) -> Callable[..., dict]:
+    """Run a stage with its thread pools sized to the run's CPU budget (``resources.cpu_threads``)."""
+    @functools.wraps(stage)
+    def run(cfg: PipelineConfig, *args, **kwargs) -> dict:
+        with cpu_threads(cfg.cpus):
+            return stage(cfg, *args, **kwargs)
+    return run
 
 
 def _out(cfg: PipelineConfig, *parts: str) -> Path:
@@ -166,6 +180,7 @@ def graph(cfg: PipelineConfig, log: Log = print) -> dict:
     return {"graph": str(path)}
 
 
+@_sized
 def features(cfg: PipelineConfig, log: Log = print) -> dict:
     t0 = time.perf_counter()
     items = pq.read_table(_out(cfg, "prepare", "items.parquet")).to_pandas()
@@ -213,6 +228,7 @@ def walk_visits(graph: BipartiteGraph | dict, sources: np.ndarray, m: int, confi
     return VisitTable(np.concatenate([v.items for v in parts]), np.concatenate([v.counts for v in parts]))
 
 
+@_sized
 def neighbors(cfg: PipelineConfig, log: Log = print) -> dict:
     t0 = time.perf_counter()
     g = BipartiteGraph.load(_out(cfg, "graph", "graph.npz"))
@@ -308,6 +324,7 @@ def negative_candidates(degree: np.ndarray, sampler) -> tuple[np.ndarray, np.nda
     return candidates, np.maximum(degree[candidates], 1).astype(np.float64) ** sampler.negative_power
 
 
+@_sized
 def train(cfg: PipelineConfig, log: Log = print, on_epoch_end=None,
           group: distributed.ProcessGroup | None = None) -> dict:
     """Stage 5. With ``train.nproc > 1`` this launches data-parallel processes (torchrun) that each
@@ -337,7 +354,7 @@ def train(cfg: PipelineConfig, log: Log = print, on_epoch_end=None,
         pairs = positive_pairs(context, item, window, ordered, rng, with_context=holdout is not None)
         if holdout is not None:
             pairs[:, 2] = holdout[1][pairs[:, 2]]  # context -> its fold: which table the pair trains on
-        return pairs[rng.permutation(len(pairs))]
+        return pairs[rng.permutation(len(pairs))[:epoch_pairs(len(pairs), len(feats), cfg.train)]]
 
     candidates, weights = negative_candidates(np.bincount(item, minlength=len(feats)), cfg.train.sampler)
     vq, vt = _pairs(cfg, "valid")
@@ -359,6 +376,7 @@ def train(cfg: PipelineConfig, log: Log = print, on_epoch_end=None,
     return {"model_dir": str(d), "best_epoch": state.best_epoch}
 
 
+@_sized
 def export(cfg: PipelineConfig, log: Log = print, model_dir: str | None = None) -> dict:
     from .embeddings import write_embeddings
     from .export import export_embeddings
@@ -381,6 +399,7 @@ def export(cfg: PipelineConfig, log: Log = print, model_dir: str | None = None) 
     return {"embeddings_dir": str(_out(cfg, "embeddings"))}
 
 
+@_sized
 def index(cfg: PipelineConfig, log: Log = print) -> dict:
     from .embeddings import read_embeddings
 
@@ -433,6 +452,7 @@ def _settings_note(tuned: TunedBaselines) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
+@_sized
 def evaluate(cfg: PipelineConfig, log: Log = print) -> dict:
     from .embeddings import read_embeddings
 

@@ -1,10 +1,13 @@
+import dataclasses
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from pinsage.experiment import (FEATURES_ONLY, FEATURES_ONLY_K0, Variant, aggregate, paired_bootstrap,
                                 run_experiment)
+from pinsage.graph import BipartiteGraph
 
 from conftest import make_community_dataset
 from test_pipeline import small_config
@@ -37,7 +40,14 @@ def test_experiment_runs_variants_over_seeds(tmp_path):
     data = make_community_dataset(tmp_path / "data", n_items=40, n_contexts=60)
     cfg = small_config(data, tmp_path / "exp", epochs=1)
     variants = (Variant.of("no convolution (K=0)", model__n_layers=0), Variant("pinsage"))
-    report = run_experiment(cfg, seeds=2, log=lambda s: None, t_values=(5,), variants=variants, draws=50)
+    # one seed trained on its own (a process per seed, side by side), then the whole experiment
+    assert run_experiment(cfg, seeds=2, log=lambda s: None, t_values=(5,), variants=variants,
+                          only_seeds=(1,)) == {"seeds_done": [1]}
+    assert not (tmp_path / "exp" / "experiment.json").exists()
+    first = []
+    report = run_experiment(dataclasses.replace(cfg, cpus=1), seeds=2, log=first.append, t_values=(5,),
+                            variants=variants, draws=50)
+    assert sum("already done" in line for line in first) == 2  # seed 1's variants; cpus changes nothing trained
     assert report["seeds"] == 2
     assert {"popularity", "itemknn", "pixie", "no convolution (K=0)", "pinsage"} <= set(report["table1"])
     assert set(report["table4"]) == {"pinsage T=5"}
@@ -45,6 +55,14 @@ def test_experiment_runs_variants_over_seeds(tmp_path):
                 ["methods"]["pinsage"]["mrr"] for s in range(2)]
     assert report["table1"]["pinsage"]["mrr"][0] == pytest.approx(np.mean(per_seed))
     assert "pinsage vs itemknn" in report["bootstrap_95"]
+    # sparse targets (<= 5 training interactions), counted from the seeds' own graphs and test pairs
+    sparse = []
+    for s in range(2):
+        degree = BipartiteGraph.load(tmp_path / "exp" / f"seed{s}" / "graph" / "graph.npz").item_degree()
+        test = pq.read_table(tmp_path / "exp" / f"seed{s}" / "prepare" / "test.parquet").to_pandas()
+        sparse.append(int((degree[test["target"].to_numpy()] <= 5).sum()))
+    assert report["n_sparse_test_pairs"] == np.mean(sparse)
+    assert ("pinsage vs no convolution (K=0)" in report["bootstrap_95_sparse"]) == all(sparse)
     md = (tmp_path / "exp" / "experiment.md").read_text()
     assert "Table 1" in md and "Table 4" in md and "| pinsage |" in md
     # a second call trains nothing (every variant is recorded as done) and reproduces the report
@@ -59,29 +77,37 @@ def test_experiment_runs_variants_over_seeds(tmp_path):
     assert again["table1"] == report["table1"] and again["table4"]["pinsage T=5"]["mrr"] == report["table4"]["pinsage T=5"]["mrr"]
 
 
-def _report(pinsage_mrr, pinsage_hr, knn_ci_lo, k0_ci_lo):
+def _report(pinsage_mrr, pinsage_hr, knn_ci_lo, k0_ci_lo, sparse_ci_lo=0.001, valid=(0.04, 0.039)):
     return {"best_baseline": "itemknn",
             "table1": {"itemknn": {"mrr": [0.030, 0.0], "hr@10": [0.050, 0.0]},
                        "popularity": {"mrr": [0.020, 0.0], "hr@10": [0.060, 0.0]},
-                       "pinsage": {"mrr": pinsage_mrr, "hr@10": pinsage_hr}},
+                       "pinsage": {"mrr": pinsage_mrr, "hr@10": pinsage_hr, "valid_mrr": [valid[0], 0.0]},
+                       "no convolution (K=0)": {"mrr": [0.03, 0.0], "hr@10": [0.06, 0.0],
+                                                "valid_mrr": [valid[1], 0.0]}},
             "bootstrap_95": {"pinsage vs itemknn": {"mrr": [knn_ci_lo, 0.01], "hr@10": [0.0, 0.1]},
-                             "pinsage vs no convolution (K=0)": {"mrr": [k0_ci_lo, 0.01], "hr@10": [0.0, 0.1]}}}
+                             "pinsage vs no convolution (K=0)": {"mrr": [k0_ci_lo, 0.01], "hr@10": [0.0, 0.1]}},
+            "bootstrap_95_sparse": {"pinsage vs no convolution (K=0)": {"mrr": [sparse_ci_lo, 0.01],
+                                                                        "hr@10": [0.0, 0.1]}}}
 
 
-def test_quality_bar_checks_ratio_spread_and_bootstrap():
+def test_quality_bar_checks_ratio_bootstrap_validation_and_sparse_targets():
     from pinsage.experiment import quality_bar
 
-    good = quality_bar(_report([0.034, 0.001], [0.067, 0.002], 0.001, 0.0005))
-    assert good["beats_baselines"] and good["beats_ablation"]
+    good = quality_bar(_report([0.035, 0.001], [0.070, 0.002], 0.001, 0.0005))
+    assert good["beats_baselines"] and good["beats_ablation"] and good["beats_ablation_sparse"]
+    assert good["ablation_on_validation"]
     assert good["hr@10"]["best_baseline"] == "popularity"  # best per metric, not the best-MRR method
-    assert good["mrr"]["ratio"] == pytest.approx(0.034 / 0.030)
-    assert not quality_bar(_report([0.032, 0.001], [0.067, 0.002], 0.001, 0.0))["beats_baselines"]  # < 10%
-    assert not quality_bar(_report([0.034, 0.005], [0.067, 0.002], 0.001, 0.0))["beats_baselines"]  # spread
-    assert not quality_bar(_report([0.034, 0.001], [0.067, 0.002], -0.001, 0.0))["beats_baselines"]  # noise
-    assert not quality_bar(_report([0.034, 0.001], [0.065, 0.002], 0.001, 0.0))["beats_baselines"]  # HR@10
-    assert not quality_bar(_report([0.034, 0.001], [0.067, 0.002], 0.001, -0.001))["beats_ablation"]
+    assert good["mrr"]["ratio"] == pytest.approx(0.035 / 0.030)
+    assert not quality_bar(_report([0.034, 0.001], [0.070, 0.002], 0.001, 0.0))["beats_baselines"]  # < 1.15x
+    assert not quality_bar(_report([0.035, 0.001], [0.070, 0.002], -0.001, 0.0))["beats_baselines"]  # noise
+    assert not quality_bar(_report([0.035, 0.001], [0.068, 0.002], 0.001, 0.0))["beats_baselines"]  # HR@10
+    assert not quality_bar(_report([0.035, 0.001], [0.070, 0.002], 0.001, -0.001))["beats_ablation"]
+    sparse = quality_bar(_report([0.035, 0.001], [0.070, 0.002], 0.001, -0.001, sparse_ci_lo=-0.0001))
+    assert not sparse["beats_ablation_sparse"]
+    assert not quality_bar(_report([0.035, 0.001], [0.070, 0.002], 0.001, 0.0, valid=(0.038, 0.039)))[
+        "ablation_on_validation"]
     # the features-only pair is judged on its own interval, beside the default model's
-    report = _report([0.034, 0.001], [0.067, 0.002], 0.001, 0.0005)
+    report = _report([0.035, 0.001], [0.070, 0.002], 0.001, 0.0005)
     report["bootstrap_95"][f"{FEATURES_ONLY} vs {FEATURES_ONLY_K0}"] = {"mrr": [-0.002, 0.01], "hr@10": [0.0, 0.1]}
     assert quality_bar(report)["other_ablations"] == {f"{FEATURES_ONLY} vs {FEATURES_ONLY_K0}": False}
     report["bootstrap_95"][f"{FEATURES_ONLY} vs {FEATURES_ONLY_K0}"]["mrr"][0] = 0.001
