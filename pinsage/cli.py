@@ -43,9 +43,10 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the neighbourhood and export stages run: in-process, or on a Ray cluster")
     p.add_argument("--ray-address", default=None, help="Ray cluster address for --engine ray; empty: a local Ray")
     p.add_argument("--max-timestamp", type=int, default=None, help="train on interactions up to this unix time")
-    p.add_argument("--protocol", choices=["tail", "last-item"], default="tail",
-                   help="evaluation pairs: tail (the paper's: each context's last 20%%, item after item) or "
-                        "last-item (leave-one-out, for comparison with earlier figures)")
+    p.add_argument("--protocol", choices=["tail", "last-item", "new-items"], default="tail",
+                   help="evaluation pairs: tail (the paper's: each context's last 20%%, item after item), "
+                        "last-item (leave-one-out, for comparison with earlier figures) or, for experiment "
+                        "only, new-items (items that arrive after training, through the cold-start path)")
     p.add_argument("--vgg-weights", default=None, metavar="PATH",
                    help="local torchvision vgg16 weights file (vgg16-397923af.pth) for 4,096-d visual "
                         "features of items with an image_path; never downloaded; without it: no visual features")
@@ -58,8 +59,9 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
 def config_from_args(args, out: str):
     from .pipeline import PipelineConfig
 
+    protocol = "tail" if args.protocol == "new-items" else args.protocol  # its runs early-stop on tail pairs
     cfg = PipelineConfig(data=args.data, out=out, max_timestamp=args.max_timestamp, engine=args.engine,
-                         ray_address=args.ray_address, protocol=args.protocol, cpus=args.cpus).with_seed(args.seed)
+                         ray_address=args.ray_address, protocol=protocol, cpus=args.cpus).with_seed(args.seed)
     cfg.train.device = args.device
     for value, obj, name in ((args.epochs, cfg.train, "epochs"), (args.top_t, cfg.walks, "top_t"),
                              (args.walks_per_item, cfg.walks, "walks_per_item"),
@@ -113,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     from .pipeline import run_all
 
     if args.command == "run":
+        if args.protocol == "new-items":
+            print("error: --protocol new-items is an experiment (training, then new items through the "
+                  "cold-start path): python -m pinsage experiment --protocol new-items --out DIR", file=sys.stderr)
+            return 2
         cfg = config_from_args(args, args.out)
         try:
             run_all(cfg, log=_log)
@@ -126,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args, args.out)
         t_values = tuple(int(t) for t in args.t_values.split(",") if t)
         try:
+            if args.protocol == "new-items":
+                from .newitems import run_new_items_experiment
+
+                run_new_items_experiment(cfg, args.seeds, log=_log)
+                _log(f"done: {Path(args.out) / 'new_items.md'}")
+                return 0
             only = None if args.only_seeds is None else tuple(int(i) for i in args.only_seeds.split(",") if i)
             run_experiment(cfg, args.seeds, log=_log, t_values=t_values, only_seeds=only)
         except (DatasetError, ParamError) as err:

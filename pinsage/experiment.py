@@ -120,6 +120,7 @@ def run_variant(base_cfg: PipelineConfig, variant: Variant, log: Log) -> dict:
     train_seconds = time.perf_counter() - t0
     for stage in (pipeline.export, pipeline.evaluate):
         stage(cfg, log=lambda s: None)
+    write_json(out / "config.json", cfg.to_dict())  # a run directory like any other (cold start reads it)
     write_json(done, {"config": cfg.to_dict(), "train_seconds": train_seconds})
     return {"out": str(out), "train_seconds": train_seconds}
 

@@ -117,20 +117,32 @@ def held_out(order: np.ndarray, size: np.ndarray, protocol: str) -> tuple[np.nda
     return is_valid, held & ~is_valid
 
 
-def split_interactions(interactions: pd.DataFrame, has_timestamps: bool, seed: int = 0,
-                       protocol: str = "tail") -> Split:
-    """Split interactions by the fixed protocol (module docstring).
+@dataclass
+class _Sequences:
+    """Deduplicated interactions grouped by context, each context in engagement order.
 
-    Args:
-        interactions: at least ``context_id`` and ``item_id``; ``timestamp`` when
-            ``has_timestamps``; ``row`` (0-based file order; taken as the current order if absent).
-        has_timestamps: order by ``timestamp`` (True) or by a seeded random permutation (False).
-        seed: seed of the random order; unused with timestamps.
-        protocol: ``tail`` (default) or ``last-item``: which interactions become evaluation pairs.
-
-    Raises:
-        DatasetError: when no context has at least 3 distinct items, so nothing can be held out.
+    ``df``: the input in file order; ``seq``: (M,) positions into ``df``, by context then order;
+    ``ctx`` / ``item``: (n,) codes of every input row (``ctx_uniques`` / ``item_uniques`` their ids);
+    ``rank``: (n,) global engagement order of each row (time, ties by file order; or the seeded
+    random rank without timestamps), comparable across contexts.
     """
+
+    df: pd.DataFrame
+    row: np.ndarray
+    ctx: np.ndarray
+    item: np.ndarray
+    ctx_uniques: object
+    item_uniques: object
+    seq: np.ndarray
+    rank: np.ndarray
+    n_dup: int
+
+    def ids(self, uniques, codes) -> pd.Series:
+        return pd.Series(np.asarray(uniques, dtype=object).take(codes), dtype=str)
+
+
+def _sequences(interactions: pd.DataFrame, has_timestamps: bool, seed: int) -> _Sequences:
+    """Steps 1 and 2 of the module docstring: collapse repeats, order each context."""
     df = interactions.reset_index(drop=True)
     n = len(df)
     if has_timestamps and "timestamp" not in df.columns:
@@ -147,7 +159,7 @@ def split_interactions(interactions: pd.DataFrame, has_timestamps: bool, seed: i
     item, item_uniques = pd.factorize(df["item_id"], sort=False)
     ctx = ctx.astype(np.int64)
     item = item.astype(np.int64)
-    n_ctx, n_item = len(ctx_uniques), max(len(item_uniques), 1)
+    n_item = max(len(item_uniques), 1)
 
     pos = np.arange(n, dtype=np.int64)  # file order
     pair = ctx * n_item + item  # one int per (context, item)
@@ -164,9 +176,30 @@ def split_interactions(interactions: pd.DataFrame, has_timestamps: bool, seed: i
         d = _argsort_by(pair, pos)
         kept = np.sort(d[_last_of_runs(pair[d])])  # last in file order, listed in file order
         rng = np.random.default_rng(seed)
-        rank = rng.permutation(len(kept)).astype(np.int64)  # drawn in file order
-        seq = kept[_argsort_by(ctx[kept], rank)]  # by context, then the random rank
-    n_dup = n - len(seq)
+        kept_rank = rng.permutation(len(kept)).astype(np.int64)  # drawn in file order
+        rank = np.full(n, -1, dtype=np.int64)  # collapsed repeats have none
+        rank[kept] = kept_rank
+        seq = kept[_argsort_by(ctx[kept], kept_rank)]  # by context, then the random rank
+    return _Sequences(df, row, ctx, item, ctx_uniques, item_uniques, seq, rank, n - len(seq))
+
+
+def split_interactions(interactions: pd.DataFrame, has_timestamps: bool, seed: int = 0,
+                       protocol: str = "tail") -> Split:
+    """Split interactions by the fixed protocol (module docstring).
+
+    Args:
+        interactions: at least ``context_id`` and ``item_id``; ``timestamp`` when
+            ``has_timestamps``; ``row`` (0-based file order; taken as the current order if absent).
+        has_timestamps: order by ``timestamp`` (True) or by a seeded random permutation (False).
+        seed: seed of the random order; unused with timestamps.
+        protocol: ``tail`` (default) or ``last-item``: which interactions become evaluation pairs.
+
+    Raises:
+        DatasetError: when no context has at least 3 distinct items, so nothing can be held out.
+    """
+    sq = _sequences(interactions, has_timestamps, seed)
+    df, row, ctx, item, seq = sq.df, sq.row, sq.ctx, sq.item, sq.seq
+    ctx_uniques, item_uniques, n, n_dup = sq.ctx_uniques, sq.item_uniques, len(sq.df), sq.n_dup
 
     c = ctx[seq]
     counts = np.bincount(c, minlength=len(ctx_uniques))
@@ -186,8 +219,7 @@ def split_interactions(interactions: pd.DataFrame, has_timestamps: bool, seed: i
     at = np.arange(len(seq), dtype=np.int64)
     query_at = at - 1 if protocol == "tail" else at - order + size - 3
 
-    def ids(uniques, codes):
-        return pd.Series(np.asarray(uniques, dtype=object).take(codes), dtype=str)
+    ids = sq.ids
 
     def pairs(mask: np.ndarray) -> pd.DataFrame:
         targets, queries = seq[mask], seq[query_at[mask]]
@@ -207,3 +239,94 @@ def split_interactions(interactions: pd.DataFrame, has_timestamps: bool, seed: i
         train["row"] = row[train_mask]
     train["order"] = order_by_pos[train_mask]
     return Split(train=train, valid=valid, test=test, n_input=n, n_duplicates=n_dup)
+
+
+NEW_ITEM_SHARE = 0.1  # new-items: the seeded share of the items with interactions that arrive new
+
+
+@dataclass
+class NewItemsSplit:
+    """The ``new-items`` protocol (DESIGN.md): items that arrive after training, with r revealed.
+
+    ``train``: the input rows of every item that is not new (deduplicated, file order): what the
+    model and every baseline are trained on. ``arrivals``: one row per interaction of a new item
+    (input columns plus ``k``, its rank among that item's interactions in engagement order, 0 =
+    first; ``query_item``, the item engaged right before it in the same context, '' when none; and
+    ``split``, the half of the new items it belongs to: 'valid' or 'test'). ``new_items``: item_id
+    and split of every new item.
+    """
+
+    train: pd.DataFrame
+    arrivals: pd.DataFrame
+    new_items: pd.DataFrame
+
+    def revealed(self, r: int) -> pd.DataFrame:
+        """The first ``r`` interactions of every new item (input columns): they join the graph."""
+        return self.arrivals.loc[self.arrivals["k"] < r, list(self.train.columns)]
+
+    def pairs(self, r: int, split: str) -> pd.DataFrame:
+        """Evaluation pairs at ``r``: every later interaction of a ``split`` new item whose query
+        (the item right before it in its context) exists and is not new itself."""
+        new = set(self.new_items["item_id"])
+        a = self.arrivals
+        keep = (a["k"] >= r) & (a["split"] == split) & (a["query_item"] != "") & ~a["query_item"].isin(new)
+        return a.loc[keep, PAIR_COLUMNS].reset_index(drop=True)
+
+
+def split_new_items(interactions: pd.DataFrame, has_timestamps: bool, seed: int = 0,
+                    share: float = NEW_ITEM_SHARE, new_items=None) -> NewItemsSplit:
+    """A seeded ``share`` of the items with interactions become new (or exactly ``new_items``, ids);
+    all their interactions leave training. The new items are halved at random into validation and
+    test items.
+
+    Order within contexts (for the queries) and among a new item's interactions (for ``k``) is the
+    engagement order of the module docstring: time, ties by file order; without timestamps the
+    seeded random order.
+    """
+    sq = _sequences(interactions, has_timestamps, seed)
+    seq = sq.seq
+    rng = np.random.default_rng([seed, 19])
+    active = np.unique(sq.item[seq])  # item codes with interactions
+    if new_items is None:
+        n_new = int(round(share * len(active)))
+        new_codes = rng.choice(active, n_new, replace=False) if n_new >= 2 else active[:0]
+    else:
+        code_of = {str(v): i for i, v in enumerate(sq.item_uniques)}
+        new_codes = np.array(sorted({code_of[str(v)] for v in new_items if str(v) in code_of}), dtype=np.int64)
+        n_new = len(new_codes)
+    if n_new < 2:
+        raise DatasetError(f"new-items protocol: {len(active)} items with interactions give {n_new} new "
+                           f"items; expected at least 2 (one validation, one test item)")
+    is_new = np.zeros(max(len(sq.item_uniques), 1), dtype=bool)
+    is_new[new_codes] = True
+    half = np.zeros_like(is_new)  # True: a test item
+    half[rng.permutation(new_codes)[n_new // 2:]] = True
+
+    c = sq.ctx[seq]
+    first = np.r_[True, c[1:] != c[:-1]]  # the first interaction of its context has no query
+    query = np.where(first, -1, np.r_[-1, sq.item[seq][:-1]])  # (M,) item code engaged right before
+    new_at = np.flatnonzero(is_new[sq.item[seq]])  # positions in seq of the new items' interactions
+    rows = seq[new_at]
+    item_codes = sq.item[rows]
+    by_item = _argsort_by(item_codes, sq.rank[rows])  # each new item's interactions in engagement order
+    starts = np.r_[True, item_codes[by_item][1:] != item_codes[by_item][:-1]]
+    group_start = np.maximum.accumulate(np.where(starts, np.arange(len(by_item)), 0))
+    k = np.empty(len(rows), dtype=np.int64)
+    k[by_item] = np.arange(len(by_item)) - group_start
+
+    df = sq.df
+    columns = [col for col in df.columns if col != "row"]
+    arrivals = pd.DataFrame({col: df[col].array[rows] for col in columns})
+    arrivals["k"] = k
+    q = query[new_at]
+    arrivals["query_item"] = np.where(q >= 0, sq.ids(sq.item_uniques, np.maximum(q, 0)).to_numpy(), "")
+    arrivals["target_item"] = arrivals["item_id"].astype(str)
+    arrivals["split"] = np.where(half[item_codes], "test", "valid")
+    arrivals = arrivals.sort_values(["item_id", "k"], kind="stable").reset_index(drop=True)
+
+    keep = np.zeros(len(df), dtype=bool)
+    keep[seq] = ~is_new[sq.item[seq]]
+    train = pd.DataFrame({col: df[col].array[keep] for col in columns})
+    new_items = pd.DataFrame({"item_id": sq.ids(sq.item_uniques, np.sort(new_codes)),
+                              "split": np.where(half[np.sort(new_codes)], "test", "valid")})
+    return NewItemsSplit(train=train, arrivals=arrivals, new_items=new_items)

@@ -266,3 +266,51 @@ def test_tail_pairs_of_a_hand_made_dataset():
 def test_unknown_protocol_is_refused():
     with pytest.raises(ValueError, match="protocol"):
         split_interactions(frame([("u", "a", 1), ("u", "b", 2), ("u", "c", 3)]), True, protocol="random")
+
+
+def _new_items_data():
+    rows = [("c1", "a", 0), ("c1", "a", 1), ("c1", "x", 2), ("c1", "b", 3), ("c1", "y", 4), ("c1", "c", 5),
+            ("c2", "x", 10), ("c2", "d", 11), ("c2", "e", 12),
+            ("c3", "b", 20), ("c3", "x", 21), ("c3", "y", 22), ("c4", "e", 0)]
+    return pd.DataFrame(rows, columns=["context_id", "item_id", "timestamp"]).assign(weight=1.0)
+
+
+def test_new_items_pairs_known_by_hand():
+    from pinsage.split import split_new_items
+
+    sp = split_new_items(_new_items_data(), True, seed=0, new_items=["x", "y"])
+    assert set(sp.new_items["item_id"]) == {"x", "y"} and set(sp.new_items["split"]) == {"valid", "test"}
+    assert not sp.train["item_id"].isin(["x", "y"]).any() and len(sp.train) == 7  # (c1, a) collapsed
+    k = {(r.context_id, r.item_id): r.k for r in sp.arrivals.itertuples()}
+    assert k == {("c1", "x"): 0, ("c2", "x"): 1, ("c3", "x"): 2, ("c1", "y"): 0, ("c3", "y"): 1}
+
+    def pairs(r):
+        both = pd.concat([sp.pairs(r, "valid"), sp.pairs(r, "test")])
+        return set(zip(both["context_id"], both["query_item"], both["target_item"]))
+
+    # c2's x opens its context (no query); c3's y follows x, itself new: both give no pair
+    assert pairs(0) == {("c1", "a", "x"), ("c3", "b", "x"), ("c1", "b", "y")}
+    assert pairs(1) == {("c3", "b", "x")}
+    assert set(zip(sp.revealed(1)["context_id"], sp.revealed(1)["item_id"])) == {("c1", "x"), ("c1", "y")}
+    split_of = dict(zip(sp.new_items["item_id"], sp.new_items["split"]))
+    for name in ("valid", "test"):  # a new item's pairs follow it into its half
+        assert set(sp.pairs(0, name)["target_item"]) <= {i for i, s in split_of.items() if s == name}
+
+
+def test_new_items_seeded_share_and_no_timestamps():
+    from pinsage.split import split_new_items
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"context_id": [f"c{i // 10}" for i in range(2000)],
+                       "item_id": [f"i{v}" for v in rng.integers(0, 300, 2000)]}).assign(weight=1.0)
+    a = split_new_items(df, False, seed=3)
+    b = split_new_items(df, False, seed=3)
+    active = df["item_id"].nunique()
+    assert len(a.new_items) == round(0.1 * active)
+    assert a.new_items.equals(b.new_items) and a.arrivals.equals(b.arrivals)  # seeded
+    assert not split_new_items(df, False, seed=4).new_items.equals(a.new_items)
+    for _, ks in a.arrivals.groupby("item_id")["k"]:  # each new item's interactions ranked 0..n-1
+        assert sorted(ks) == list(range(len(ks)))
+    assert set(a.train["item_id"]).isdisjoint(a.new_items["item_id"])
+    with pytest.raises(DatasetError, match="expected at least 2"):
+        split_new_items(df.head(3), False, seed=0, new_items=["i0"])
