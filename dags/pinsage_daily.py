@@ -40,15 +40,17 @@ network or GPU when parsed. The steps live in `tasks/` and also run from the com
 
 from __future__ import annotations
 
-import importlib
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Param, dag, get_current_context, task
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # the shared wiring lies beside this file
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pinsage_wiring import CHAMPION_ASSET, DEFAULT_ARGS, call_step  # noqa: E402
 
 DAG_ID = "pinsage_daily"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # The trigger form's sections. Airflow's UI opens its default section ("Run Parameters": the
 # parameters without a section, here the data) and keeps the others collapsed until clicked.
@@ -118,47 +120,14 @@ PARAMS = {
 # registered models) train one at a time instead of sharing the worker's cores. Created by
 # scripts/demo.sh, the compose stack's airflow-init and the tests: `airflow pools set pinsage_train 1 …`.
 TRAIN_POOL = "pinsage_train"
-# Updated when a run's version takes the `champion` alias: schedule downstream DAGs on it
-# (`schedule=[Asset("pinsage_champion")]`); the event's extra carries the model name and version.
-CHAMPION_ASSET = Asset(name="pinsage_champion", uri="pinsage://registry/champion", group="model")
-
-
-def _project_on_path() -> None:
-    if str(PROJECT_ROOT) not in sys.path:
-        sys.path.insert(0, str(PROJECT_ROOT))
-
-
-def _on_failure(context) -> None:
-    """A task failed for good: log one clear line, and POST it to $PINSAGE_FAILURE_WEBHOOK when set."""
-    _project_on_path()
-    importlib.import_module("tasks.notify").notify_failure(context)
-
-
-DEFAULT_ARGS = {
-    "owner": "pinsage",
-    "retries": 2,
-    "retry_delay": timedelta(seconds=30),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": timedelta(minutes=10),
-    "execution_timeout": timedelta(hours=1),
-    "on_failure_callback": _on_failure,
-}
 
 
 def _run_step(step: str, *args, **kwargs) -> dict:
-    """Import the step at run time (never at parse time) and run it; bad input fails without retries.
+    """Run ``tasks.<step>.run`` (imported at run time); bad input fails without retries.
 
     Returns the step's references plus ``ref`` (the run reference) for the downstream tasks.
     """
-    _project_on_path()
-    from airflow.sdk.exceptions import AirflowFailException
-
-    common = importlib.import_module("tasks.common")
-    module = importlib.import_module(f"tasks.{step}")
-    try:
-        result = module.run(*args, **kwargs)
-    except common.permanent_errors() as err:
-        raise AirflowFailException(f"{type(err).__name__}: {err}") from err
+    result = call_step(step, "run", *args, **kwargs)
     ref = result if step == "prepare" else args[0]
     return dict(result, ref={k: v for k, v in ref.items() if k != "ref"})
 

@@ -86,7 +86,9 @@ def run(params: dict, *, run_key: str, dag_id: str = "cli", logical_date: str | 
         datasets = browse.log_datasets(c, ref, summary)
         c.set_tag(mlflow_run_id, browse.NOTE, browse.run_description(ref, summary, settings))
         common.log_json_redacted(c, mlflow_run_id, "config.json", cfg.to_dict())
-        common.log_artifacts(c, mlflow_run_id, run_dir / "prepare" / "summary.json", "prepare")
+        # the catalogue, training edges and validation pairs: what a refresh of this version starts from
+        for name in ("summary.json", "items.parquet", "train.parquet", "valid.parquet"):
+            common.log_artifacts(c, mlflow_run_id, run_dir / "prepare" / name, "prepare")
     ref = dict(ref, datasets=datasets, prepare_dir=out["prepare_dir"])
     write_json(run_dir / common.RUN_JSON, ref)
     common.write_step_record(ref, "prepare", ref)

@@ -89,7 +89,7 @@ def parsed(tmp_path_factory):
 
 def test_the_dag_parses_without_import_errors(parsed):
     assert parsed["errors"] == {}
-    assert parsed["dag_ids"] == ["pinsage_daily"]
+    assert parsed["dag_ids"] == ["pinsage_daily", "pinsage_refresh"]
 
 
 def test_parsing_imports_nothing_heavy_and_touches_no_network(parsed):

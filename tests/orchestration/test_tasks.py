@@ -310,3 +310,63 @@ def test_steps_run_from_the_command_line(module_store, first_run, tmp_path):
     assert "graph/graph.npz" in _artifacts(c, ref["mlflow_run_id"])
     assert c.get_run(ref["mlflow_run_id"]).data.params["train.epochs"] == "1"
     assert graph.run.__module__ == "tasks.graph"
+
+
+def _with_new_items(data: Path, out: Path) -> tuple[Path, list[str]]:
+    """The dataset plus three "a"-community items, each engaged in three "a" contexts (even ones)."""
+    import shutil
+
+    shutil.copytree(data, out)
+    items = pd.read_csv(out / "items.csv", dtype=str)
+    new = [f"new{k}" for k in range(3)]
+    items = pd.concat([items, pd.DataFrame({"item_id": new, "title": [f"new item {k}" for k in range(3)],
+                                            "text": ["alpha apple w1"] * 3})], ignore_index=True)
+    items.to_csv(out / "items.csv", index=False)
+    inter = pd.read_csv(out / "interactions.csv", dtype={"context_id": str, "item_id": str})
+    rows = [{"context_id": f"u{c}", "item_id": i, "timestamp": int(inter["timestamp"].max()) + 10 + c}
+            for k, i in enumerate(new) for c in (2 * k, 2 * k + 2, 2 * k + 4)]
+    pd.concat([inter, pd.DataFrame(rows)], ignore_index=True).to_csv(out / "interactions.csv", index=False)
+    return out, new
+
+
+def test_a_refresh_embeds_new_items_without_retraining_and_takes_champion_through_the_gate(
+        module_store, first_run, tmp_path):
+    """Runs last in this module: it moves the champion."""
+    import mlflow
+
+    from pinsage.embeddings import read_embeddings
+    from tasks import refresh
+
+    c = module_store.client()
+    parent = c.get_model_version_by_alias(MODEL, "champion")
+    data, new = _with_new_items(first_run["data"], tmp_path / "data")
+    # no loss allowed: the new items join every ranking, so the refresh loses a little and is refused
+    strict = refresh.embed({"data": str(data), "model_name": MODEL, "max_mrr_loss": 0.0}, run_key="refresh_0")
+    refused = refresh.register(strict)
+    assert not refused["promoted"] and "does not beat champion version" in refused["reason"]
+    assert c.get_model_version_by_alias(MODEL, "champion").version == parent.version
+    # within 5% of the champion's MRR on its own pairs (3 new items in a 60-item catalogue): it moves
+    embedded = refresh.embed({"data": str(data), "model_name": MODEL, "max_mrr_loss": 0.05}, run_key="refresh_1")
+    assert embedded["n_new"] == 3 and embedded["parent_version"] == str(parent.version)
+    assert embedded["max_abs_change_existing"] <= 1e-6  # no existing item's embedding moves
+    registered = refresh.register(embedded)
+    mv = c.get_model_version(MODEL, registered["version"])
+    assert mv.tags["pinsage.kind"] == "refresh" and mv.tags["pinsage.parent_version"] == str(parent.version)
+    assert registered["promoted"], registered["reason"]
+    gate = json.loads(mv.tags["pinsage.gate"])  # both versions scored on the champion's own pairs, all of them
+    assert gate["n_pairs"] == gate["n_total"] > 0 and gate["champion"] >= gate["candidate"] > 0.95 * gate["champion"]
+    assert c.get_model_version_by_alias(MODEL, "champion").version == mv.version
+    # the served champion answers for a new item, with items of its own community
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    out = model.predict(pd.DataFrame({"item_id": new[:1] + ["i1"]}), params={"k": 5})
+    assert out["error"].isna().all()
+    related = out.loc[out["query_item_id"] == new[0], "item_id"].tolist()
+    assert len(related) == 5 and sum(i.startswith("new") or int(i[1:]) < 30 for i in related) >= 4, related
+    # every old item's vector is the parent's, exactly as served
+    old_ids, old_emb = read_embeddings(mlflow.artifacts.download_artifacts(
+        f"models:/{MODEL}/{parent.version}/artifacts/embeddings"))
+    ids, emb = read_embeddings(Path(embedded["out"]) / "embeddings")
+    assert list(ids[:len(old_ids)]) == list(old_ids) and np.abs(emb[:len(old_ids)] - old_emb).max() <= 1e-6
+    # the refreshed champion can be refreshed again; with nothing new nothing is registered
+    again = refresh.embed({"data": str(data), "model_name": MODEL}, run_key="refresh_2")
+    assert again["n_new"] == 0 and again["parent_version"] == registered["version"]

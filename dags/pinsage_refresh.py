@@ -1,0 +1,96 @@
+"""
+### pinsage_refresh: embed the items added since the champion was trained, without retraining
+
+```
+embed ── register ── announce_champion
+```
+
+* **embed** fetches the `champion` version of `model_name` from MLflow (its network, embeddings,
+  fitted features, neighbourhoods, training edges and validation pairs), finds the items of `data`
+  that it does not know and embeds them through the cold-start path: the champion's fitted word
+  vectors, random walks from the new items over the graph extended with the contexts that touch
+  them, the MapReduce export with the champion's network. No existing item's embedding moves.
+  With no new item the run ends here (the other tasks are skipped).
+* **register** logs the extended catalogue (the layout a retrain logs) and registers it as a new
+  version tagged `pinsage.kind=refresh` and `pinsage.parent_version`. The `champion` alias moves to
+  it only through the gate: both versions rank the champion's own validation pairs, and the refresh
+  may cost at most the share `max_mrr_loss` (2%) of the champion's MRR there.
+* **announce_champion** updates the `pinsage_champion` asset when the alias moved.
+
+Runs daily between retrains (`pinsage_daily` retrains from scratch); trigger it from the UI with
+another `data` to add items at once. Wiring only: parsing this file touches no database or network.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # the shared wiring lies beside this file
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pinsage_wiring import CHAMPION_ASSET, DEFAULT_ARGS, call_step  # noqa: E402
+
+DAG_ID = "pinsage_refresh"
+
+PARAMS = {
+    "data": Param("data/ml-latest-small", type="string", minLength=1, title="Dataset path",
+                  description="The dataset with the added items (and their first interactions, if any). Relative "
+                              "paths are resolved against the project root (or $PINSAGE_DATA_ROOT)."),
+    "model_name": Param("pinsage", type="string", pattern="^[A-Za-z0-9_.-]+$", title="Registered model",
+                        description="The registered model whose champion is refreshed."),
+    "experiment": Param("pinsage", type="string", minLength=1, title="MLflow experiment",
+                        description="MLflow experiment that holds the refresh's run."),
+    "max_mrr_loss": Param(0.02, type="number", minimum=0, maximum=1, title="Largest MRR loss (share)",
+                          description="The refreshed version takes 'champion' unless its MRR on the champion's "
+                                      "own validation pairs is lower by more than this share of the champion's."),
+}
+
+
+@dag(
+    dag_id=DAG_ID,
+    description="Daily refresh between retrains: new items embedded with the champion's network, no training; "
+                "registered as a version whose parent is the champion, gated like a retrain.",
+    schedule="@daily",
+    start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,  # each refresh starts from the champion the previous one may have moved
+    dagrun_timeout=timedelta(hours=2),
+    default_args=DEFAULT_ARGS,
+    params=PARAMS,
+    tags=["pinsage", "recommender", "mlflow", "refresh"],
+    doc_md=__doc__,
+)
+def pinsage_refresh():
+    @task(execution_timeout=timedelta(hours=1))
+    def embed() -> dict:
+        ctx = get_current_context()
+        return call_step("refresh", "embed", {k: ctx["params"][k] for k in ctx["params"]},
+                         run_key=ctx["run_id"], dag_id=DAG_ID)
+
+    @task(execution_timeout=timedelta(minutes=30))
+    def register(embedded: dict) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        if not embedded["n_new"]:
+            raise AirflowSkipException(f"no new item in {embedded['data']}: champion version "
+                                       f"{embedded['parent_version']} already knows every item")
+        return call_step("refresh", "register", embedded)
+
+    @task(outlets=[CHAMPION_ASSET])
+    def announce_champion(registered: dict) -> None:
+        """Emit a `pinsage_champion` asset event when the refreshed version took the alias; else skip."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        if not registered["promoted"]:
+            raise AirflowSkipException(f"version {registered['version']} is not champion: {registered['reason']}")
+        get_current_context()["outlet_events"][CHAMPION_ASSET].extra = {
+            "model_name": registered["model_name"], "version": registered["version"],
+            "model_uri": registered["model_uri"], "parent_version": registered["parent_version"]}
+
+    announce_champion(register(embed()))
+
+
+pinsage_refresh()

@@ -1,0 +1,52 @@
+"""What the PinSage DAG files share: the project on ``sys.path``, failure notifications, retries,
+and the ``pinsage_champion`` asset. Wiring only: importing it touches no database, network or GPU."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from airflow.sdk import Asset
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Updated when a version takes the `champion` alias (a retrain or a refresh): schedule downstream DAGs
+# on it (`schedule=[Asset("pinsage_champion")]`); the event's extra carries the model name and version.
+CHAMPION_ASSET = Asset(name="pinsage_champion", uri="pinsage://registry/champion", group="model")
+
+
+def _project_on_path() -> None:
+    if str(PROJECT_ROOT) not in sys.path:
+        sys.path.insert(0, str(PROJECT_ROOT))
+
+
+def _on_failure(context) -> None:
+    """A task failed for good: log one clear line, and POST it to $PINSAGE_FAILURE_WEBHOOK when set."""
+    _project_on_path()
+    importlib.import_module("tasks.notify").notify_failure(context)
+
+
+DEFAULT_ARGS = {
+    "owner": "pinsage",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=10),
+    "execution_timeout": timedelta(hours=1),
+    "on_failure_callback": _on_failure,
+}
+
+
+def call_step(module: str, function: str, *args, **kwargs):
+    """Import ``tasks.<module>`` at run time (never at parse time) and call ``function``; bad input
+    and bad parameters fail the task without retries."""
+    _project_on_path()
+    from airflow.sdk.exceptions import AirflowFailException
+
+    common = importlib.import_module("tasks.common")
+    try:
+        return getattr(importlib.import_module(f"tasks.{module}"), function)(*args, **kwargs)
+    except common.permanent_errors() as err:
+        raise AirflowFailException(f"{type(err).__name__}: {err}") from err
