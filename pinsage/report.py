@@ -384,6 +384,11 @@ def render_report(run_dir: str | Path, queries: list[str] | None = None, n_queri
 
     metrics, history, summary = read("metrics.json"), read("train/history.json"), read("prepare/summary.json")
     groups = [QueryGroup("Chosen items", list(queries))] if queries else example_queries(run_dir, n_queries)
+    cold = read("coldstart.json")  # a catalogue extended without retraining (coldstart, refresh)
+    if cold and cold.get("new_item_ids") and not queries:
+        new = [str(i) for i in cold["new_item_ids"][:n_queries]]
+        groups.insert(0, QueryGroup(f"New items, embedded without retraining: {len(new)} of the "
+                                    f"{cold['n_new']} added", new))
     meta = ""
     if summary:
         meta = (f"dataset {_esc(Path(summary['dataset']).name)}: {summary['n_items']:,} items, "

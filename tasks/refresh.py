@@ -145,7 +145,10 @@ def register(embedded: dict) -> dict:
                                 "embedding moved.")
     ref = {"mlflow_run_id": rid, "dag_id": embedded["dag_id"], "run_key": embedded["run_key"],
            "settings": {"model_name": name}, "user": None}
-    for path in ("config.json", "coldstart.json"):
+    from pinsage.report import write_report
+
+    write_report(out)  # the new items and their related items, beside the popular and long-tail ones
+    for path in ("config.json", "coldstart.json", "report.html"):
         common.log_artifacts(c, rid, out / path)
     for d in ("prepare", "features", "neighbors", "embeddings", "index"):
         common.log_artifacts(c, rid, out / d, d)

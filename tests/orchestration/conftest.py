@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +40,23 @@ def weak_params(data, **changes) -> dict:
 
 def community_data(path: Path) -> Path:
     return make_community_dataset(path, n_items=60, n_contexts=120)
+
+
+def with_new_items(data: Path, out: Path) -> tuple[Path, list[str]]:
+    """The dataset plus three "a"-community items, each engaged in three "a" contexts (even ones)."""
+    import shutil
+
+    shutil.copytree(data, out)
+    items = pd.read_csv(out / "items.csv", dtype=str)
+    new = [f"new{k}" for k in range(3)]
+    items = pd.concat([items, pd.DataFrame({"item_id": new, "title": [f"new item {k}" for k in range(3)],
+                                            "text": ["alpha apple w1"] * 3})], ignore_index=True)
+    items.to_csv(out / "items.csv", index=False)
+    inter = pd.read_csv(out / "interactions.csv", dtype={"context_id": str, "item_id": str})
+    rows = [{"context_id": f"u{c}", "item_id": i, "timestamp": int(inter["timestamp"].max()) + 10 + c}
+            for k, i in enumerate(new) for c in (2 * k, 2 * k + 2, 2 * k + 4)]
+    pd.concat([inter, pd.DataFrame(rows)], ignore_index=True).to_csv(out / "interactions.csv", index=False)
+    return out, new
 
 
 class Store:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import ROOT, community_data, small_params, subprocess_env, weak_params
+from .conftest import ROOT, community_data, small_params, subprocess_env, weak_params, with_new_items
 
 pytestmark = pytest.mark.slow
 
@@ -229,23 +229,23 @@ def topology(tmp_path_factory):
                     time.sleep(2)
 
 
-def _trigger_and_wait(top, run_id: str, conf: dict) -> dict:
+def _trigger_and_wait(top, run_id: str, conf: dict, dag_id: str = DAG_ID) -> dict:
     s, api = top["session"], top["api"]
-    r = s.post(f"{api}/api/v2/dags/{DAG_ID}/dagRuns",
+    r = s.post(f"{api}/api/v2/dags/{dag_id}/dagRuns",
                json={"dag_run_id": run_id, "logical_date": None, "conf": conf}, timeout=30)
     assert r.status_code in (200, 201), r.text
-    return _wait_for_run(top, run_id)
+    return _wait_for_run(top, run_id, dag_id)
 
 
-def _wait_for_run(top, run_id: str) -> dict:
+def _wait_for_run(top, run_id: str, dag_id: str = DAG_ID) -> dict:
     s, api, procs = top["session"], top["api"], top["procs"]
 
     def finished():
-        state = s.get(f"{api}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", timeout=30).json()["state"]
+        state = s.get(f"{api}/api/v2/dags/{dag_id}/dagRuns/{run_id}", timeout=30).json()["state"]
         return state if state in ("success", "failed") else None
 
     state = _wait(f"DAG run {run_id}", finished, RUN_TIMEOUT_S, procs, interval=2)
-    tis = s.get(f"{api}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", timeout=30).json()
+    tis = s.get(f"{api}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", timeout=30).json()
     states = {ti["task_id"]: ti["state"] for ti in tis["task_instances"]}
     if state != "success":
         logs = "\n".join(p.read_text(errors="replace")[-3000:]
@@ -364,6 +364,44 @@ def test_triggered_runs_register_versions_and_only_the_better_one_takes_champion
                       if {t["key"]: t["value"] for t in d["tags"]}["mlflow.data.context"] == "evaluation")
     assert json.loads(evaluation["profile"])["validation_pairs"] == 87
     assert run_tags["data_sha256"] == tags["data_sha256"]  # the same file as the triggered runs read
+
+
+def test_the_refresh_dag_adds_new_items_and_the_served_champion_answers_for_them(topology):
+    """After the retrain above: pinsage_refresh under Airflow, then `mlflow models serve` on the champion."""
+    import requests
+
+    top = topology
+    s, api = top["session"], top["api"]
+    parent = _mlflow(top, "registered-models/alias", name="pinsage", alias="champion")["model_version"]
+    data, new = with_new_items(top["data"], top["tmp"] / "data-with-new-items")
+    _wait("the refresh DAG to be parsed",
+          lambda: s.get(f"{api}/api/v2/dags/pinsage_refresh", timeout=30).status_code == 200, 180, top["procs"])
+    r = s.patch(f"{api}/api/v2/dags/pinsage_refresh", json={"is_paused": False}, timeout=30)
+    assert r.ok, r.text
+    states = _trigger_and_wait(top, "e2e_refresh", {"data": str(data), "max_mrr_loss": 0.05}, "pinsage_refresh")
+    assert states == {"embed": "success", "register": "success", "announce_champion": "success"}, states
+    champion = _mlflow(top, "registered-models/alias", name="pinsage", alias="champion")["model_version"]
+    tags = {t["key"]: t["value"] for t in champion.get("tags", [])}
+    assert champion["version"] != parent["version"]
+    assert tags["pinsage.kind"] == "refresh" and tags["pinsage.parent_version"] == parent["version"]
+    assert tags["pinsage.new_items"] == "3"
+    assert _champion_events(top, "pinsage")[-1]["extra"]["version"] == champion["version"]
+    # the champion as users query it: `mlflow models serve` over loopback, one new item asked
+    port = _free_port()
+    top["procs"].start("serve", [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/pinsage@champion",
+                                 "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+                       subprocess_env({"MLFLOW_TRACKING_URI": top["mlflow"]}), top["tmp"])
+    try:
+        _wait("the model server", lambda: requests.get(f"http://127.0.0.1:{port}/ping", timeout=5).ok, 180,
+              top["procs"])
+        answer = requests.post(f"http://127.0.0.1:{port}/invocations", timeout=60, json={
+            "dataframe_records": [{"item_id": new[0]}], "params": {"k": 5}})
+        assert answer.ok, answer.text
+        rows = answer.json()["predictions"]
+        assert [r["query_item_id"] for r in rows] == [new[0]] * 5 and all(r.get("error") is None for r in rows)
+        assert sum(r["item_id"].startswith("new") or int(r["item_id"][1:]) < 30 for r in rows) >= 4, rows
+    finally:
+        top["procs"].stop("serve")
 
 
 def _champion_events(top, model_name: str) -> list[dict]:

@@ -16,7 +16,7 @@ import torch
 from pinsage.dataset import DatasetError, data_fingerprint
 from tasks import common, evaluate, export, flow, graph, index, prepare, register, train
 
-from .conftest import ROOT, community_data, small_params, subprocess_env
+from .conftest import ROOT, community_data, small_params, subprocess_env, with_new_items
 
 MODEL = "pinsage-tasks-test"
 
@@ -312,23 +312,6 @@ def test_steps_run_from_the_command_line(module_store, first_run, tmp_path):
     assert graph.run.__module__ == "tasks.graph"
 
 
-def _with_new_items(data: Path, out: Path) -> tuple[Path, list[str]]:
-    """The dataset plus three "a"-community items, each engaged in three "a" contexts (even ones)."""
-    import shutil
-
-    shutil.copytree(data, out)
-    items = pd.read_csv(out / "items.csv", dtype=str)
-    new = [f"new{k}" for k in range(3)]
-    items = pd.concat([items, pd.DataFrame({"item_id": new, "title": [f"new item {k}" for k in range(3)],
-                                            "text": ["alpha apple w1"] * 3})], ignore_index=True)
-    items.to_csv(out / "items.csv", index=False)
-    inter = pd.read_csv(out / "interactions.csv", dtype={"context_id": str, "item_id": str})
-    rows = [{"context_id": f"u{c}", "item_id": i, "timestamp": int(inter["timestamp"].max()) + 10 + c}
-            for k, i in enumerate(new) for c in (2 * k, 2 * k + 2, 2 * k + 4)]
-    pd.concat([inter, pd.DataFrame(rows)], ignore_index=True).to_csv(out / "interactions.csv", index=False)
-    return out, new
-
-
 def test_a_refresh_embeds_new_items_without_retraining_and_takes_champion_through_the_gate(
         module_store, first_run, tmp_path):
     """Runs last in this module: it moves the champion."""
@@ -339,7 +322,7 @@ def test_a_refresh_embeds_new_items_without_retraining_and_takes_champion_throug
 
     c = module_store.client()
     parent = c.get_model_version_by_alias(MODEL, "champion")
-    data, new = _with_new_items(first_run["data"], tmp_path / "data")
+    data, new = with_new_items(first_run["data"], tmp_path / "data")
     # no loss allowed: the new items join every ranking, so the refresh loses a little and is refused
     strict = refresh.embed({"data": str(data), "model_name": MODEL, "max_mrr_loss": 0.0}, run_key="refresh_0")
     refused = refresh.register(strict)
@@ -367,6 +350,11 @@ def test_a_refresh_embeds_new_items_without_retraining_and_takes_champion_throug
         f"models:/{MODEL}/{parent.version}/artifacts/embeddings"))
     ids, emb = read_embeddings(Path(embedded["out"]) / "embeddings")
     assert list(ids[:len(old_ids)]) == list(old_ids) and np.abs(emb[:len(old_ids)] - old_emb).max() <= 1e-6
+    # its report page (an MLflow artifact) shows the new items with their related items
+    report = mlflow.artifacts.download_artifacts(run_id=registered["mlflow_run_id"], artifact_path="report.html")
+    html = Path(report).read_text()
+    assert "New items, embedded without retraining: 3 of the 3 added" in html
+    assert all(f"new item {k}" in html for k in range(3))
     # the refreshed champion can be refreshed again; with nothing new nothing is registered
     again = refresh.embed({"data": str(data), "model_name": MODEL}, run_key="refresh_2")
     assert again["n_new"] == 0 and again["parent_version"] == registered["version"]
