@@ -199,7 +199,7 @@ def main() -> None:
             rows = []
             for rate in (float(r) for r in args.rates.split(",")):
                 rows.append((rate, load(url, art["ids"], rate, args.seconds)))
-                print(f"  {rate:g} req/s: {rows[-1]}", flush=True)
+                print(f"  {rate:g} req/s: {rows[-1][1]}", flush=True)
         finally:
             os.killpg(server.pid, 15)
             server.wait(timeout=30)
