@@ -179,7 +179,8 @@ def register(embedded: dict) -> dict:
     c.set_terminated(rid, status="FINISHED")
     result = {"model_name": name, "version": version, "model_uri": f"models:/{name}/{version}",
               "promoted": promoted, "reason": reason, "parent_version": embedded["parent_version"],
-              "mlflow_run_id": rid, "validation_mrr": math.nan}
+              "mlflow_run_id": rid,  # XCom is JSON: no NaN in it
+              "validation_mrr": same["candidate"] if same and math.isfinite(same["candidate"]) else None}
     common.write_step_record(embedded, "refresh_register", result)
     return result
 
