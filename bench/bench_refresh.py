@@ -29,7 +29,7 @@ if __package__ in (None, ""):
 from pinsage.adapters import resolve_dataset_dir  # noqa: E402
 from pinsage.coldstart import embed_new_items  # noqa: E402
 from pinsage.dataset import load_dataset  # noqa: E402
-from pinsage.newitems import _write_dataset  # noqa: E402
+from pinsage.newitems import write_dataset  # noqa: E402
 from pinsage.pipeline import PipelineConfig, run_all  # noqa: E402
 from pinsage.split import split_new_items  # noqa: E402
 
@@ -46,8 +46,8 @@ def main() -> None:
         ds = load_dataset(source)
         split = split_new_items(ds.interactions, ds.has_timestamps, seed=args.seed, share=args.share)
         new = set(split.new_items["item_id"])
-        base = _write_dataset(tmp / "base", ds.items[~ds.items["item_id"].isin(new)], split.train, source)
-        full = _write_dataset(tmp / "full", ds.items, ds.interactions, source)
+        base = write_dataset(tmp / "base", ds.items[~ds.items["item_id"].isin(new)], split.train, source)
+        full = write_dataset(tmp / "full", ds.items, ds.interactions, source)
         cfg = PipelineConfig(data=str(base), out=str(tmp / "run")).with_seed(args.seed)
         stages = {}
 

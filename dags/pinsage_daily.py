@@ -41,14 +41,14 @@ network or GPU when parsed. The steps live in `tasks/` and also run from the com
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 from airflow.sdk import Param, dag, get_current_context, task
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # the shared wiring lies beside this file
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pinsage_wiring import CHAMPION_ASSET, DEFAULT_ARGS, call_step  # noqa: E402
+from pinsage_wiring import CHAMPION_ASSET, DAILY, announce_champion_event, call_step  # noqa: E402
 
 DAG_ID = "pinsage_daily"
 
@@ -140,13 +140,9 @@ def _iso(value) -> str | None:
     dag_id=DAG_ID,
     description="Daily PinSage retrain: features, random-walk neighbourhoods, training, export, faiss index, "
                 "offline evaluation; registers a model version in MLflow and gates its `champion` alias.",
-    schedule="@daily",
-    start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
-    catchup=False,
-    max_active_runs=1,  # the champion gate compares against the champion of the previous run
+    **DAILY,
     max_active_tasks=2,
     dagrun_timeout=timedelta(hours=12),
-    default_args=DEFAULT_ARGS,
     params=PARAMS,
     tags=["pinsage", "recommender", "mlflow", "training"],
     doc_md=__doc__,
@@ -206,13 +202,7 @@ def pinsage_daily():
     @task(outlets=[CHAMPION_ASSET])
     def announce_champion(registered: dict) -> None:
         """Emit a `pinsage_champion` asset event when this run's version took the alias; else skip."""
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        if not registered["promoted"]:
-            raise AirflowSkipException(f"version {registered['version']} is not champion: {registered['reason']}")
-        get_current_context()["outlet_events"][CHAMPION_ASSET].extra = {
-            "model_name": registered["model_name"], "version": registered["version"],
-            "model_uri": registered["model_uri"], "validation_mrr": registered["validation_mrr"]}
+        announce_champion_event(registered, validation_mrr=registered["validation_mrr"])
 
     prepared = prepare()
     trained = train(features(prepared), neighbours(graph(prepared)))

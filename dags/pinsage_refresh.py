@@ -24,14 +24,14 @@ another `data` to add items at once. Wiring only: parsing this file touches no d
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 from airflow.sdk import Param, dag, get_current_context, task
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # the shared wiring lies beside this file
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pinsage_wiring import CHAMPION_ASSET, DEFAULT_ARGS, call_step  # noqa: E402
+from pinsage_wiring import CHAMPION_ASSET, DAILY, announce_champion_event, call_step  # noqa: E402
 
 DAG_ID = "pinsage_refresh"
 
@@ -53,12 +53,8 @@ PARAMS = {
     dag_id=DAG_ID,
     description="Daily refresh between retrains: new items embedded with the champion's network, no training; "
                 "registered as a version whose parent is the champion, gated like a retrain.",
-    schedule="@daily",
-    start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
-    catchup=False,
-    max_active_runs=1,  # each refresh starts from the champion the previous one may have moved
+    **DAILY,  # one run at a time: each refresh starts from the champion the previous one may have moved
     dagrun_timeout=timedelta(hours=2),
-    default_args=DEFAULT_ARGS,
     params=PARAMS,
     tags=["pinsage", "recommender", "mlflow", "refresh"],
     doc_md=__doc__,
@@ -82,13 +78,7 @@ def pinsage_refresh():
     @task(outlets=[CHAMPION_ASSET])
     def announce_champion(registered: dict) -> None:
         """Emit a `pinsage_champion` asset event when the refreshed version took the alias; else skip."""
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        if not registered["promoted"]:
-            raise AirflowSkipException(f"version {registered['version']} is not champion: {registered['reason']}")
-        get_current_context()["outlet_events"][CHAMPION_ASSET].extra = {
-            "model_name": registered["model_name"], "version": registered["version"],
-            "model_uri": registered["model_uri"], "parent_version": registered["parent_version"]}
+        announce_champion_event(registered, parent_version=registered["parent_version"])
 
     announce_champion(register(embed()))
 

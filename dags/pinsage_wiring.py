@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from airflow.sdk import Asset
@@ -50,3 +50,24 @@ def call_step(module: str, function: str, *args, **kwargs):
         return getattr(importlib.import_module(f"tasks.{module}"), function)(*args, **kwargs)
     except common.permanent_errors() as err:
         raise AirflowFailException(f"{type(err).__name__}: {err}") from err
+
+
+# What both DAGs share in their ``@dag(...)``: a daily schedule from a fixed start, no catch-up, one
+# run at a time (each gate reads the champion the previous run may have moved), the retry policy.
+DAILY = {"schedule": "@daily", "start_date": datetime(2024, 1, 1, tzinfo=timezone.utc), "catchup": False,
+         "max_active_runs": 1, "default_args": DEFAULT_ARGS}
+
+
+def announce_champion_event(registered: dict, **extra) -> None:
+    """In a task with outlet CHAMPION_ASSET: emit its event when the version took ``champion``, else skip.
+
+    The event's extra carries the model name, version and URI, plus ``extra``.
+    """
+    from airflow.sdk import get_current_context
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    if not registered["promoted"]:
+        raise AirflowSkipException(f"version {registered['version']} is not champion: {registered['reason']}")
+    get_current_context()["outlet_events"][CHAMPION_ASSET].extra = {
+        "model_name": registered["model_name"], "version": registered["version"],
+        "model_uri": registered["model_uri"], **extra}

@@ -317,6 +317,17 @@ def quality_bar(report: dict, model: str = "pinsage", ablation: str = "no convol
     return out
 
 
+def interval_rows(comparisons: dict) -> list[str]:
+    """Markdown rows ``| comparison | [lo, hi] Δ MRR | [lo, hi] Δ HR@10 |``, flagged where the MRR
+    interval spans zero."""
+    rows = []
+    for name, ci in comparisons.items():
+        flag = "" if ci["mrr"][0] > 0 or ci["mrr"][1] < 0 else " (interval spans 0: noise)"
+        rows.append(f"| {name}{flag} | [{ci['mrr'][0]:+.4f}, {ci['mrr'][1]:+.4f}] | "
+                    f"[{ci['hr@10'][0]:+.4f}, {ci['hr@10'][1]:+.4f}] |")
+    return rows
+
+
 def markdown_report(report: dict) -> str:
     n, seeds = report["n_test_pairs"], report["seeds"]
     lines = [f"#### Table 1 shape: test pairs ({n}), full ranking, mean ± std over {seeds} seeds", "",
@@ -332,18 +343,12 @@ def markdown_report(report: dict) -> str:
                      f"{m['train_seconds'][0]:.0f} ± {m['train_seconds'][1]:.0f} |")
     lines += ["", "#### Paired bootstrap (1,000 draws over test pairs): 95% interval of the difference", "",
               "| comparison | Δ MRR | Δ HR@10 |", "|---|---:|---:|"]
-    for name, ci in report["bootstrap_95"].items():
-        flag = "" if ci["mrr"][0] > 0 or ci["mrr"][1] < 0 else " (interval spans 0: noise)"
-        lines.append(f"| {name}{flag} | [{ci['mrr'][0]:+.4f}, {ci['mrr'][1]:+.4f}] | "
-                     f"[{ci['hr@10'][0]:+.4f}, {ci['hr@10'][1]:+.4f}] |")
+    lines += interval_rows(report["bootstrap_95"])
     if report.get("bootstrap_95_sparse"):
         lines += ["", f"#### The same on sparse targets (<= {SPARSE_DEGREE} training interactions; "
                       f"{report['n_sparse_test_pairs']:.0f} test pairs)", "",
                   "| comparison | Δ MRR | Δ HR@10 |", "|---|---:|---:|"]
-        for name, ci in report["bootstrap_95_sparse"].items():
-            flag = "" if ci["mrr"][0] > 0 or ci["mrr"][1] < 0 else " (interval spans 0: noise)"
-            lines.append(f"| {name}{flag} | [{ci['mrr'][0]:+.4f}, {ci['mrr'][1]:+.4f}] | "
-                         f"[{ci['hr@10'][0]:+.4f}, {ci['hr@10'][1]:+.4f}] |")
+        lines += interval_rows(report["bootstrap_95_sparse"])
     lines += ["", f"{n} test pairs: differences whose interval spans zero are noise, whatever the means say."]
     deg = report.get("by_target_degree")
     if deg:

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import baselines, pipeline
-from .experiment import Variant, _fmt, aggregate, paired_bootstrap, run_variant
+from .experiment import Variant, _fmt, aggregate, interval_rows, paired_bootstrap, run_variant
 from .io import write_json, write_table, write_text
 from .pipeline import PipelineConfig
 
@@ -47,7 +47,7 @@ CONTENT = ("annotation", "visual", "combined")
 GRAPH = ("popularity", "pixie", "itemknn", "ease", "rp3beta")
 
 
-def _write_dataset(directory: Path, items: pd.DataFrame, interactions: pd.DataFrame, source: Path) -> Path:
+def write_dataset(directory: Path, items: pd.DataFrame, interactions: pd.DataFrame, source: Path) -> Path:
     """A contract-format dataset (Parquet); the source's other entries (images/) are linked in."""
     directory.mkdir(parents=True, exist_ok=True)
     cols = [c for c in ("item_id", "title", "text", "image_path") if c in items.columns]
@@ -116,7 +116,7 @@ def run_new_items_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, 
         sdir = root / f"seed{s}"
         split = split_new_items(ds.interactions, ds.has_timestamps, seed=seed_cfg.seed)
         new_ids = set(split.new_items["item_id"])
-        base = _write_dataset(sdir / "base_data", ds.items[~ds.items["item_id"].isin(new_ids)], split.train, source)
+        base = write_dataset(sdir / "base_data", ds.items[~ds.items["item_id"].isin(new_ids)], split.train, source)
         runs = {"pinsage": sdir / "pinsage"}
         run_cfg = dataclasses.replace(seed_cfg, data=str(base), out=str(runs["pinsage"]), protocol="tail")
         if not (runs["pinsage"] / "metrics.json").exists():
@@ -126,7 +126,7 @@ def run_new_items_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, 
         runs[FEATURES_K0] = Path(run_variant(run_cfg, Variant.of(FEATURES_K0, model__n_layers=0,
                                                                  model__id_embedding=False), log)["out"])
         for r in revealed:
-            data_r = _write_dataset(sdir / f"r{r}" / "data", ds.items,
+            data_r = write_dataset(sdir / f"r{r}" / "data", ds.items,
                                     pd.concat([split.train, split.revealed(r)], ignore_index=True), source)
             cold = {}
             for name, run in runs.items():
@@ -188,9 +188,7 @@ def markdown(report: dict) -> str:
             t = rep["table"][m]
             lines.append(f"| {m} | {_fmt(t['mrr'])} | {_fmt(t['hr@10'])} | {_fmt(t['hr@50'])} | {_fmt(t['valid_mrr'])} |")
         lines += ["", "| comparison (paired bootstrap, test pairs) | Δ MRR | Δ HR@10 |", "|---|---:|---:|"]
-        for name, ci in rep["bootstrap_95"].items():
-            lines.append(f"| {name} | [{ci['mrr'][0]:+.4f}, {ci['mrr'][1]:+.4f}] | "
-                         f"[{ci['hr@10'][0]:+.4f}, {ci['hr@10'][1]:+.4f}] |")
+        lines += interval_rows(rep["bootstrap_95"])
         b = rep["bar"]
         need = f" (needs >= {b['ratio_needed']:.1f}x)" if b["ratio_needed"] else ""
         lines += ["", f"- pinsage / best other method ({rep['best_other']}) = {rep['ratio']:.2f}x{need}; "

@@ -39,9 +39,9 @@ log = logging.getLogger("pinsage.tasks.refresh")
 
 
 def _settings(params: dict) -> dict:
+    loss = params.get("max_mrr_loss")
     s = {"model_name": params.get("model_name") or "pinsage", "experiment": params.get("experiment") or "pinsage",
-         "max_mrr_loss": float(params.get("max_mrr_loss", MAX_MRR_LOSS) if params.get("max_mrr_loss")
-                               is not None else MAX_MRR_LOSS)}
+         "max_mrr_loss": MAX_MRR_LOSS if loss is None else float(loss)}
     if not (math.isfinite(s["max_mrr_loss"]) and s["max_mrr_loss"] >= 0):
         raise common.ConfigError(f"DAG parameter 'max_mrr_loss': expected a finite number >= 0, "
                                  f"got {params.get('max_mrr_loss')!r}")
@@ -130,7 +130,7 @@ def register(embedded: dict) -> dict:
     from mlflow.entities import LoggedModelOutput
 
     from . import mlflow_model
-    from .register import champion_version, gate, like_with_like
+    from .register import champion_version, existing_version, gate, like_with_like
 
     settings, out = embedded["settings"], Path(embedded["out"])
     name = settings["model_name"]
@@ -152,8 +152,6 @@ def register(embedded: dict) -> dict:
         common.log_artifacts(c, rid, out / path)
     for d in ("prepare", "features", "neighbors", "embeddings", "index"):
         common.log_artifacts(c, rid, out / d, d)
-    from .register import existing_version
-
     mv = existing_version(c, name, rid)
     if mv is None:
         model_id = browse.logged_model(c, ref)
@@ -170,7 +168,9 @@ def register(embedded: dict) -> dict:
     champ = champion_version(c, name)
     same = like_with_like(out, name, champ) if champ is not None else None  # the champion's own pairs
     loss = settings["max_mrr_loss"] * (same["champion"] if same and math.isfinite(same["champion"]) else 0.0)
-    promoted, reason = gate(c, name, version, same["candidate"] if same else math.nan, -loss, out)
+    # the gate takes these scores as they are while that version is still champion (no second download)
+    promoted, reason = gate(c, name, version, same["candidate"] if same else math.nan, -loss, out,
+                            scored=None if same is None else (str(champ.version), same))
     c.update_model_version(name, version, description=(
         f"Refresh of version {embedded['parent_version']}: {embedded['n_new']} new items embedded without "
         f"retraining (existing items' embeddings unchanged). Gate: {reason}"))

@@ -136,19 +136,23 @@ def like_with_like(out: Path, name: str, champ) -> dict | None:
     return result
 
 
-def gate(c, name: str, version: str, candidate_mrr, margin: float, out: Path | None = None) -> tuple[bool, str]:
+def gate(c, name: str, version: str, candidate_mrr, margin: float, out: Path | None = None,
+         scored: tuple[str, dict] | None = None) -> tuple[bool, str]:
     """Decide and apply: move ``champion`` to ``version`` or tag why not. Returns (promoted, reason).
 
     With ``out`` (the candidate's run directory) the two versions are compared like with like
     (:func:`like_with_like`): a change of data or protocol between runs cannot promote or block a
     version by accident. Without it, or for a champion without embeddings, the recorded validation
     MRRs are compared. Runs under :func:`gate_lock`: concurrent register steps decide one after the other.
+    ``scored``: (champion version, :func:`like_with_like` result) already computed by the caller; used
+    only if that version is still the champion under the lock.
     """
     with gate_lock(name):
-        return _gate(c, name, version, candidate_mrr, margin, out)
+        return _gate(c, name, version, candidate_mrr, margin, out, scored)
 
 
-def _gate(c, name: str, version: str, candidate_mrr, margin: float, out: Path | None) -> tuple[bool, str]:
+def _gate(c, name: str, version: str, candidate_mrr, margin: float, out: Path | None,
+          scored: tuple[str, dict] | None = None) -> tuple[bool, str]:
     version = str(version)
     mv = c.get_model_version(name, version)
     decided = mv.tags.get("pinsage.promotion")
@@ -163,7 +167,8 @@ def _gate(c, name: str, version: str, candidate_mrr, margin: float, out: Path | 
                                    f"{CHAMPION} never moves without one")
     elif champ is None:
         promoted, reason = True, f"first evaluated version (validation MRR {mrr:.4f}): no {CHAMPION} yet"
-    elif out is not None and (same := like_with_like(out, name, champ)) is not None:
+    elif out is not None and (same := scored[1] if scored and scored[0] == str(champ.version)
+                              else like_with_like(out, name, champ)) is not None:
         c.set_model_version_tag(name, version, "pinsage.gate", json.dumps({
             "champion_version": str(champ.version), **{k: (round(v, 6) if isinstance(v, float) else v)
                                                        for k, v in same.items()}}))
