@@ -33,9 +33,11 @@ if __package__ in (None, ""):  # run as a script from anywhere: make `pinsage` /
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.synthetic import synthetic_graph  # noqa: E402
-from pinsage import baselines, pipeline  # noqa: E402
-from pinsage.evaluation import evaluate_scorer, metrics_from_ranks  # noqa: E402
-from pinsage.graph import BipartiteGraph  # noqa: E402
+from pinsage.eval import baselines
+from pinsage import pipeline  # noqa: E402
+from pinsage.eval.metrics import evaluate_scorer, metrics_from_ranks  # noqa: E402
+from pinsage.graph.bipartite import BipartiteGraph  # noqa: E402
+from pinsage.run.layout import RunDir  # noqa: E402
 
 GRIDS = {"ease": lambda g: baselines.ease_scorers(g), "rp3beta": lambda g: baselines.rp3beta_scorers(g)}
 
@@ -46,8 +48,9 @@ def movielens(data: str) -> tuple[BipartiteGraph, tuple, tuple]:
     cfg = pipeline.PipelineConfig(data=data, out=out)
     pipeline.prepare(cfg, log=lambda s: None)
     pipeline.graph(cfg, log=lambda s: None)
-    g = BipartiteGraph.load(Path(out) / "graph" / "graph.npz")
-    return g, pipeline._pairs(cfg, "valid"), pipeline._pairs(cfg, "test")
+    g = BipartiteGraph.load(RunDir(out).graph_file)
+    run = RunDir(out)
+    return g, run.pairs("valid"), run.pairs("test")
 
 
 def random_pairs(g: BipartiteGraph, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make `pinsage` / `bench` impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.synthetic import synthetic_graph  # noqa: E402
-from pinsage.walks import WalkConfig, _walk_topm, random_walk_neighbors  # noqa: E402
+from pinsage.graph.walks import WalkConfig, _walk_topm, random_walk_neighbors  # noqa: E402
 
 MIB = 1024 * 1024
 
@@ -39,7 +39,7 @@ def _local(graph, cfg: WalkConfig) -> dict:
 
 
 def _ray(graph, cfg: WalkConfig) -> dict:
-    from pinsage.engine_ray import random_walk_neighbors_ray
+    from pinsage.engines.ray_walks import random_walk_neighbors_ray
 
     stats: dict = {}
     t0 = time.perf_counter()
@@ -74,7 +74,7 @@ def main(argv=None) -> None:
     for engine in a.engines:
         ctx = None
         if engine == "ray":
-            from pinsage.engine_ray import ray_session
+            from pinsage.engines.ray_session import ray_session
 
             ctx = ray_session(num_cpus=a.cpus)
             ctx.__enter__()

@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # run as a script: make `pinsage` / `bench` impor
     sys.path.insert(0, str(REPO))
 
 from bench.synthetic import write_synthetic_dataset  # noqa: E402
-from pinsage.resources import available_cpus  # noqa: E402
+from pinsage.util.resources import available_cpus  # noqa: E402
 
 STAGE = re.compile(r"\[(\w+)\] done in ([\d.]+)s")
 EPOCH = re.compile(r"epoch (\d+)/(\d+)\s+loss ([\d.]+)\s+val ([\d.]+)\s+([\d.]+)s")

@@ -26,12 +26,13 @@ REPO = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(REPO))
 
-from pinsage.adapters import resolve_dataset_dir  # noqa: E402
-from pinsage.coldstart import embed_new_items  # noqa: E402
-from pinsage.dataset import load_dataset  # noqa: E402
-from pinsage.newitems import write_dataset  # noqa: E402
-from pinsage.pipeline import PipelineConfig, run_all  # noqa: E402
-from pinsage.split import split_new_items  # noqa: E402
+from pinsage.data.adapters import resolve_dataset_dir  # noqa: E402
+from pinsage.serve.coldstart import embed_new_items  # noqa: E402
+from pinsage.data.dataset import load_dataset  # noqa: E402
+from pinsage.experiments.newitems import write_dataset  # noqa: E402
+from pinsage.run.config import PipelineConfig
+from pinsage.pipeline import run_all  # noqa: E402
+from pinsage.data.split import split_new_items  # noqa: E402
 
 
 def main() -> None:

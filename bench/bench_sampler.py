@@ -27,8 +27,8 @@ if __package__ in (None, ""):  # run as a script: make `pinsage` / `bench` impor
 
 from bench.bench_stages_scale import FEATURE_DIM, _positive_pairs  # noqa: E402
 from bench.synthetic import synthetic_features, synthetic_graph  # noqa: E402
-from pinsage.sampler import MinibatchProducer, SamplerConfig  # noqa: E402
-from pinsage.walks import WalkConfig, random_walk_neighbors  # noqa: E402
+from pinsage.model.sampler import MinibatchProducer, SamplerConfig  # noqa: E402
+from pinsage.graph.walks import WalkConfig, random_walk_neighbors  # noqa: E402
 
 GPU_GOAL = 15_000  # examples/s on one H200 at paper dimensions (the scale issue's goal)
 SETTINGS = (("CPU default", 20, 512), ("paper", 50, 2048))
@@ -55,7 +55,7 @@ def main(argv=None) -> None:
             producer.make_batch(0)  # warm-up
             nodes, t0 = 0, time.perf_counter()
             for b in range(1, a.batches + 1):
-                nodes += len(producer.make_batch(b)["x"])
+                nodes += len(producer.make_batch(b).x)
             per_batch = (time.perf_counter() - t0) / a.batches
             rate = batch / per_batch
             print(f"| {graph.n_edges:,} | {graph.n_items:,} | {name} | {top_t} | {batch} | "

@@ -50,10 +50,10 @@ def synthetic_catalogue(root: Path, n_items: int, dim: int = 128, seed: int = 0)
     import pyarrow as pa
     import torch
 
-    from pinsage.embeddings import write_embeddings
-    from pinsage.index import build_index, save_index
-    from pinsage.io import write_table
-    from pinsage.model import ModelConfig, PinSage, save_model
+    from pinsage.export.embeddings import write_embeddings
+    from pinsage.export.index import build_index, save_index
+    from pinsage.util.io import write_table
+    from pinsage.model.network import ModelConfig, PinSage, save_model
 
     rng = np.random.default_rng(seed)
     ids = np.array([f"i{k}" for k in range(n_items)])
@@ -101,7 +101,7 @@ def breakdown(art: dict, n: int = 300) -> dict[str, float]:
     """Mean ms of the pieces of one single-item answer, in this process (no HTTP)."""
     import pandas as pd
 
-    from pinsage.recommend import Catalogue
+    from pinsage.serve.recommend import Catalogue
 
     cat = Catalogue.from_dirs(art["index"], art["embeddings"], art["items"])
     rng = np.random.default_rng(1)
@@ -203,8 +203,8 @@ def main() -> None:
         finally:
             os.killpg(server.pid, 15)
             server.wait(timeout=30)
-        print(f"\n| offered req/s | requests | errors | achieved req/s | p50 ms | p90 ms | p99 ms | max ms |\n"
-              f"|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("\n| offered req/s | requests | errors | achieved req/s | p50 ms | p90 ms | p99 ms | max ms |\n"
+              "|---:|---:|---:|---:|---:|---:|---:|---:|")
         for rate, r in rows:
             print(f"| {rate:g} | {r['requests']} | {r['errors']} | {r['achieved_rps']:.0f} | {r['p50']:.1f} | "
                   f"{r['p90']:.1f} | {r['p99']:.1f} | {r['max']:.0f} |")

@@ -91,9 +91,9 @@ def _train(graph, feats, nbrs, a) -> tuple[object, dict]:
 
     import torch
 
-    from pinsage.model import ModelConfig, PinSage
-    from pinsage.sampler import SamplerConfig
-    from pinsage.train import TrainConfig, train_model
+    from pinsage.model.network import ModelConfig, PinSage
+    from pinsage.model.sampler import SamplerConfig
+    from pinsage.model.train import TrainConfig, TrainData, train_model
 
     hidden, out = (2048, 1024) if a.paper_dims else (256, 128)
     batch = 2048 if a.paper_dims else 512
@@ -109,8 +109,8 @@ def _train(graph, feats, nbrs, a) -> tuple[object, dict]:
         pairs = _positive_pairs(graph, steps * batch, a.seed)
         with GpuUtilisation(a.device == "cuda" and steps > a.train_steps) as gpu:
             t0 = time.perf_counter()
-            model, _ = train_model(model, lambda e: pairs, feats, nbrs, None, dataclasses.replace(cfg),
-                                   candidate_items=candidates, log=lambda s: None)
+            data = TrainData(lambda e: pairs, feats, nbrs, None, candidates)
+            model, _ = train_model(model, data, dataclasses.replace(cfg), log=lambda s: None)
             timings[steps] = time.perf_counter() - t0
     extra = 2 * a.train_steps * batch
     return model, {"examples_per_s": extra / (timings[3 * a.train_steps] - timings[a.train_steps]),
@@ -120,7 +120,7 @@ def _train(graph, feats, nbrs, a) -> tuple[object, dict]:
 def _index(emb: np.ndarray, seed: int) -> dict:
     import faiss
 
-    from pinsage.index import IndexConfig, build_index
+    from pinsage.export.index import IndexConfig, build_index
 
     rng = np.random.default_rng(seed)
     queries = emb[rng.choice(len(emb), size=min(N_QUERIES, len(emb)), replace=False)]
@@ -150,8 +150,8 @@ def _index(emb: np.ndarray, seed: int) -> dict:
 def run_one(edges: int, a) -> dict:
     """All stages at one size, in this process. Returns the figures as a dict."""
     from bench.synthetic import synthetic_features, synthetic_graph
-    from pinsage.export import export_embeddings
-    from pinsage.walks import WalkConfig, random_walk_neighbors
+    from pinsage.export.embed import export_embeddings
+    from pinsage.graph.walks import WalkConfig, random_walk_neighbors
 
     graph = synthetic_graph(edges // 20, edges // 40, edges, seed=a.seed)
     feats = synthetic_features(graph.n_items, FEATURE_DIM, seed=a.seed)
@@ -159,7 +159,8 @@ def run_one(edges: int, a) -> dict:
     r = {"edges": graph.n_edges, "items": graph.n_items, "top_t": walk_cfg.top_t, "stages": []}
     session = None
     if "ray" in a.engines:
-        from pinsage.engine_ray import random_walk_neighbors_ray, ray_session
+        from pinsage.engines.ray_walks import random_walk_neighbors_ray
+        from pinsage.engines.ray_session import ray_session
 
         session = ray_session(num_cpus=a.cpus)
         session.__enter__()
@@ -193,7 +194,7 @@ def run_one(edges: int, a) -> dict:
         for engine in a.engines:
             t0 = time.perf_counter()
             if engine == "ray":
-                from pinsage.export_ray import export_embeddings_ray
+                from pinsage.engines.ray_export import export_embeddings_ray
 
                 e = export_embeddings_ray(model, feats, nbrs)
             else:

@@ -5,7 +5,7 @@
 Writes ``--images`` JPEGs (random-ish photos of ``--size``) to a temporary directory and times
 (a) Pillow decode + resize + centre crop on the decode thread pool, (b) the VGG16 forward pass to
 fc6 on ``--device`` (channels-last, and NCHW for comparison with ``--compare-layout``), and (c) the
-whole :func:`pinsage.vgg.extract_visual` path the pipeline uses.
+whole :func:`pinsage.features.vgg.extract_visual` path the pipeline uses.
 
 The VGG16 here is full size (138M parameters) with RANDOM weights, for timing only: the arithmetic
 is the same as with ImageNet weights, and nothing it computes is used as a feature.
@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pinsage.vgg import VGG16, extract_visual, load_image, preprocess_batch, resolve_device  # noqa: E402
+from pinsage.features.vgg import VGG16, extract_visual, load_image, preprocess_batch, resolve_device  # noqa: E402
 
 
 def make_images(directory: Path, n: int, size: tuple[int, int], seed: int) -> list[str]:

@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run as a script from anywhere: make `pinsage` /
 import numba  # noqa: E402
 
 from bench.synthetic import synthetic_graph  # noqa: E402
-from pinsage.walks import _walk_topm  # noqa: E402
+from pinsage.graph.walks import _walk_topm  # noqa: E402
 
 
 def main(argv=None) -> None:

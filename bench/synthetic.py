@@ -24,7 +24,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make `pinsage` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pinsage.graph import BipartiteGraph, build_graph  # noqa: E402
+from pinsage.graph.bipartite import BipartiteGraph, build_graph  # noqa: E402
 
 _TOP_UP_ROUNDS = 4
 

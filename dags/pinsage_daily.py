@@ -29,10 +29,12 @@ that fails for good logs one line naming the DAG, run, task and error, and POSTs
 `$PINSAGE_FAILURE_WEBHOOK` when that is set.
 
 Trigger with a config from the UI's form or the REST API (`conf` overrides any parameter;
-`overrides` takes dotted `PipelineConfig` keys, e.g. `{"features.word2vec_dim": 64}`).
+`overrides` takes dotted `PipelineConfig` keys, e.g. `{"features.word2vec_dim": 64}`). The form's
+fields, their bounds and defaults come from one table (`pinsage/run/params.py`), as do the flags of
+`python -m pinsage run` and `python -m tasks.prepare`.
 `engine` = `ray` (with `ray_address`; empty starts a local Ray in the worker) runs the
 neighbourhood step as sharded Ray tasks (the graph shared once through the object store) and the
-export as a Ray Data map / join / reduce per layer; the other steps run in the worker.
+export as map / join / reduce Ray tasks per layer; the other steps run in the worker.
 
 This file only wires tasks: it imports no torch, faiss, mlflow or pandas and touches no database,
 network or GPU when parsed. The steps live in `tasks/` and also run from the command line.
@@ -44,77 +46,17 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import dag, get_current_context, task
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # the shared wiring lies beside this file
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pinsage_wiring import CHAMPION_ASSET, DAILY, announce_champion_event, call_step  # noqa: E402
+from pinsage_wiring import CHAMPION_ASSET, DAILY, announce_champion_event, call_step, form_params  # noqa: E402
 
 DAG_ID = "pinsage_daily"
 
-# The trigger form's sections. Airflow's UI opens its default section ("Run Parameters": the
-# parameters without a section, here the data) and keeps the others collapsed until clicked.
-MODEL, TRAINING, REGISTRY, ENGINE, ADVANCED = "Model", "Training", "Registry", "Engine", "Advanced"
-
-PARAMS = {
-    # Data (the form's default section, open)
-    "data": Param("data/ml-latest-small", type="string", minLength=1, title="Dataset path",
-                  description="Dataset directory (the dataset contract, or a MovieLens directory). Relative "
-                              "paths are resolved against the project root (or $PINSAGE_DATA_ROOT)."),
-    "max_timestamp": Param(None, type=["null", "integer"], minimum=0, title="As of (unix seconds)",
-                           description="Train on interactions with timestamp <= this. Empty: scheduled runs "
-                                       "use their data interval's end, triggered runs use all the data."),
-    "protocol": Param("tail", type="string", enum=["tail", "last-item"], title="Evaluation protocol",
-                      description="Evaluation pairs: 'tail', the paper's (each context's last 20%, the item "
-                                  "engaged right after another); 'last-item', leave-one-out, for comparison "
-                                  "with earlier figures."),
-    "vgg_weights": Param(None, type=["null", "string"], title="VGG16 weights file",
-                         description="Local path (visible to the workers) of torchvision's vgg16-397923af.pth; "
-                                     "never downloaded. Empty: no visual features."),
-    # Model
-    "hidden_dim": Param(256, type="integer", minimum=4, maximum=8192, title="Hidden dimension", section=MODEL,
-                        description="Width of the convolutions (paper: 2048)."),
-    "output_dim": Param(128, type="integer", minimum=2, maximum=4096, title="Output dimension", section=MODEL,
-                        description="Embedding size (paper: 1024)."),
-    "top_t": Param(20, type="integer", minimum=1, maximum=500, title="T (neighbours per item)", section=MODEL,
-                   description="Importance neighbours kept per item from the random walks (paper: 50)."),
-    "walks_per_item": Param(200, type="integer", minimum=1, maximum=100_000, title="Walks per item",
-                            section=MODEL, description="Random walks with restart started from every item."),
-    # Training
-    "epochs": Param(8, type="integer", minimum=1, maximum=200, title="Epochs", section=TRAINING,
-                    description="Training epochs; the epoch with the best validation MRR is kept."),
-    "learning_rate": Param(0.003, type="number", exclusiveMinimum=0, maximum=1, title="Learning rate",
-                           section=TRAINING, description="Peak Adam learning rate after warm-up."),
-    "seed": Param(0, type="integer", minimum=0, maximum=2**31 - 1, title="Seed", section=TRAINING,
-                  description="One seed for every random stage (features, walks, training, split)."),
-    "device": Param("auto", type="string", enum=["auto", "cpu", "cuda"], title="Device", section=TRAINING,
-                    description="Training device: auto picks CUDA when torch sees a GPU."),
-    "training_processes": Param(1, type="integer", minimum=1, maximum=64, title="Training processes",
-                                section=TRAINING,
-                                description="Data-parallel training processes on the worker (torchrun + DDP): "
-                                            "one per GPU; 1 trains in the task's own process."),
-    "precision": Param("fp32", type="string", enum=["fp32", "bf16"], title="Precision", section=TRAINING,
-                       description="bf16 autocasts the network's matmuls (for GPUs); weights stay fp32."),
-    # Registry
-    "model_name": Param("pinsage", type="string", pattern="^[A-Za-z0-9_.-]+$", title="Registered model",
-                        section=REGISTRY, description="MLflow registered model that receives the new version."),
-    "experiment": Param("pinsage", type="string", minLength=1, title="MLflow experiment", section=REGISTRY,
-                        description="MLflow experiment that holds the run."),
-    "promotion_margin": Param(0.0, type="number", minimum=0, maximum=1, title="Promotion margin", section=REGISTRY,
-                              description="The new version takes the 'champion' alias only if its validation "
-                                          "MRR exceeds the champion's by more than this (absolute MRR)."),
-    # Engine
-    "engine": Param("local", type="string", enum=["local", "ray"], title="Engine", section=ENGINE,
-                    description="Where the heavy steps run. 'local': in the Airflow worker. 'ray': neighbourhoods "
-                                "and export run on a Ray cluster (other steps stay local)."),
-    "ray_address": Param(None, type=["null", "string"], title="Ray address", section=ENGINE,
-                         description="Ray cluster address for engine 'ray', e.g. ray://head:10001; empty: "
-                                     "a local Ray started for the step."),
-    # Advanced
-    "overrides": Param({}, type="object", title="Overrides", section=ADVANCED,
-                       description="Dotted PipelineConfig keys, e.g. {\"features.word2vec_dim\": 64, "
-                                   "\"train.sampler.batch_size\": 256}."),
-}
+# The trigger form: every row of the parameter table (pinsage/run/params.py) shown on this DAG, in
+# its section, plus "overrides" (dotted PipelineConfig keys, checked like the rows).
+PARAMS = form_params(DAG_ID)
 
 # The heavy step takes a slot of this pool, so concurrent runs (a backfill beside the daily run, two
 # registered models) train one at a time instead of sharing the worker's cores. Created by

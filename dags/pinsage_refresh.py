@@ -27,26 +27,17 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import dag, get_current_context, task
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # the shared wiring lies beside this file
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pinsage_wiring import CHAMPION_ASSET, DAILY, announce_champion_event, call_step  # noqa: E402
+from pinsage_wiring import CHAMPION_ASSET, DAILY, announce_champion_event, call_step, form_params  # noqa: E402
 
 DAG_ID = "pinsage_refresh"
 
-PARAMS = {
-    "data": Param("data/ml-latest-small", type="string", minLength=1, title="Dataset path",
-                  description="The dataset with the added items (and their first interactions, if any). Relative "
-                              "paths are resolved against the project root (or $PINSAGE_DATA_ROOT)."),
-    "model_name": Param("pinsage", type="string", pattern="^[A-Za-z0-9_.-]+$", title="Registered model",
-                        description="The registered model whose champion is refreshed."),
-    "experiment": Param("pinsage", type="string", minLength=1, title="MLflow experiment",
-                        description="MLflow experiment that holds the refresh's run."),
-    "max_mrr_loss": Param(0.02, type="number", minimum=0, maximum=1, title="Largest MRR loss (share)",
-                          description="The refreshed version takes 'champion' unless its MRR on the champion's "
-                                      "own validation pairs is lower by more than this share of the champion's."),
-}
+PARAMS = form_params(DAG_ID, data="The dataset with the added items (and their first interactions, if any). "
+                                   "Relative paths are resolved against the project root (or $PINSAGE_DATA_ROOT).",
+                     model_name="The registered model whose champion is refreshed.")
 
 
 @dag(

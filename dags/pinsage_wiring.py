@@ -1,5 +1,6 @@
-"""What the PinSage DAG files share: the project on ``sys.path``, failure notifications, retries,
-and the ``pinsage_champion`` asset. Wiring only: importing it touches no database, network or GPU."""
+"""What the PinSage DAG files share: the project on ``sys.path``, the trigger forms' parameters (from
+the table in ``pinsage.run.params``), failure notifications, retries and the ``pinsage_champion``
+asset. Wiring only: importing it touches no database, network or GPU (the parameter table is stdlib)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ CHAMPION_ASSET = Asset(name="pinsage_champion", uri="pinsage://registry/champion
 def _project_on_path() -> None:
     if str(PROJECT_ROOT) not in sys.path:
         sys.path.insert(0, str(PROJECT_ROOT))
+
+
+def form_params(dag_id: str, **descriptions: str) -> dict:
+    """The trigger form of ``dag_id``: ``airflow.sdk.Param`` s generated from the parameter table."""
+    _project_on_path()
+    return importlib.import_module("pinsage.run.params").airflow_params(dag_id, descriptions)
 
 
 def _on_failure(context) -> None:
@@ -45,10 +52,10 @@ def call_step(module: str, function: str, *args, **kwargs):
     _project_on_path()
     from airflow.sdk.exceptions import AirflowFailException
 
-    common = importlib.import_module("tasks.common")
+    errors = importlib.import_module("tasks.errors")
     try:
         return getattr(importlib.import_module(f"tasks.{module}"), function)(*args, **kwargs)
-    except common.permanent_errors() as err:
+    except errors.permanent_errors() as err:
         raise AirflowFailException(f"{type(err).__name__}: {err}") from err
 
 

@@ -1,4 +1,4 @@
-"""One data-parallel training process, started by torchrun (see ``pinsage.distributed``).
+"""One data-parallel training process, started by torchrun (see ``pinsage.model.distributed``).
 
     python -m torch.distributed.run --standalone --nproc_per_node N -m pinsage.ddp --config CFG.json
 
@@ -13,8 +13,9 @@ import time
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .distributed import group_from_env
-    from .pipeline import PipelineConfig, train
+    from pinsage.model.distributed import group_from_env
+    from pinsage.run.config import PipelineConfig
+    from pinsage.pipeline import train
 
     parser = argparse.ArgumentParser(prog="python -m pinsage.ddp", description=__doc__)
     parser.add_argument("--config", required=True, help="the run's PipelineConfig as JSON")

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pyarrow.parquet as pq
 
-from .io import write_text
+from pinsage.util.io import write_text
 
 METRICS = ("mrr", "hr@10", "hr@50", "hr@100")
 HIGHLIGHT, OTHER = "#c0392b", "#7f8c8d"
@@ -226,8 +226,8 @@ def _comparison_sentence(run_dir: Path, metrics: dict, model: str = "pinsage") -
     """PinSage against the best baseline in words: Δ MRR and Δ HR@10 over the test pairs with their
     paired bootstrap 95% intervals (``ranks.parquet``, fixed seed), and whether that is ahead, behind
     or within noise. -> an HTML paragraph"""
-    from .evaluation import metrics_from_ranks
-    from .experiment import _ranks, paired_bootstrap
+    from pinsage.eval.metrics import metrics_from_ranks
+    from pinsage.experiments.runner import _ranks, paired_bootstrap
 
     other = best_baseline(metrics, model)
     if other is None:
@@ -300,7 +300,7 @@ def _training_section(history: dict | None) -> str:
 
 
 def _examples_section(run_dir: Path, groups: list[QueryGroup], k: int) -> str:
-    from .recommend import Catalogue
+    from pinsage.serve.recommend import Catalogue
 
     catalogue = Catalogue.from_run(run_dir)
     degree = training_degree(run_dir)

@@ -12,12 +12,11 @@ Then renders ``report.html`` (charts against the baselines, training curves, exa
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-from pathlib import Path
 
-from . import browse, common
+from tasks import browse, tracking
+from tasks.step import main_for, stage_logger, stage_step
 
 
 # The figures logged as MLflow metrics, per method: what people compare runs on. Every figure of
@@ -42,53 +41,43 @@ def _report(c, ref: dict, cfg) -> str | None:
     from pinsage import pipeline
 
     rid = ref["mlflow_run_id"]
-    link = browse.run_link(common.configure_mlflow(), ref["experiment_id"], rid)
+    link = browse.run_link(tracking.configure_mlflow(), ref["experiment_id"], rid)
     try:
-        path = pipeline.report(cfg, log=common.stage_logger("evaluate"), mlflow_run_url=link)["report"]
+        path = pipeline.report(cfg, log=stage_logger("evaluate"), mlflow_run_url=link)["report"]
     except Exception as err:  # noqa: BLE001  (the evaluation stands without its report)
         logging.getLogger("pinsage.tasks.evaluate").exception("report.html could not be rendered")
         c.set_tag(rid, "pinsage.report_error", f"{type(err).__name__}: {err}"[:4000])
         return None
-    common.log_artifacts(c, rid, path)
+    tracking.log_artifacts(c, rid, path)
     return path
 
 
 def run(ref: dict, embeddings_dir: str | None = None, index_dir: str | None = None) -> dict:
     from pinsage import pipeline
 
-    cfg = common.load_config(ref)
-    out = Path(cfg.out)
-    common.same_path(embeddings_dir or out / "embeddings", out / "embeddings", "embeddings")
-    common.same_path(index_dir or out / "index", out / "index", "index")
-    rid = ref["mlflow_run_id"]
-    with common.step(ref, "evaluate") as c:
-        result = pipeline.evaluate(cfg, log=common.stage_logger("evaluate"))
-        metrics = json.loads(Path(result["metrics"]).read_text())
+    with stage_step(ref, "evaluate", handed={"embeddings": embeddings_dir, "index": index_dir}) as s:
+        c, rid = s.client, s.mlflow_run_id
+        result = pipeline.evaluate(s.cfg, log=s.log)
+        metrics = s.run.read_json(s.run.metrics)
         values = metric_values(metrics)
         if not math.isfinite(values["validation_mrr"]):
             raise ValueError(f"validation MRR is {values['validation_mrr']}: the evaluation failed")
         # on the run and on its logged model (filled by register), linked to the evaluation dataset
-        common.log_metrics(c, rid, values, dataset=(ref.get("datasets") or {}).get("evaluation"),
-                           model_id=browse.logged_model(c, ref))
+        tracking.log_metrics(c, rid, values, dataset=(ref.get("datasets") or {}).get("evaluation"),
+                             model_id=browse.logged_model(c, ref))
         # the baselines' settings chosen on validation (EASE's lambda, RP3beta's alpha and beta)
-        common.log_params(c, rid, {f"baselines.{name}.{k}": f"{v:g}"
-                                   for name, params in metrics.get("hyperparameters", {}).items()
-                                   for k, v in params.items()})
-        common.log_artifacts(c, rid, result["metrics"])
-        common.log_artifacts(c, rid, result["metrics_table"])
-        if result.get("ranks"):  # per-pair ranks of every method (paired comparisons across runs)
-            common.log_artifacts(c, rid, result["ranks"])
-        report = _report(c, ref, cfg)
-    result = {"metrics": result["metrics"], "metrics_table": result["metrics_table"],
-              "ranks": result.get("ranks"), "validation_mrr": values["validation_mrr"], "test_mrr": values["test_mrr"],
-              "report": report}
-    common.write_step_record(ref, "evaluate", result)
-    return result
+        tracking.log_params(c, rid, {f"baselines.{name}.{k}": f"{v:g}"
+                                     for name, params in metrics.get("hyperparameters", {}).items()
+                                     for k, v in params.items()})
+        for path in (s.run.metrics, s.run.metrics_table, s.run.ranks):  # ranks: paired comparisons across runs
+            s.log_artifacts(path)
+        s.result = {"metrics": result["metrics"], "metrics_table": result["metrics_table"], "ranks": result["ranks"],
+                    "validation_mrr": values["validation_mrr"], "test_mrr": values["test_mrr"],
+                    "report": _report(c, ref, s.cfg)}
+    return s.result
 
 
-def main(argv=None) -> int:
-    return common.cli_main(run, common.cli_parser(__doc__), argv)
-
+main = main_for(run, __doc__)
 
 if __name__ == "__main__":
     raise SystemExit(main())

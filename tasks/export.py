@@ -18,7 +18,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from . import common
+from tasks import tracking
+from tasks.provenance import sha256_file
+from tasks.runs import read_step_record, require
+from tasks.step import main_for, stage_step
 
 MODEL_FILES = ("model.pt", "model_config.json")
 
@@ -27,16 +30,16 @@ def fetch_model(model_uri: str, dest: str | Path) -> Path:
     """Materialise model.pt + model_config.json of ``model_uri`` in ``dest`` (atomically)."""
     import mlflow
 
-    from pinsage.io import atomic_dir
+    from pinsage.util.io import atomic_dir
 
     dest = Path(dest)
     with atomic_dir(dest) as tmp:
         local = Path(model_uri)
         if "://" not in model_uri and ":/" not in model_uri:
             for name in MODEL_FILES:
-                shutil.copy2(common.require(local / name, "model file"), tmp / name)
+                shutil.copy2(require(local / name, "model file"), tmp / name)
         else:
-            common.configure_mlflow()
+            tracking.configure_mlflow()
             if model_uri.startswith("models:/"):  # a registered recommender: its model_dir artifact only
                 from mlflow.models import Model
 
@@ -55,7 +58,7 @@ def fetch_model(model_uri: str, dest: str | Path) -> Path:
                     mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri.rstrip('/')}/{name}",
                                                         dst_path=str(src))
             for name in MODEL_FILES:
-                shutil.move(str(common.require(src / name, f"{model_uri}:")), tmp / name)
+                shutil.move(str(require(src / name, f"{model_uri}:")), tmp / name)
             shutil.rmtree(tmp / "download", ignore_errors=True)
     return dest
 
@@ -64,37 +67,29 @@ def resolve_model_uri(model_uri: str) -> str:
     """``models:/name@alias`` -> ``models:/name/<version>`` so lineage names a fixed version."""
     if model_uri.startswith("models:/") and "@" in model_uri:
         name, _, alias = model_uri[len("models:/"):].rstrip("/").partition("@")
-        version = common.client().get_model_version_by_alias(name, alias).version
+        version = tracking.client().get_model_version_by_alias(name, alias).version
         return f"models:/{name}/{version}"
     return model_uri
 
 
 def run(ref: dict, model_uri: str | None = None) -> dict:
     from pinsage import pipeline
-    from pinsage.io import write_json
+    from pinsage.util.io import write_json
 
-    cfg = common.load_config(ref)
-    out = Path(cfg.out)
-    model_uri = model_uri or common.read_step_record(ref, "train")["model_uri"]
-    with common.step(ref, "export") as c:
+    model_uri = model_uri or read_step_record(ref, "train")["model_uri"]
+    with stage_step(ref, "export") as s:
         model_uri = resolve_model_uri(model_uri)
-        model_dir = fetch_model(model_uri, out / "export" / "model")
-        sha = common.sha256_file(model_dir / "model.pt")
-        result = pipeline.export(cfg, log=common.stage_logger("export"), model_dir=str(model_dir))
-        emb_dir = Path(result["embeddings_dir"])
-        write_json(emb_dir / "source.json", {"model_uri": model_uri, "model_sha256": sha})
-        common.log_artifacts(c, ref["mlflow_run_id"], emb_dir, "embeddings")
-    result = {"embeddings_dir": str(emb_dir), "model_uri": model_uri, "model_dir": str(model_dir),
-              "model_sha256": sha}
-    common.write_step_record(ref, "export", result)
-    return result
+        model_dir = fetch_model(model_uri, s.run.export_model)
+        sha = sha256_file(model_dir / "model.pt")
+        pipeline.export(s.cfg, log=s.log, model_dir=str(model_dir))
+        write_json(s.run.embeddings / "source.json", {"model_uri": model_uri, "model_sha256": sha})
+        s.log_artifacts(s.run.embeddings, "embeddings")
+        s.result = {"embeddings_dir": str(s.run.embeddings), "model_uri": model_uri, "model_dir": str(model_dir),
+                    "model_sha256": sha}
+    return s.result
 
 
-def main(argv=None) -> int:
-    p = common.cli_parser(__doc__)
-    p.add_argument("--model-uri", default=None, help="default: the checkpoint the train step logged")
-    return common.cli_main(run, p, argv, model_uri=lambda a, r: a.model_uri)
-
+main = main_for(run, __doc__, "model_uri")
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -5,27 +5,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from . import common
+from tasks.step import main_for, stage_step
 
 
 def run(ref: dict, prepare_dir: str | None = None) -> dict:
     from pinsage import pipeline
 
-    cfg = common.load_config(ref)
-    common.same_path(prepare_dir or Path(cfg.out) / "prepare", Path(cfg.out) / "prepare", "prepared data")
-    with common.step(ref, "features") as c:
-        out = pipeline.features(cfg, log=common.stage_logger("features"))
-        common.log_artifacts(c, ref["mlflow_run_id"], Path(cfg.out) / "features", "features")
-    result = {"features": out["features"], "features_dir": str(Path(cfg.out) / "features")}
-    common.write_step_record(ref, "features", result)
-    return result
+    with stage_step(ref, "features", handed={"prepare": prepare_dir}) as s:
+        out = pipeline.features(s.cfg, log=s.log)
+        s.log_artifacts(s.run.features, "features")
+        s.result = {"features": out["features"], "features_dir": str(s.run.features)}
+    return s.result
 
 
-def main(argv=None) -> int:
-    return common.cli_main(run, common.cli_parser(__doc__), argv)
-
+main = main_for(run, __doc__)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -9,7 +9,7 @@ import argparse
 import json
 import logging
 
-from . import evaluate, export, features, graph, index, neighbours, prepare, register, train
+from tasks import evaluate, export, features, graph, index, neighbours, prepare, register, train
 
 ORDER = ("prepare", "features", "graph", "neighbours", "train", "export", "index", "evaluate", "register")
 

@@ -5,27 +5,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from . import common
+from tasks.step import main_for, stage_step
 
 
 def run(ref: dict, prepare_dir: str | None = None) -> dict:
     from pinsage import pipeline
 
-    cfg = common.load_config(ref)
-    common.same_path(prepare_dir or Path(cfg.out) / "prepare", Path(cfg.out) / "prepare", "prepared data")
-    with common.step(ref, "graph") as c:
-        out = pipeline.graph(cfg, log=common.stage_logger("graph"))
-        common.log_artifacts(c, ref["mlflow_run_id"], out["graph"], "graph")
-    result = {"graph": out["graph"]}
-    common.write_step_record(ref, "graph", result)
-    return result
+    with stage_step(ref, "graph", handed={"prepare": prepare_dir}) as s:
+        out = pipeline.graph(s.cfg, log=s.log)
+        s.log_artifacts(out["graph"], "graph")
+        s.result = {"graph": out["graph"]}
+    return s.result
 
 
-def main(argv=None) -> int:
-    return common.cli_main(run, common.cli_parser(__doc__), argv)
-
+main = main_for(run, __doc__)
 
 if __name__ == "__main__":
     raise SystemExit(main())

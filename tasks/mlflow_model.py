@@ -19,7 +19,7 @@ Logged as an MLflow "model from code" (this file is the model's code; nothing is
 A bad row (an item id not in the catalogue, an empty id, k < 1) is answered with one row whose
 ``error`` names it (``unknown item_id 'x': not in the model's catalogue``) and null rank, item and
 score; the other rows of the batch are answered. A served batch is never refused as a whole for one
-stale id. The ranking itself is :class:`pinsage.recommend.Catalogue`, shared with the CLI.
+stale id. The ranking itself is :class:`pinsage.serve.recommend.Catalogue`, shared with the CLI.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ REQUIREMENTS = ("mlflow", "numpy", "pandas", "pyarrow", "faiss-cpu", "torch")
 
 class PinSageRecommender(PythonModel):
     def load_context(self, context) -> None:
-        from pinsage.recommend import Catalogue
+        from pinsage.serve.recommend import Catalogue
 
         art = context.artifacts
         self.catalogue = Catalogue.from_dirs(art["index"], art["embeddings"], art["items"])

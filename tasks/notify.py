@@ -18,7 +18,7 @@ import logging
 import os
 import urllib.request
 
-from .common import redact
+from tasks.redact import redact
 
 log = logging.getLogger("pinsage.tasks.notify")
 WEBHOOK_ENV = "PINSAGE_FAILURE_WEBHOOK"

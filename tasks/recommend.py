@@ -34,7 +34,7 @@ def registered_source(model_uri: str, tracking_uri: str | None = None):
 
 
 def main(argv=None) -> int:
-    from pinsage.recommend import recommend_main
+    from pinsage.serve.recommend import recommend_main
 
     p = argparse.ArgumentParser(prog="python -m tasks.recommend", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, metavar="URI", help="an MLflow model, e.g. models:/pinsage@champion")

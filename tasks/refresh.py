@@ -7,7 +7,7 @@ Two steps (the DAG ``pinsage_refresh`` runs them as two tasks):
 * :func:`embed` fetches the ``champion`` version's inputs from MLflow (its run's config, catalogue,
   training edges, validation pairs, fitted features and neighbourhoods; the version's network and
   embeddings), finds the items of ``data`` the champion does not know and runs the cold-start path
-  (:func:`pinsage.coldstart.embed_new_items`): the champion's fitted word vectors, walks from the new
+  (:func:`pinsage.serve.coldstart.embed_new_items`): the champion's fitted word vectors, walks from the new
   items over the graph extended with the contexts that touch them, the export with the champion's
   network. No existing item's embedding moves (``coldstart.json`` records the largest change). With
   no new item it returns ``n_new = 0`` and the DAG skips the rest.
@@ -29,42 +29,42 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from . import browse, common
+from tasks import browse, tracking
+from tasks.errors import ConfigError
+from tasks.provenance import git_commit
+from tasks.runs import run_dir_for, write_step_record
+from tasks.settings import build_settings, resolve_data_path
+from tasks.step import stage_logger
 
 DAG_ID = "pinsage_refresh"
-MAX_MRR_LOSS = 0.02  # share of the champion's MRR on its own validation pairs a refresh may cost
-RUN_ARTIFACTS = ("config.json", "prepare/items.parquet", "prepare/train.parquet", "prepare/valid.parquet",
-                 "features", "neighbors/neighbors.parquet")
 log = logging.getLogger("pinsage.tasks.refresh")
 
 
-def _settings(params: dict) -> dict:
-    loss = params.get("max_mrr_loss")
-    s = {"model_name": params.get("model_name") or "pinsage", "experiment": params.get("experiment") or "pinsage",
-         "max_mrr_loss": MAX_MRR_LOSS if loss is None else float(loss)}
-    if not (math.isfinite(s["max_mrr_loss"]) and s["max_mrr_loss"] >= 0):
-        raise common.ConfigError(f"DAG parameter 'max_mrr_loss': expected a finite number >= 0, "
-                                 f"got {params.get('max_mrr_loss')!r}")
-    return s
+def run_artifacts(run) -> tuple[Path, ...]:
+    """What a refresh needs of the champion's MLflow run (the prepare step logs them), under ``run``."""
+    return (run.config, run.items, run.split("train"), run.split("valid"), run.features, run.neighbors_table)
 
 
 def fetch_champion(c, name: str, base: Path) -> dict:
     """The champion version's inputs as a run directory under ``base``; returns {version, run_id}."""
     import mlflow
 
-    from .register import champion_version
+    from pinsage.run.layout import RunDir
+
+    from tasks.register import champion_version
 
     champ = champion_version(c, name)
     if champ is None:
-        raise common.ConfigError(f"registered model {name!r} has no 'champion' version to refresh: "
+        raise ConfigError(f"registered model {name!r} has no 'champion' version to refresh: "
                                  "run pinsage_daily first")
     base.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=base.parent) as tmp, tempfile.TemporaryDirectory() as scratch:
-        staged = Path(tmp) / "run"
-        for path in RUN_ARTIFACTS:  # a single file comes down flat: into its own folder
-            (staged / path).parent.mkdir(parents=True, exist_ok=True)
+        staged = RunDir(Path(tmp) / "run")
+        for local in run_artifacts(staged):  # a single file comes down flat: into its own folder
+            path = staged.relative(local)
+            local.parent.mkdir(parents=True, exist_ok=True)
             got = Path(mlflow.artifacts.download_artifacts(run_id=champ.run_id, artifact_path=path,
-                                                           dst_path=str((staged / path).parent)))
+                                                           dst_path=str(local.parent)))
             if not got.exists():
                 raise FileNotFoundError(f"champion version {champ.version}: run {champ.run_id} has no artifact "
                                         f"{path!r} (registered before refreshes were possible?)")
@@ -74,53 +74,51 @@ def fetch_champion(c, name: str, base: Path) -> dict:
         mlmodel = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(f"{version_uri}/MLmodel",
                                                                          dst_path=scratch)).read_text())
         stored = mlmodel["flavors"]["python_function"]["artifacts"]  # key -> {"path": "artifacts/<name>"}
-        for artifact, dest in (("model_dir", "export/model"), ("embeddings", "embeddings")):
+        for artifact, dest in (("model_dir", staged.export_model), ("embeddings", staged.embeddings)):
             got = mlflow.artifacts.download_artifacts(f"{version_uri}/{stored[artifact]['path']}", dst_path=scratch)
-            (staged / dest).parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(got, staged / dest)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(got, dest)
         if base.exists():
             shutil.rmtree(base)
-        shutil.move(staged, base)  # whole or not at all
+        shutil.move(staged.root, base)  # whole or not at all
     return {"version": str(champ.version), "run_id": champ.run_id}
 
 
 def embed(params: dict, *, run_key: str, dag_id: str = DAG_ID) -> dict:
     """Fetch the champion, find the new items of ``params['data']``, embed them. See the module docstring."""
-    from pinsage.coldstart import embed_new_items
-    from pinsage.dataset import load_dataset
+    from pinsage.data.dataset import load_dataset
+    from pinsage.run.layout import RunDir
+    from pinsage.serve.coldstart import embed_new_items
 
-    settings = _settings(params)
-    data = common.resolve_data_path(params.get("data") or "data/ml-latest-small")
-    run_dir = common.run_dir_for(dag_id, run_key)
+    settings = build_settings(params)
+    data = resolve_data_path(params.get("data") or "data/ml-latest-small")
+    run_dir = run_dir_for(dag_id, run_key)
     run_dir.mkdir(parents=True, exist_ok=True)
-    c = common.client()
-    parent = fetch_champion(c, settings["model_name"], run_dir / "champion")
-    import pyarrow.parquet as pq
-
-    known = set(pq.read_table(run_dir / "champion" / "prepare" / "items.parquet", columns=["item_id"])
-                .column(0).to_pylist())
+    c = tracking.client()
+    champion = RunDir(run_dir / "champion")
+    parent = fetch_champion(c, settings["model_name"], champion.root)
+    known = set(champion.item_ids())
     items = load_dataset(data).items
     n_new = int((~items["item_id"].isin(known)).sum())
     result = {"run_key": run_key, "dag_id": dag_id, "run_dir": str(run_dir), "data": data, "settings": settings,
               "parent_version": parent["version"], "parent_run_id": parent["run_id"], "n_new": n_new}
     if n_new:
-        out = run_dir / "refresh"
-        if out.exists():  # a retry starts over: nothing of a half refresh is kept
-            shutil.rmtree(out)
-        summary = embed_new_items(run_dir / "champion", data, out, log=common.stage_logger("refresh"))
+        out = RunDir(run_dir / "refresh")
+        if out.root.exists():  # a retry starts over: nothing of a half refresh is kept
+            shutil.rmtree(out.root)
+        summary = embed_new_items(champion.root, data, out.root, log=stage_logger("refresh"))
         # the layout a retrain logs, so this version can itself be refreshed later
-        cfg = json.loads((run_dir / "champion" / "config.json").read_text())
-        cfg.update(data=data, out=str(out))
-        (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-        for name in ("train.parquet", "valid.parquet"):
-            shutil.copy2(run_dir / "champion" / "prepare" / name, out / "prepare" / name)
-        shutil.copytree(run_dir / "champion" / "export" / "model", out / "export" / "model")
-        words = run_dir / "champion" / "features" / "word_vectors.bin"  # the fitted transform travels on
-        if words.exists():
-            shutil.copy2(words, out / "features" / "word_vectors.bin")
-        result.update(out=str(out), max_abs_change_existing=summary["max_abs_change_existing"],
+        cfg = champion.config_dict()
+        cfg.update(data=data, out=str(out.root))
+        out.config.write_text(json.dumps(cfg, indent=2) + "\n")
+        for split in ("train", "valid"):
+            shutil.copy2(champion.split(split), out.split(split))
+        shutil.copytree(champion.export_model, out.export_model)
+        if champion.word_vectors.exists():  # the fitted transform travels on
+            shutil.copy2(champion.word_vectors, out.word_vectors)
+        result.update(out=str(out.root), max_abs_change_existing=summary["max_abs_change_existing"],
                       new_item_ids=summary["new_item_ids"][:20], seconds=summary["seconds"])
-    common.write_step_record(result, "refresh_embed", result)
+    write_step_record(result, "refresh_embed", result)
     return result
 
 
@@ -129,35 +127,36 @@ def register(embedded: dict) -> dict:
     import mlflow
     from mlflow.entities import LoggedModelOutput
 
-    from . import mlflow_model
-    from .register import champion_version, existing_version, gate, like_with_like
+    from pinsage.report import write_report
+    from pinsage.run.layout import RunDir
 
-    settings, out = embedded["settings"], Path(embedded["out"])
+    from tasks import mlflow_model
+    from tasks.register import champion_version, existing_version, gate, like_with_like
+
+    settings, out = embedded["settings"], RunDir(embedded["out"])
     name = settings["model_name"]
-    c = common.client()
-    exp_id = common.experiment_id(c, settings["experiment"])
+    c = tracking.client()
+    exp_id = tracking.experiment_id(c, settings["experiment"])
     tags = {"airflow.dag_id": embedded["dag_id"], "airflow.run_id": embedded["run_key"],
             "mlflow.runName": embedded["run_key"][:250], "pinsage.kind": "refresh",
-            "pinsage.parent_version": embedded["parent_version"], "git_commit": common.git_commit()}
-    rid = common.find_or_create_run(c, exp_id, embedded["dag_id"], embedded["run_key"], tags)
+            "pinsage.parent_version": embedded["parent_version"], "git_commit": git_commit()}
+    rid = tracking.find_or_create_run(c, exp_id, embedded["dag_id"], embedded["run_key"], tags)
     c.set_tag(rid, browse.NOTE, f"Refresh of `{name}` version {embedded['parent_version']} without retraining: "
                                 f"{embedded['n_new']} new items embedded with its network; no existing item's "
                                 "embedding moved.")
     ref = {"mlflow_run_id": rid, "dag_id": embedded["dag_id"], "run_key": embedded["run_key"],
            "settings": {"model_name": name}, "user": None}
-    from pinsage.report import write_report
-
     write_report(out)  # the new items and their related items, beside the popular and long-tail ones
-    for path in ("config.json", "coldstart.json", "report.html"):
-        common.log_artifacts(c, rid, out / path)
-    for d in ("prepare", "features", "neighbors", "embeddings", "index"):
-        common.log_artifacts(c, rid, out / d, d)
+    for path in (out.config, out.coldstart, out.report):
+        tracking.log_artifacts(c, rid, path)
+    for d in (out.prepare, out.features, out.neighbors, out.embeddings, out.index):
+        tracking.log_artifacts(c, rid, d, out.relative(d))
     mv = existing_version(c, name, rid)
     if mv is None:
         model_id = browse.logged_model(c, ref)
-        mlflow_model.log_recommender(name=name, model_id=model_id, model_dir=str(out / "export" / "model"),
-                                     embeddings_dir=str(out / "embeddings"), index_dir=str(out / "index"),
-                                     items=str(out / "prepare" / "items.parquet"),
+        mlflow_model.log_recommender(name=name, model_id=model_id, model_dir=str(out.export_model),
+                                     embeddings_dir=str(out.embeddings), index_dir=str(out.index),
+                                     items=str(out.items),
                                      example_item_id=embedded["new_item_ids"][0])
         c.log_outputs(rid, models=[LoggedModelOutput(model_id, step=0)])
         mv = mlflow.register_model(f"models:/{model_id}", name, tags={
@@ -166,10 +165,10 @@ def register(embedded: dict) -> dict:
             "airflow.dag_id": embedded["dag_id"], "airflow.run_id": embedded["run_key"]})
     version = str(mv.version)
     champ = champion_version(c, name)
-    same = like_with_like(out, name, champ) if champ is not None else None  # the champion's own pairs
+    same = like_with_like(out.root, name, champ) if champ is not None else None  # the champion's own pairs
     loss = settings["max_mrr_loss"] * (same["champion"] if same and math.isfinite(same["champion"]) else 0.0)
     # the gate takes these scores as they are while that version is still champion (no second download)
-    promoted, reason = gate(c, name, version, same["candidate"] if same else math.nan, -loss, out,
+    promoted, reason = gate(c, name, version, same["candidate"] if same else math.nan, -loss, out.root,
                             scored=None if same is None else (str(champ.version), same))
     c.update_model_version(name, version, description=(
         f"Refresh of version {embedded['parent_version']}: {embedded['n_new']} new items embedded without "
@@ -181,21 +180,23 @@ def register(embedded: dict) -> dict:
               "promoted": promoted, "reason": reason, "parent_version": embedded["parent_version"],
               "mlflow_run_id": rid,  # XCom is JSON: no NaN in it
               "validation_mrr": same["candidate"] if same and math.isfinite(same["candidate"]) else None}
-    common.write_step_record(embedded, "refresh_register", result)
+    write_step_record(embedded, "refresh_register", result)
     return result
 
 
 def main(argv=None) -> int:
+    from pinsage.run.params import BY_NAME
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="the dataset with the added items (and any interactions)")
     p.add_argument("--run-id", required=True, help="a name for this refresh (its run directory and MLflow run)")
-    p.add_argument("--model-name", default="pinsage")
-    p.add_argument("--experiment", default="pinsage")
-    p.add_argument("--max-mrr-loss", type=float, default=MAX_MRR_LOSS)
+    for name in ("model_name", "experiment", "max_mrr_loss"):  # the table's rows, as the DAG form has them
+        row = BY_NAME[name]
+        p.add_argument(row.flag, dest=name, type=row.type, default=None, help=f"{row.description} (default: {row.default})")
     args = p.parse_args(argv)
-    embedded = embed({"data": args.data, "model_name": args.model_name, "experiment": args.experiment,
-                      "max_mrr_loss": args.max_mrr_loss}, run_key=args.run_id, dag_id="cli")
+    embedded = embed({"data": args.data, **{k: getattr(args, k) for k in ("model_name", "experiment", "max_mrr_loss")}},
+                     run_key=args.run_id, dag_id="cli")
     result = register(embedded) if embedded["n_new"] else {"n_new": 0, "note": "no new item: nothing registered"}
     print(json.dumps(result, indent=2, default=str))
     return 0

@@ -37,7 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import browse, common
+from tasks import browse, tracking
+from tasks.provenance import sha256_file
+from tasks.runs import read_step_record, require, runs_dir, safe_name, step_record_path
+from tasks.step import main_for, stage_step
 
 CHAMPION = "champion"
 log = logging.getLogger("pinsage.tasks.register")
@@ -73,7 +76,7 @@ def gate_lock(name: str, timeout_s: float = 600.0):
     """Exclusive lock per registered model, so concurrent gates never both read "no champion"."""
     import fcntl
 
-    path = common.runs_dir() / ".locks" / f"gate-{common.safe_name(name)}.lock"
+    path = runs_dir() / ".locks" / f"gate-{safe_name(name)}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
         deadline = time.monotonic() + timeout_s
@@ -98,7 +101,7 @@ def champion_embeddings(name: str, version: str):
 
     import mlflow
 
-    from pinsage.embeddings import read_embeddings
+    from pinsage.export.embeddings import read_embeddings
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -118,18 +121,20 @@ def like_with_like(out: Path, name: str, champ) -> dict | None:
     """
     import pyarrow.parquet as pq
 
-    from pinsage.embeddings import read_embeddings
-    from pinsage.evaluation import ranks_on_pairs
+    from pinsage.eval.metrics import ranks_on_pairs
+    from pinsage.export.embeddings import read_embeddings
+    from pinsage.run.layout import RunDir
 
     served = champion_embeddings(name, str(champ.version))
     if served is None:
         return None
-    pairs = pq.read_table(out / "prepare" / "valid.parquet", columns=["query_item", "target_item"]).to_pandas()
+    run = RunDir(out)
+    pairs = pq.read_table(run.split("valid"), columns=["query_item", "target_item"]).to_pandas()
     known = set(np.asarray(served[0], dtype=str))
     common = pairs[pairs["query_item"].isin(known) & pairs["target_item"].isin(known)]
     result = {"n_pairs": int(len(common)), "n_total": int(len(pairs)), "candidate": math.nan, "champion": math.nan}
     if len(common):
-        ids, emb = read_embeddings(out / "embeddings")
+        ids, emb = read_embeddings(run.embeddings)
         for who, (item_ids, vectors) in (("candidate", (ids, emb)), ("champion", served)):
             ranks = ranks_on_pairs(item_ids, vectors, common["query_item"], common["target_item"])
             result[who] = float(np.mean(1.0 / ranks))
@@ -210,16 +215,10 @@ def existing_version(c, name: str, run_id: str):
     from mlflow.exceptions import MlflowException
 
     try:
-        found = c.search_model_versions(f"name = '{common.sql_quote(name)}' and run_id = '{run_id}'")
+        found = c.search_model_versions(f"name = '{tracking.sql_quote(name)}' and run_id = '{run_id}'")
     except MlflowException:
         return None
     return sorted(found, key=lambda v: int(v.version))[0] if found else None
-
-
-def _first_item(out: Path) -> str:
-    import pyarrow.parquet as pq
-
-    return str(pq.read_table(out / "prepare" / "items.parquet", columns=["item_id"]).column(0)[0])
 
 
 def _ready(model_id: str) -> bool:
@@ -250,33 +249,31 @@ def run(ref: dict, model_uri: str | None = None, embeddings_dir: str | None = No
     import mlflow
     from mlflow.entities import LoggedModelOutput
 
-    from . import mlflow_model
+    from tasks import mlflow_model
 
-    cfg = common.load_config(ref)
-    out = Path(cfg.out)
     settings = ref["settings"]
     name, margin = settings["model_name"], float(settings["promotion_margin"])
-    rid = ref["mlflow_run_id"]
     if model_uri is None or index_dir is None or embeddings_dir is None:
-        rec = common.read_step_record(ref, "index")
+        rec = read_step_record(ref, "index")
         model_uri, index_dir = model_uri or rec["model_uri"], index_dir or rec["index_dir"]
         embeddings_dir = embeddings_dir or rec["embeddings_dir"]
-    metrics = metrics or str(out / "metrics.json")
-    m = json.loads(common.require(metrics, "metrics").read_text())
-    validation_mrr = _mrr(m.get("validation", {}).get("methods", {}).get("pinsage", {}).get("mrr"))
-    test_mrr = _mrr(m.get("methods", {}).get("pinsage", {}).get("mrr"))
 
-    emb = common.same_path(embeddings_dir, out / "embeddings", "embeddings")
-    idx = common.same_path(index_dir, out / "index", "index")
-    model_dir = out / "export" / "model"
-    sha = common.sha256_file(common.require(model_dir / "model.pt", "exported model"))
-    for what, d in (("embeddings", emb), ("index", idx)):
-        src = json.loads(common.require(d / "source.json", f"{what} source").read_text())
-        if (src["model_uri"], src["model_sha256"]) != (model_uri, sha):
-            raise ValueError(f"the {what} in {d} were built from {src}, not from {model_uri} "
-                             f"(sha256 {sha}); re-run export and index")
+    def same_model(s) -> None:  # the embeddings and the index come from the handed model
+        sha = sha256_file(require(s.run.export_model / "model.pt", "exported model"))
+        for what, d in (("embeddings", s.run.embeddings), ("index", s.run.index)):
+            src = json.loads(require(d / "source.json", f"{what} source").read_text())
+            if (src["model_uri"], src["model_sha256"]) != (model_uri, sha):
+                raise ValueError(f"the {what} in {d} were built from {src}, not from {model_uri} "
+                                 f"(sha256 {sha}); re-run export and index")
 
-    with common.step(ref, "register") as c:
+    with stage_step(ref, "register", handed={"embeddings": embeddings_dir, "index": index_dir,
+                                             "metrics": metrics}, check=same_model) as s:
+        c, rid, run_dir, out = s.client, s.mlflow_run_id, s.run, s.run.root
+        m = run_dir.read_json(run_dir.metrics)
+        validation_mrr = _mrr(m.get("validation", {}).get("methods", {}).get("pinsage", {}).get("mrr"))
+        test_mrr = _mrr(m.get("methods", {}).get("pinsage", {}).get("mrr"))
+        emb, idx, model_dir = run_dir.embeddings, run_dir.index, run_dir.export_model
+        sha = sha256_file(model_dir / "model.pt")
         _ensure_registered_model(c, name)
         mv = existing_version(c, name, rid)
         if mv is None:
@@ -286,8 +283,8 @@ def run(ref: dict, model_uri: str | None = None, embeddings_dir: str | None = No
                 # no active run: the metrics are on the model already and must not be copied again
                 mlflow_model.log_recommender(
                     name=name, model_id=model_id, model_dir=str(model_dir), embeddings_dir=str(emb),
-                    index_dir=str(idx), items=str(out / "prepare" / "items.parquet"),
-                    example_item_id=_first_item(out))
+                    index_dir=str(idx), items=str(run_dir.items),
+                    example_item_id=str(run_dir.item_ids()[0]))
                 c.log_outputs(rid, models=[LoggedModelOutput(model_id, step=0)])
             tags = {"pinsage.promotion": "candidate", "validation_mrr": f"{validation_mrr:.4f}",
                     "test_mrr": f"{test_mrr:.4f}", "model_sha256": sha, "source_model_uri": model_uri,
@@ -298,24 +295,22 @@ def run(ref: dict, model_uri: str | None = None, embeddings_dir: str | None = No
         promoted, reason = gate(c, name, version, validation_mrr, margin, out)
         run = c.get_run(rid)
         report = (f"{run.info.artifact_uri}/report.html"
-                  if common.step_record_path(ref, "evaluate").is_file()
-                  and common.read_step_record(ref, "evaluate").get("report") else None)
+                  if step_record_path(ref, "evaluate").is_file()
+                  and read_step_record(ref, "evaluate").get("report") else None)
         c.update_model_version(name, version, description=browse.version_description(
             promoted=promoted, reason=reason, metrics=m, ref=ref,
             commit=run.data.tags.get("git_commit", ""), report_uri=report))
         c.set_tag(rid, "pinsage.model_version", version)
         c.set_tag(rid, "pinsage.promoted", str(promoted).lower())
         c.set_tag(rid, "pinsage.promotion_reason", reason)
+        s.result = {"model_name": name, "version": version, "model_uri": f"models:/{name}/{version}",
+                    "promoted": promoted, "reason": reason, "validation_mrr": validation_mrr,
+                    "mlflow_run_id": rid}
     c.set_terminated(rid, status="FINISHED")
-    result = {"model_name": name, "version": version, "model_uri": f"models:/{name}/{version}",
-              "promoted": promoted, "reason": reason, "validation_mrr": validation_mrr,
-              "mlflow_run_id": rid}
-    common.write_step_record(ref, "register", result)
-    return result
+    return s.result
 
 
-def main(argv=None) -> int:
-    return common.cli_main(run, common.cli_parser(__doc__), argv)
+main = main_for(run, __doc__)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,9 @@ resumes from ``last.pt``: the finished epochs are not recomputed and not logged 
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from . import common
+from tasks import tracking
+from tasks.provenance import sha256_file
+from tasks.step import main_for, stage_step
 
 CHECKPOINT_ARTIFACTS = "checkpoint"
 CHECKPOINT_FILES = ("model.pt", "model_config.json", "history.json", "last.pt")
@@ -27,36 +26,24 @@ def epoch_metrics(record: dict) -> dict[str, float]:
 def run(ref: dict, features: str | None = None, neighbors: str | None = None) -> dict:
     from pinsage import pipeline
 
-    cfg = common.load_config(ref)
-    out = Path(cfg.out)
-    common.same_path(features or out / "features" / "features.parquet", out / "features" / "features.parquet",
-                     "features")
-    common.same_path(neighbors or out / "neighbors" / "neighbors.parquet",
-                     out / "neighbors" / "neighbors.parquet", "neighbours")
-    rid = ref["mlflow_run_id"]
-    with common.step(ref, "train") as c:
+    with stage_step(ref, "train", handed={"features_table": features, "neighbors_table": neighbors}) as s:
         def on_epoch_end(record: dict) -> None:
-            common.log_metrics(c, rid, epoch_metrics(record), step=int(record["epoch"]))
+            tracking.log_metrics(s.client, s.mlflow_run_id, epoch_metrics(record), step=int(record["epoch"]))
 
-        result = pipeline.train(cfg, log=common.stage_logger("train"), on_epoch_end=on_epoch_end)
-        model_dir = Path(result["model_dir"])
-        history = json.loads((model_dir / "history.json").read_text())
+        pipeline.train(s.cfg, log=s.log, on_epoch_end=on_epoch_end)
+        history = s.run.read_json(s.run.history)
         for record in history["epochs"]:  # epochs finished before a resume were logged by that attempt
-            common.log_metrics(c, rid, epoch_metrics(record), step=int(record["epoch"]))
-        common.log_metrics(c, rid, {"best_epoch": history["best_epoch"]})
+            on_epoch_end(record)
+        tracking.log_metrics(s.client, s.mlflow_run_id, {"best_epoch": history["best_epoch"]})
         for name in CHECKPOINT_FILES:
-            common.log_artifacts(c, rid, model_dir / name, CHECKPOINT_ARTIFACTS)
-    result = {"model_dir": str(model_dir), "model_uri": f"runs:/{rid}/{CHECKPOINT_ARTIFACTS}",
-              "model_sha256": common.sha256_file(model_dir / "model.pt"),
-              "best_epoch": int(history["best_epoch"]),
-              "best_validation_mrr": float(history["best_validation_mrr"])}
-    common.write_step_record(ref, "train", result)
-    return result
+            s.log_artifacts(s.run.train / name, CHECKPOINT_ARTIFACTS)
+        s.result = {"model_dir": str(s.run.train), "model_uri": f"runs:/{s.mlflow_run_id}/{CHECKPOINT_ARTIFACTS}",
+                    "model_sha256": sha256_file(s.run.train / "model.pt"), "best_epoch": int(history["best_epoch"]),
+                    "best_validation_mrr": float(history["best_validation_mrr"])}
+    return s.result
 
 
-def main(argv=None) -> int:
-    return common.cli_main(run, common.cli_parser(__doc__), argv)
-
+main = main_for(run, __doc__)
 
 if __name__ == "__main__":
     raise SystemExit(main())

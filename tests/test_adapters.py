@@ -7,9 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pinsage.adapters import (movielens_csv_to_contract, movielens_dat_to_contract,
-                              resolve_dataset_dir)
-from pinsage.dataset import DatasetError, load_dataset
+from pinsage.data.adapters import movielens_csv_to_contract, movielens_dat_to_contract, resolve_dataset_dir
+from pinsage.data.dataset import DatasetError, load_dataset
 
 ML_SMALL = Path(__file__).resolve().parents[1] / "data" / "ml-latest-small"
 

@@ -8,10 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 
-from pinsage import baselines, pipeline
-from pinsage.evaluation import evaluate_scorer, metrics_from_ranks
-from pinsage.graph import build_graph
-from pinsage.pipeline import PipelineConfig
+from pinsage.eval import baselines
+from pinsage import pipeline
+from pinsage.eval.metrics import evaluate_scorer, metrics_from_ranks
+from pinsage.graph.bipartite import build_graph
+from pinsage.run.config import PipelineConfig
 
 from conftest import make_community_dataset
 
@@ -86,10 +87,10 @@ def test_ease_skip_above_the_limit():
     assert baselines.ease_skip_reason(g, max_items=5) is None
     reason = baselines.ease_skip_reason(g, max_items=4)
     assert reason == "5 items with training interactions (catalogue of 6) exceed the dense-inverse limit of 4"
-    tuned = pipeline.tuned_baselines(g, np.array([0, 1]), np.array([1, 2]), ease_max_items=4)
+    tuned = baselines.tuned_baselines(g, np.array([0, 1]), np.array([1, 2]), ease_max_items=4)
     assert tuned.skipped == {"ease": reason}
     assert set(tuned.scorers) == {"rp3beta"} and "ease" not in tuned.hyperparameters
-    assert set(pipeline.tuned_baselines(g, np.array([0]), np.array([1]), ease_max_items=5).scorers) == \
+    assert set(baselines.tuned_baselines(g, np.array([0]), np.array([1]), ease_max_items=5).scorers) == \
         {"ease", "rp3beta"}
 
 

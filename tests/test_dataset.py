@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pinsage.dataset import DatasetError, data_fingerprint, load_dataset
+from pinsage.data.dataset import DatasetError, data_fingerprint, load_dataset
 
 ITEMS_CSV = "item_id,title,text\nA,Alpha,first item\nB,Beta,\nC,Gamma,third\n"
 INTER_CSV = ("context_id,item_id,weight,timestamp\n"

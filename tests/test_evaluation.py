@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pinsage.evaluation import evaluate_scorer, markdown_table, metrics_from_ranks, ranks_from_scores
+from pinsage.eval.metrics import evaluate_scorer, markdown_table, metrics_from_ranks, ranks_from_scores
 
 
 def test_rank_counts_higher_items_and_half_the_ties():

@@ -5,9 +5,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pinsage.experiment import (FEATURES_ONLY, FEATURES_ONLY_K0, Variant, aggregate, paired_bootstrap,
-                                run_experiment)
-from pinsage.graph import BipartiteGraph
+from pinsage.experiments.runner import (
+    FEATURES_ONLY,
+    FEATURES_ONLY_K0,
+    Variant,
+    aggregate,
+    paired_bootstrap,
+    run_experiment,
+)
+from pinsage.graph.bipartite import BipartiteGraph
 
 from conftest import make_community_dataset
 from test_pipeline import small_config
@@ -91,7 +97,7 @@ def _report(pinsage_mrr, pinsage_hr, knn_ci_lo, k0_ci_lo, sparse_ci_lo=0.001, va
 
 
 def test_quality_bar_checks_ratio_bootstrap_validation_and_sparse_targets():
-    from pinsage.experiment import quality_bar
+    from pinsage.experiments.runner import quality_bar
 
     good = quality_bar(_report([0.035, 0.001], [0.070, 0.002], 0.001, 0.0005))
     assert good["beats_baselines"] and good["beats_ablation"] and good["beats_ablation_sparse"]
@@ -115,7 +121,7 @@ def test_quality_bar_checks_ratio_bootstrap_validation_and_sparse_targets():
 
 
 def test_by_target_degree_buckets_ranks():
-    from pinsage.experiment import by_target_degree
+    from pinsage.experiments.runner import by_target_degree
 
     degree = [np.array([0, 3, 3, 50]), np.array([0, 2, 10, 30])]
     ranks = {"m": [np.array([4.0, 1.0, 2.0, 10.0]), np.array([2.0, 1.0, 5.0, 5.0])]}
@@ -129,9 +135,9 @@ def test_by_target_degree_buckets_ranks():
 
 def test_variant_settings_apply_to_a_copy_and_refuse_unknown_keys(tmp_path):
     cfg = small_config(tmp_path / "data", tmp_path / "out")
-    changed = Variant.of("x", model__n_layers=0, walks__holdout_folds=3).apply(cfg)
-    assert (changed.model.n_layers, changed.walks.holdout_folds) == (0, 3)
-    assert cfg.model.n_layers != 0 and cfg.walks.holdout_folds == 0  # the base config is untouched
+    changed = Variant.of("x", model__n_layers=0, walks__top_t=3).apply(cfg)
+    assert (changed.model.n_layers, changed.walks.top_t) == (0, 3)
+    assert cfg.model.n_layers != 0 and cfg.walks.top_t != 3  # the base config is untouched
     assert Variant.of("x", walks__top_t=7).changes_neighbors and not Variant.of("x", model__n_layers=0).changes_neighbors
     with pytest.raises(ValueError, match="no setting 'model.n_layerz'"):
         Variant.of("x", model__n_layerz=1).apply(cfg)

@@ -1,9 +1,10 @@
 import numpy as np
 import torch
 
-from pinsage.export import export_embeddings, per_item_embeddings, read_embeddings, write_embeddings
-from pinsage.model import ModelConfig, PinSage
-from pinsage.walks import Neighbors
+from pinsage.export.embed import export_embeddings, per_item_embeddings
+from pinsage.export.embeddings import read_embeddings, write_embeddings
+from pinsage.model.network import ModelConfig, PinSage
+from pinsage.graph.neighbors import Neighbors
 
 
 def _random_neighbors(n, t, rng):

@@ -12,11 +12,18 @@ import pytest
 import torch
 from PIL import Image
 
-from pinsage import pipeline, vgg
-from pinsage.dataset import DatasetError
-from pinsage.features import (FeatureConfig, build_features, feature_blocks, feature_matrix,
-                              item_annotations, train_word2vec)
-from pinsage.io import column_matrix
+from pinsage import pipeline
+from pinsage.features import vgg
+from pinsage.data.dataset import DatasetError
+from pinsage.features.build import (
+    FeatureConfig,
+    build_features,
+    feature_blocks,
+    feature_matrix,
+    item_annotations,
+    train_word2vec,
+)
+from pinsage.util.io import column_matrix
 
 from conftest import make_community_dataset
 
@@ -222,11 +229,13 @@ def test_features_stage_embeds_images_of_every_item_including_new_ones(tmp_path)
 
 
 def test_cli_maps_weight_and_vector_paths():
-    from pinsage.cli import add_config_arguments, config_from_args
     import argparse
 
+    from pinsage.cli import config_from_args
+    from pinsage.run.params import add_arguments
+
     p = argparse.ArgumentParser()
-    add_config_arguments(p)
+    add_arguments(p)
     cfg = config_from_args(p.parse_args(["--vgg-weights", "w/vgg16.pth", "--word2vec-vectors", "v.txt"]), "o")
     assert cfg.features.vgg_weights == "w/vgg16.pth" and cfg.features.word2vec_vectors == "v.txt"
     assert config_from_args(p.parse_args([]), "o").features.vgg_weights is None

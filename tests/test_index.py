@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pinsage.index import IndexConfig, build_index, load_index, save_index, search
+from pinsage.export.index import IndexConfig, build_index, load_index, save_index, search
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])

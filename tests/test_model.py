@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from pinsage.layers import PinSageConv
-from pinsage.model import ModelConfig, PinSage
-from pinsage.sampler import TensorBlock, computation_graph, hard_negative_band, positive_pairs
-from pinsage.train import max_margin_loss, sampled_softmax_loss
-from pinsage.walks import Neighbors
+from pinsage.model.layers import PinSageConv
+from pinsage.model.network import ModelConfig, PinSage
+from pinsage.model.sampler import computation_graph, hard_negative_band, positive_pairs
+from pinsage.model.train import max_margin_loss, sampled_softmax_loss
+from pinsage.graph.neighbors import Neighbors
 
 
 def test_conv_matches_the_paper_equations():
@@ -122,12 +122,13 @@ def test_hard_negative_band_scales_and_caps():
 
 
 def test_visit_table_depth_is_capped_by_what_the_walks_can_reach():
-    from pinsage.pipeline import PipelineConfig, _hard_negative_depth
+    from pinsage.run.config import PipelineConfig
+    from pinsage.model.sampler import hard_negative_depth
 
     cfg = PipelineConfig()
     reach = cfg.walks.walks_per_item * cfg.walks.max_walk_length
-    assert _hard_negative_depth(500_000, cfg) == reach < 5000  # not an N x 5000 table of padding
-    assert _hard_negative_depth(9_742, cfg) == hard_negative_band(9_742)[1]
+    assert hard_negative_depth(500_000, cfg.walks, cfg.train.sampler) == reach < 5000  # no N x 5000 padding
+    assert hard_negative_depth(9_742, cfg.walks, cfg.train.sampler) == hard_negative_band(9_742)[1]
 
 
 def test_model_zero_layers_is_the_mlp_on_inputs():
@@ -140,39 +141,19 @@ def test_model_zero_layers_is_the_mlp_on_inputs():
     assert torch.allclose(model.id_embedding.weight, torch.zeros(5, 8))  # zero-initialised
 
 
-def test_negative_candidates_trained_only_and_degree_weights():
-    from pinsage.pipeline import negative_candidates
-    from pinsage.sampler import SamplerConfig
+def test_negative_candidates_are_the_trained_items_or_the_catalogue():
+    from pinsage.model.sampler import negative_candidates
+    from pinsage.model.sampler import SamplerConfig
 
     degree = np.array([0, 1, 4, 0, 9])
-    cands, weights = negative_candidates(degree, SamplerConfig())  # default: items seen in training
-    assert np.array_equal(cands, [1, 2, 4]) and weights is None
-    cands, weights = negative_candidates(degree, SamplerConfig(negatives_from="catalogue"))
-    assert np.array_equal(cands, np.arange(5)) and weights is None
-    cands, weights = negative_candidates(degree, SamplerConfig(negatives_from="trained", negative_power=0.5))
-    assert np.array_equal(cands, [1, 2, 4]) and np.allclose(weights, [1.0, 2.0, 3.0])
+    assert np.array_equal(negative_candidates(degree, SamplerConfig()), [1, 2, 4])  # default: seen in training
+    assert np.array_equal(negative_candidates(degree, SamplerConfig(negatives_from="catalogue")), np.arange(5))
     with pytest.raises(ValueError):
         negative_candidates(degree, SamplerConfig(negatives_from="popular"))
 
 
-def test_weighted_negatives_follow_the_weights():
-    from pinsage.sampler import MinibatchProducer, SamplerConfig
-
-    n = 6
-    nbrs = _chain_neighbors(n, 2)
-    feats = np.zeros((n, 3), dtype=np.float32)
-    pairs = np.array([[0, 1]] * 8, dtype=np.int64)
-    cfg = SamplerConfig(batch_size=8, n_shared_negatives=20000, hard_negatives=False)
-    cands = np.array([1, 3, 5])
-    producer = MinibatchProducer(pairs, feats, nbrs, None, cfg, 0, 0, cands, 1,
-                                 candidate_weights=np.array([1.0, 0.0, 3.0]))
-    drawn = producer.make_batch(0)["negative_item"].numpy()
-    assert set(np.unique(drawn)) == {1, 5}  # weight 0 is never drawn
-    assert abs((drawn == 5).mean() - 0.75) < 0.02
-
-
 def test_computation_graph_is_the_same_on_its_dense_and_its_sorting_path():
-    from pinsage.walks import Neighbors
+    from pinsage.graph.neighbors import Neighbors
 
     rng = np.random.default_rng(3)
     n, t = 300, 6
@@ -192,56 +173,3 @@ def test_computation_graph_is_the_same_on_its_dense_and_its_sorting_path():
         assert a.n_dst == b.n_dst
         assert np.array_equal(a.neighbors, b.neighbors) and np.array_equal(a.mask, b.mask)
         assert np.array_equal(a.weights, b.weights)
-
-
-def test_light_and_zero_initialised_residual_layers_start_from_the_input():
-    torch.manual_seed(0)
-    h = torch.randn(5, 8)
-    nbr = torch.tensor([[1, 2], [0, 0], [3, 4], [2, 2], [0, 1]])
-    w = torch.tensor([[0.75, 0.25], [1.0, 0.0], [0.5, 0.5], [1.0, 0.0], [0.5, 0.5]])
-    mask = w > 0
-    light = PinSageConv(8, 8, 8, combine="light")
-    assert not list(light.parameters())  # no weights: h + sum_v alpha_v h_v
-    expected = h[:3] + (w[:3, :, None] * h[nbr[:3]]).sum(dim=1)
-    assert torch.allclose(light(h, 3, nbr[:3], w[:3], mask[:3]), expected, atol=1e-6)
-    residual = PinSageConv(8, 8, 8, combine="residual")
-    assert torch.equal(residual(h, 3, nbr[:3], w[:3], mask[:3]), h[:3])  # the identity until trained
-    with pytest.raises(ValueError, match="in_dim == out_dim"):
-        PinSageConv(8, 8, 4, combine="light")
-
-
-def test_id_dropout_only_in_training():
-    cfg = ModelConfig(input_dim=3, n_items=50, hidden_dim=4, output_dim=2, n_layers=0, id_dropout=0.5)
-    model = PinSage(cfg)
-    torch.nn.init.normal_(model.id_embedding.weight)
-    x, idx = torch.zeros(50, 3), torch.arange(50)
-    base = model.project(x)
-    model.eval()
-    assert torch.allclose(model.embed_input(x, idx), base + model.id_embedding(idx))
-    model.train()
-    torch.manual_seed(0)
-    out = model.embed_input(x, idx)
-    full = base + model.id_embedding(idx)
-    dropped = torch.isclose(out, base).all(dim=1)
-    kept = torch.isclose(out, full).all(dim=1)
-    assert bool((dropped ^ kept).all())  # every node either keeps its whole id vector or loses it, unscaled
-    assert 10 < int(dropped.sum()) < 40  # about half of the 50
-
-
-def test_neighbor_dropout_gives_some_nodes_the_empty_neighbourhood_of_a_new_item():
-    torch.manual_seed(0)
-    cfg = ModelConfig(input_dim=3, n_items=60, hidden_dim=8, output_dim=4, n_layers=1, neighbor_dropout=0.5)
-    model = PinSage(cfg)
-    x, idx = torch.randn(60, 3), torch.arange(60)
-    nbr = (torch.arange(40)[:, None] + torch.tensor([[1, 2]])) % 60  # (40, 2): 40 targets, 2 neighbours each
-    block = TensorBlock(40, nbr, torch.full((40, 2), 0.5), torch.ones(40, 2, dtype=torch.bool))
-    empty = TensorBlock(40, nbr, block.weights, torch.zeros(40, 2, dtype=torch.bool))
-    model.eval()
-    with torch.no_grad():
-        full, alone = model(x, idx, [block]), model(x, idx, [empty])
-        model.train()
-        out = model(x, idx, [block])
-    kept = torch.isclose(out, full, atol=1e-6).all(dim=1)
-    dropped = torch.isclose(out, alone, atol=1e-6).all(dim=1)
-    assert bool((kept ^ dropped).all())  # each node keeps all its neighbours or sees none
-    assert 8 < int(dropped.sum()) < 32  # about half of the 40

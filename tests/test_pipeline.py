@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from pinsage import pipeline
-from pinsage.pipeline import PipelineConfig
-from pinsage.walks import Neighbors
+from pinsage.run.config import PipelineConfig
+from pinsage.graph.neighbors import Neighbors
 
 from conftest import ROOT, make_community_dataset
 
@@ -51,7 +51,7 @@ def test_run_all_writes_every_artifact_and_sensible_metrics(tmp_path):
     assert table.column("item_id").type == "string"
     assert (out / "index" / "index.faiss").exists() and (out / "index" / "ids.parquet").exists()
     # the learned embeddings separate the two communities: nearest items share the community
-    from pinsage.export import read_embeddings
+    from pinsage.export.embeddings import read_embeddings
     _, emb = read_embeddings(out / "embeddings")
     sims = emb @ emb.T
     np.fill_diagonal(sims, -np.inf)

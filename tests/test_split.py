@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pinsage.dataset import DatasetError
-from pinsage.split import split_interactions
+from pinsage.data.dataset import DatasetError
+from pinsage.data.split import split_interactions
 
 
 def last_item(df, has_timestamps, seed=0):
@@ -276,7 +276,7 @@ def _new_items_data():
 
 
 def test_new_items_pairs_known_by_hand():
-    from pinsage.split import split_new_items
+    from pinsage.data.split import split_new_items
 
     sp = split_new_items(_new_items_data(), True, seed=0, new_items=["x", "y"])
     assert set(sp.new_items["item_id"]) == {"x", "y"} and set(sp.new_items["split"]) == {"valid", "test"}
@@ -298,7 +298,7 @@ def test_new_items_pairs_known_by_hand():
 
 
 def test_new_items_seeded_share_and_no_timestamps():
-    from pinsage.split import split_new_items
+    from pinsage.data.split import split_new_items
 
     rng = np.random.default_rng(0)
     df = pd.DataFrame({"context_id": [f"c{i // 10}" for i in range(2000)],

@@ -8,14 +8,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pinsage.graph import BipartiteGraph, build_graph
-from pinsage.walks import (
-    Neighbors,
-    VisitTable,
+from pinsage.graph.bipartite import BipartiteGraph, build_graph
+from pinsage.graph.neighbors import Neighbors, VisitTable, neighbors_from_visits
+from pinsage.graph.walks import (
     WalkConfig,
     _walk_topm,
     dense_visit_counts,
-    neighbors_from_visits,
     random_walk_neighbors,
     visit_counts_topm,
 )
@@ -263,16 +261,3 @@ def test_invalid_arguments():
                     np.array([[False, True, False]]))
     with pytest.raises(ValueError):
         bad.save("unused.parquet", np.array(["a"]))
-
-
-def test_rerank_by_degree_demotes_hubs_and_keeps_padding_last():
-    from pinsage.walks import VisitTable, rerank_by_degree
-
-    visits = VisitTable(np.array([[5, 6, 7, -1]], dtype=np.int32), np.array([[10, 8, 2, 0]], dtype=np.int32))
-    degree = np.zeros(8, dtype=np.int64)
-    degree[[5, 6, 7]] = [100, 4, 1]  # item 5 is a hub
-    same = rerank_by_degree(visits, degree, 0.0)
-    assert same is visits  # beta 0 is the paper's raw counts
-    ranked = rerank_by_degree(visits, degree, 0.5)  # scores 10/10=1, 8/2=4, 2/1=2
-    assert ranked.items.tolist() == [[6, 7, 5, -1]]
-    assert ranked.counts.tolist() == [[8, 2, 10, 0]]

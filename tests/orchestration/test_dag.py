@@ -92,10 +92,16 @@ def test_the_dag_parses_without_import_errors(parsed):
     assert parsed["dag_ids"] == ["pinsage_daily", "pinsage_refresh"]
 
 
+# The parameter table the forms are generated from: stdlib only, the one part of the project a DAG
+# file may import while it is parsed.
+PARSE_TIME = {"pinsage", "pinsage.run", "pinsage.run.params", "pinsage.run.dotted"}
+
+
 def test_parsing_imports_nothing_heavy_and_touches_no_network(parsed):
     heavy = [m for m in parsed["new_modules"] if m.split(".")[0] in {h.split(".")[0] for h in HEAVY}
-             and not m.startswith("sqlalchemy")]
+             and not m.startswith("sqlalchemy") and m not in PARSE_TIME]
     assert heavy == []
+    assert "pinsage.run.params" in parsed["new_modules"]  # the forms do come from the table
 
 
 def test_the_expected_tasks_and_edges(parsed):
@@ -125,7 +131,7 @@ def test_params_render_a_typed_bounded_described_form(parsed):
         assert "type" in params[name]["schema"], name
     for name in ("epochs", "hidden_dim", "output_dim", "top_t", "walks_per_item"):
         assert params[name]["schema"]["type"] == "integer" and params[name]["schema"]["minimum"] >= 1, name
-        assert "maximum" in params[name]["schema"], name
+    assert params["promotion_margin"]["schema"]["maximum"] == 1  # an MRR difference
     assert params["device"]["schema"]["enum"] == ["auto", "cpu", "cuda"]
     assert params["engine"]["default"] == "local"
     assert parsed["rejected"] == [True] * 6  # the form refuses out-of-range values
@@ -172,7 +178,8 @@ def test_the_form_is_grouped_into_sections(parsed):
     params = parsed["params"]
     sections = {name: p["schema"].get("section") for name, p in params.items()}
     # the data parameters sit in the form's default section ("Run Parameters"), which the UI opens
-    assert {n for n, sec in sections.items() if sec is None} == {"data", "max_timestamp", "protocol", "vgg_weights"}
+    assert {n for n, sec in sections.items() if sec is None} == {"data", "max_timestamp", "protocol", "vgg_weights",
+                                                                        "word2vec_vectors"}
     assert {sec for sec in sections.values() if sec} == {"Model", "Training", "Registry", "Engine", "Advanced"}
     assert sections["epochs"] == "Training" and sections["promotion_margin"] == "Registry"
     assert sections["engine"] == sections["ray_address"] == "Engine" and sections["overrides"] == "Advanced"
@@ -189,21 +196,20 @@ def test_description_failure_notification_pool_and_champion_asset(parsed):
     assert all(t["outlets"] == [] for k, t in parsed["tasks"].items() if k != "announce_champion")
 
 
-def test_param_defaults_are_the_library_defaults(parsed):
-    from pinsage.pipeline import PipelineConfig
-    from tasks.common import FORM_FIELDS, SETTINGS_DEFAULTS
+def test_the_forms_are_the_parameter_table(parsed):
+    """Every field of the parsed DAG's form is a row of the table, with its default and bounds."""
+    from pinsage.run.params import PARAMS
 
+    rows = [p for p in PARAMS if "pinsage_daily" in p.form]
     params = parsed["params"]
-    cfg = PipelineConfig().to_dict()
-    for name, key in FORM_FIELDS.items():
-        node = cfg
-        for part in key.split("."):
-            node = node[part]
-        assert params[name]["default"] == node, name
-    assert params["seed"]["default"] == cfg["seed"]
-    assert params["data"]["default"] == cfg["data"]
-    for name, value in SETTINGS_DEFAULTS.items():
-        assert params[name]["default"] == value, name
+    assert set(params) == {p.name for p in rows} | {"overrides"}
+    for p in rows:
+        assert params[p.name]["default"] == p.default, p.name
+        schema = params[p.name]["schema"]
+        assert params[p.name]["description"] == p.description, p.name
+        for key, value in p.schema().items():
+            if key != "description":  # Airflow keeps it beside the schema
+                assert schema.get(key) == value, (p.name, key)
 
 
 def _webhook_server():

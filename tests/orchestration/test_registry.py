@@ -35,7 +35,7 @@ def make_version(store, tmp_path, name, mrr=None, embeddings=None) -> str:
     src.mkdir(parents=True)
     (src / "MLmodel").write_text("flavors: {}\n")
     if embeddings is not None:
-        from pinsage.embeddings import write_embeddings
+        from pinsage.export.embeddings import write_embeddings
 
         write_embeddings(src / "artifacts" / "embeddings", *embeddings)
     try:
@@ -151,8 +151,8 @@ def _run_dir(tmp_path, ids, vectors, pairs):
     """The parts of a run directory the gate reads: its validation pairs and its embeddings."""
     import pandas as pd
 
-    from pinsage.embeddings import write_embeddings
-    from pinsage.io import write_table
+    from pinsage.export.embeddings import write_embeddings
+    from pinsage.util.io import write_table
     import pyarrow as pa
 
     out = tmp_path / f"run-{len(list(tmp_path.glob('run-*')))}"

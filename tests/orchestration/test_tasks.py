@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pinsage.dataset import DatasetError, data_fingerprint
-from tasks import common, evaluate, export, flow, graph, index, prepare, register, train
+from pinsage.data.dataset import DatasetError, data_fingerprint
+from tasks import errors, evaluate, export, flow, graph, index, prepare, provenance, register, runs, settings, train
 
 from .conftest import ROOT, community_data, small_params, subprocess_env, with_new_items
 
@@ -45,7 +45,7 @@ def test_a_run_records_tags_params_metric_histories_and_every_artifact(module_st
     assert run.info.status == "FINISHED"
     assert tags["airflow.dag_id"] == "pinsage_daily" and tags["airflow.run_id"] == "manual__first"
     assert tags["airflow.logical_date"] == "2025-01-01T00:00:00+00:00"
-    assert tags["git_commit"] == common.git_commit() and tags["git_commit"] != ""
+    assert tags["git_commit"] == provenance.git_commit() and tags["git_commit"] != ""
     assert tags["data_sha256"] == data_fingerprint(first_run["data"])
     assert tags["pinsage.model_version"] == first_run["register"]["version"]
     assert run.data.params["model.hidden_dim"] == "16" and run.data.params["train.epochs"] == "3"
@@ -68,7 +68,7 @@ def test_a_run_records_tags_params_metric_histories_and_every_artifact(module_st
     assert expected <= files, expected - files
     # XCom carries references only: every step's result is small and JSON
     for name in flow.ORDER:
-        record = common.step_record_path(ref, name)
+        record = runs.step_record_path(ref, name)
         assert record.stat().st_size < 4000, name
 
 
@@ -193,7 +193,7 @@ def test_export_and_index_use_the_model_they_are_handed(module_store, first_run,
     (other / "model_config.json").write_text((run_dir / "train" / "model_config.json").read_text())
     try:
         e = export.run(ref, model_uri=str(other))
-        assert e["model_sha256"] == common.sha256_file(other / "model.pt") != first_run["train"]["model_sha256"]
+        assert e["model_sha256"] == provenance.sha256_file(other / "model.pt") != first_run["train"]["model_sha256"]
         assert json.loads((run_dir / "embeddings" / "source.json").read_text())["model_uri"] == str(other)
         with pytest.raises(ValueError, match="not from the handed model"):
             index.run(ref, embeddings_dir=e["embeddings_dir"], model_uri=checkpoint_uri,
@@ -261,7 +261,7 @@ def test_a_scheduled_run_trains_as_of_its_data_interval_end(module_store, first_
 
 
 def test_form_parameters_and_overrides_build_the_config(tmp_path):
-    cfg = common.build_config({"data": "data/ml-latest-small", "epochs": 2, "hidden_dim": 32, "top_t": 7,
+    cfg = settings.build_config({"data": "data/ml-latest-small", "epochs": 2, "hidden_dim": 32, "top_t": 7,
                                "seed": 3, "learning_rate": 0.01, "device": "cpu",
                                "overrides": {"model.n_layers": 1, "train.sampler.batch_size": 128}},
                               tmp_path / "out", max_timestamp=123)
@@ -272,18 +272,17 @@ def test_form_parameters_and_overrides_build_the_config(tmp_path):
     assert cfg.max_timestamp == 123 and cfg.out == str(tmp_path / "out")
     for bad in ({"overrides": {"model.nope": 1}}, {"overrides": {"train.epochs": "many"}},
                 {"overrides": {"out": "/elsewhere"}}, {"epochs": 1.5}):
-        with pytest.raises(common.ConfigError):
-            common.build_config(bad, tmp_path)
-    assert common.build_settings({"engine": "ray", "ray_address": "ray://head:10001"})["engine"] == "ray"
-    ray_cfg = common.build_config({"engine": "ray", "ray_address": "ray://head:10001"}, tmp_path)
+        with pytest.raises(errors.ConfigError):
+            settings.build_config(bad, tmp_path)
+    ray_cfg = settings.build_config({"engine": "ray", "ray_address": "ray://head:10001"}, tmp_path)
     assert (ray_cfg.engine, ray_cfg.ray_address) == ("ray", "ray://head:10001")
-    with pytest.raises(common.ConfigError):
-        common.build_settings({"engine": "spark"})
-    with pytest.raises(common.ConfigError):
-        common.build_settings({"promotion_margin": -1})
-    assert common.build_settings({})["model_name"] == "pinsage"
-    errors = common.permanent_errors()
-    assert DatasetError in errors and common.ConfigError in errors
+    with pytest.raises(errors.ConfigError, match="DAG parameter 'engine'"):
+        settings.build_config({"engine": "spark"}, tmp_path)
+    with pytest.raises(errors.ConfigError):
+        settings.build_settings({"promotion_margin": -1})
+    assert settings.build_settings({})["model_name"] == "pinsage"
+    permanent = errors.permanent_errors()
+    assert DatasetError in permanent and errors.ConfigError in permanent
 
 
 def test_a_bad_dataset_fails_prepare_with_the_dataset_error(module_store, tmp_path):
@@ -317,7 +316,7 @@ def test_a_refresh_embeds_new_items_without_retraining_and_takes_champion_throug
     """Runs last in this module: it moves the champion."""
     import mlflow
 
-    from pinsage.embeddings import read_embeddings
+    from pinsage.export.embeddings import read_embeddings
     from tasks import refresh
 
     c = module_store.client()

@@ -3,7 +3,6 @@ restarted on the same port with the same store; the helpers come from tests/orch
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from pathlib import Path

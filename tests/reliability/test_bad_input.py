@@ -14,15 +14,15 @@ import math
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from pinsage import pipeline
-from pinsage.dataset import DatasetError, load_dataset
-from pinsage.params import ParamError
-from tasks import common, prepare
+from pinsage.data.dataset import DatasetError, load_dataset
+from pinsage.run.layout import RunDir
+from pinsage.run.params import ParamError
+from tasks import errors, prepare, settings
 
 ITEMS_CSV = "item_id,title,text\nA,Alpha,first item\nB,Beta,\nC,Gamma,third\n"  # lines 2-4: A, B, C
 INTER_CSV = ("context_id,item_id,weight,timestamp\n"  # lines 2-5
@@ -270,16 +270,12 @@ PARAMS = [
      ">= 1"),
     ("restart_probability_above_one", {"overrides": {"walks.restart_prob": 1.5}}, "override 'walks.restart_prob'",
      "<= 1"),
-    ("negative_workers", {"overrides": {"train.num_workers": -1}}, "override 'train.num_workers'", ">= 0"),
+    ("negative_workers", {"workers": -1}, "DAG parameter 'workers' (train.num_workers)", ">= 0"),
+    ("negative_warmup", {"overrides": {"train.warmup_steps": -1}}, "override 'train.warmup_steps'", ">= 0"),
     ("negative_max_timestamp", {"max_timestamp": -5}, "DAG parameter 'max_timestamp'", ">= 0"),
-    ("negative_holdout_folds", {"overrides": {"walks.holdout_folds": -1}}, "override 'walks.holdout_folds'", ">= 0"),
-    ("one_holdout_fold", {"overrides": {"walks.holdout_folds": 1}}, "override 'walks.holdout_folds'",
-     "expected 0 (off) or at least 2 folds, got 1"),
-    ("id_dropout_of_one", {"overrides": {"model.id_dropout": 1.0}}, "override 'model.id_dropout'", "<= 0.99"),
-    ("neighbor_dropout_negative", {"overrides": {"model.neighbor_dropout": -0.1}},
-     "override 'model.neighbor_dropout'", ">= 0"),
-    ("unknown_combine", {"overrides": {"model.combine": "sum"}}, "override 'model.combine'",
-     "expected 'concat', 'residual' or 'light'"),
+    ("removed_option", {"overrides": {"walks.holdout_folds": 4}}, "'walks.holdout_folds'", "removed after measurement"),
+    ("unknown_aggregator", {"overrides": {"model.aggregator": "sum"}}, "override 'model.aggregator'",
+     "expected one of importance, mean"),
 ]
 
 
@@ -287,10 +283,10 @@ PARAMS = [
 def test_bad_dag_params_are_refused_naming_the_parameter(name, params, names, expected, tmp_path):
     params = dict(params)
     max_ts = params.pop("max_timestamp", None)
-    with pytest.raises(common.ConfigError) as info:
-        common.build_config(params, tmp_path / "out", max_timestamp=max_ts)
+    with pytest.raises(errors.ConfigError) as info:
+        settings.build_config(params, tmp_path / "out", max_timestamp=max_ts)
     assert names in str(info.value) and expected in str(info.value), str(info.value)
-    assert isinstance(info.value, common.permanent_errors())  # the DAG fails it at once, no retries
+    assert isinstance(info.value, errors.permanent_errors())  # the DAG fails it at once, no retries
 
 
 def test_top_t_larger_than_the_catalogue_is_refused_by_prepare(tmp_path):
@@ -311,11 +307,11 @@ def test_bad_params_through_the_prepare_task_register_nothing(store, tmp_path):
     T larger than the catalogue refused once the catalogue is read, the run marked FAILED."""
     c = store.client()
     root = community(n_items=5, contexts=(("A", "B", "C"), ("D", "E", "A")))(tmp_path / "ds")
-    with pytest.raises(common.ConfigError, match="DAG parameter 'epochs'"):
+    with pytest.raises(errors.ConfigError, match="DAG parameter 'epochs'"):
         prepare.run({"data": str(root), "epochs": -1}, run_key="manual__neg", dag_id="pinsage_daily")
     assert c.search_experiments(filter_string="name = 'pinsage'") == [] or not c.search_runs(
         [e.experiment_id for e in c.search_experiments()])
-    with pytest.raises(common.ConfigError) as info:
+    with pytest.raises(errors.ConfigError) as info:
         prepare.run({"data": str(root), "top_t": 20}, run_key="manual__t", dag_id="pinsage_daily")
     assert "DAG parameter 'top_t' (walks.top_t)" in str(info.value) and "expected top_t <= 4" in str(info.value)
     run = c.search_runs([c.get_experiment_by_name("pinsage").experiment_id])[0]
@@ -360,7 +356,7 @@ def recovered_isolated_items(tmp_path):
     cfg = pipeline.PipelineConfig(data=str(root), out=str(tmp_path / "out"))
     cfg.walks.top_t = 3
     pipeline.prepare(cfg, log=lambda s: None)
-    summary = pipeline._summary(cfg)
+    summary = RunDir(cfg.out).summary()
     assert summary["n_items"] == 7  # i5, i6 are isolated
     train = pq.read_table(tmp_path / "out" / "prepare" / "train.parquet").to_pandas()
     assert not {"i5", "i6"} & set(train["item_id"])
@@ -387,7 +383,7 @@ def recovered_image_path_to_a_missing_file_or_a_non_image(tmp_path):
         (root / f"{name}.csv").write_text("item_id,image_path\nA,img/notes.txt\nB,img/missing.jpg\nC,\n")
     ds = load_dataset(files(items=with_files)(tmp_path / "ds"))
     assert ds.items["image_path"].tolist() == ["img/notes.txt", "img/missing.jpg", ""]
-    from pinsage.vgg import _decode, resolve_image_path
+    from pinsage.features.vgg import _decode, resolve_image_path
 
     root = (tmp_path / "ds").resolve()
     assert _decode(resolve_image_path(root, "img/notes.txt"))[1].startswith("corrupt")

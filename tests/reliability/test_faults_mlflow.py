@@ -22,8 +22,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pinsage.dataset import DatasetError
-from tasks import common, evaluate, export, features, flow, graph, index, neighbours, prepare, register, train
+from pinsage.data.dataset import DatasetError
+from tasks import errors, evaluate, export, features, flow, graph, index, neighbours, prepare, register, tracking, train
 
 from .conftest import ROOT, community_data, small_params, subprocess_env
 
@@ -214,9 +214,9 @@ def test_bad_input_through_the_real_tasks_registers_nothing_and_moves_no_alias(
     cases = [
         ("manual__bad_weight", small_params(bad, model_name=MODEL), DatasetError,
          "interactions.csv, column 'weight', row 43: expected a positive number, got '-2'"),
-        ("manual__big_t", small_params(concurrent["data"], model_name=MODEL, top_t=60), common.ConfigError,
+        ("manual__big_t", small_params(concurrent["data"], model_name=MODEL, top_t=60), errors.ConfigError,
          "DAG parameter 'top_t' (walks.top_t)"),
-        ("manual__neg_epochs", small_params(concurrent["data"], model_name=MODEL, epochs=-1), common.ConfigError,
+        ("manual__neg_epochs", small_params(concurrent["data"], model_name=MODEL, epochs=-1), errors.ConfigError,
          "DAG parameter 'epochs' (train.epochs): expected an integer >= 1, got -1"),
     ]
     exp = c.get_experiment_by_name("pinsage").experiment_id
@@ -260,22 +260,22 @@ def test_mlflow_server_down_fails_clearly_retries_and_registers_once(mlflow_serv
     champion = str(c.get_model_version_by_alias(MODEL, "champion").version)
     try:
         # the server goes away while a step is talking to it
-        with pytest.raises(common.MlflowUnavailable, match="lost the tracking server") as lost:
-            with common.step(ref, "evaluate") as cc:
+        with pytest.raises(errors.MlflowUnavailable, match="lost the tracking server") as lost:
+            with tracking.step(ref, "evaluate") as cc:
                 mlflow_server.stop()
                 cc.log_metric(ref["mlflow_run_id"], "probe", 1.0)
         assert mlflow_server.url in str(lost.value)
         # the next step finds it down: fails in seconds, says where and what, and is retryable
         t0 = time.monotonic()
-        with pytest.raises(common.MlflowUnavailable) as down:
+        with pytest.raises(errors.MlflowUnavailable) as down:
             register.run(ref, **handed)
         assert time.monotonic() - t0 < 30
         text = str(down.value)
         assert f"MLflow tracking server {mlflow_server.url} is unreachable" in text, text
         assert "Nothing was registered" in text
-        assert not isinstance(down.value, common.permanent_errors())
+        assert not isinstance(down.value, errors.permanent_errors())
         # the DAG's wrapper passes it through unchanged, so Airflow's retries (2, with backoff) apply
-        with pytest.raises(common.MlflowUnavailable):
+        with pytest.raises(errors.MlflowUnavailable):
             _run_step("register", ref, **handed)
     finally:
         mlflow_server.start()  # the same port and the same store: what a restarted server looks like

@@ -19,16 +19,16 @@ import pytest
 
 from conftest import make_community_dataset
 from pinsage import pipeline
-from pinsage.embeddings import read_embeddings, write_embeddings
-from pinsage.io import atomic_dir, restore_interrupted_swap, write_table
+from pinsage.export.embeddings import read_embeddings, write_embeddings
+from pinsage.util.io import atomic_dir, restore_interrupted_swap, write_table
 
 from .conftest import ROOT, subprocess_env
 
 WRITER = textwrap.dedent("""
     import sys
     import numpy as np, pyarrow as pa
-    from pinsage.embeddings import write_embeddings
-    from pinsage.io import write_table
+    from pinsage.export.embeddings import write_embeddings
+    from pinsage.util.io import write_table
     kind, target = sys.argv[1], sys.argv[2]
     rng = np.random.default_rng(1)
     if kind == "table":   # ~100 MB of incompressible doubles: the write takes a while

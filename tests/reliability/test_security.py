@@ -174,8 +174,8 @@ def test_artifact_loaders_refuse_pickles(tmp_path):
     import numpy as np
     import torch
 
-    from pinsage.io import read_npz
-    from pinsage.model import load_model
+    from pinsage.util.io import read_npz
+    from pinsage.model.network import load_model
 
     class Payload:
         def __reduce__(self):

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from pinsage import pipeline
-from pinsage.sampler import MinibatchProducer, SamplerConfig
-from pinsage.walks import Neighbors
+from pinsage.model.sampler import MinibatchProducer, SamplerConfig
+from pinsage.graph.neighbors import Neighbors
 
 from conftest import make_community_dataset
 from test_pipeline import small_config
@@ -68,11 +68,11 @@ def test_processes_split_every_minibatch_into_disjoint_shares():
     assert all(len(p) == len(whole) for p in parts)  # every process steps through every batch
     for b, batch in enumerate(whole):
         shares = [p[b] for p in parts]
-        queries = np.concatenate([s["positive_item"].numpy() for s in shares])
-        assert np.array_equal(queries, batch["positive_item"].numpy())  # disjoint and complete, in order
-        assert sum(s["share"] for s in shares) == pytest.approx(1.0)
+        queries = np.concatenate([s.positive_item.numpy() for s in shares])
+        assert np.array_equal(queries, batch.positive_item.numpy())  # disjoint and complete, in order
+        assert sum(s.share for s in shares) == pytest.approx(1.0)
         for s in shares:  # the shared negatives are the same draw in every process
-            assert np.array_equal(s["negative_item"].numpy(), batch["negative_item"].numpy())
+            assert np.array_equal(s.negative_item.numpy(), batch.negative_item.numpy())
     with pytest.raises(ValueError, match="rank"):
         MinibatchProducer(*args, rank=3, world_size=3)
 

@@ -7,8 +7,9 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="ray is in requirements.txt; the engine's test needs it installed")
 
-from pinsage.engine_ray import random_walk_neighbors_ray, ray_session, shard_bounds  # noqa: E402
-from pinsage.walks import WalkConfig, random_walk_neighbors  # noqa: E402
+from pinsage.engines.ray_walks import random_walk_neighbors_ray
+from pinsage.engines.ray_session import ray_session, shard_bounds  # noqa: E402
+from pinsage.graph.walks import WalkConfig, random_walk_neighbors  # noqa: E402
 from test_walks import _random_graph  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -50,10 +51,11 @@ def test_ray_neighbours_equal_local(local_ray, weighted):
 def test_ray_export_equals_local(local_ray, partitions):
     import torch
 
-    from pinsage.export import export_embeddings
-    from pinsage.export_ray import export_embeddings_ray
-    from pinsage.model import ModelConfig, PinSage
-    from pinsage.walks import neighbors_from_visits, visit_counts_topm
+    from pinsage.export.embed import export_embeddings
+    from pinsage.engines.ray_export import export_embeddings_ray
+    from pinsage.model.network import ModelConfig, PinSage
+    from pinsage.graph.neighbors import neighbors_from_visits
+    from pinsage.graph.walks import visit_counts_topm
 
     graph = _random_graph(120, 40, 500, seed=5, weighted=False, isolated=3)
     visits = visit_counts_topm(graph, np.arange(graph.n_items), 6, 30, 0.5, 8, 0)

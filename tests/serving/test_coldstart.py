@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pinsage import pipeline
-from pinsage.coldstart import embed_new_items
-from pinsage.embeddings import read_embeddings
-from pinsage.io import write_json
-from pinsage.recommend import Catalogue
+from pinsage.serve.coldstart import embed_new_items
+from pinsage.export.embeddings import read_embeddings
+from pinsage.util.io import write_json
+from pinsage.serve.recommend import Catalogue
 
 from .conftest import ROOT, subprocess_env
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import re
 
-from pinsage.progress import Progress, track
+from pinsage.util.progress import Progress, track
 
 
 def test_a_log_gets_at_most_one_line_per_ten_percent_and_no_carriage_returns():

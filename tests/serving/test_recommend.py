@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pinsage.recommend import AmbiguousItem, Catalogue, ItemNotFound
+from pinsage.serve.recommend import AmbiguousItem, Catalogue, ItemNotFound
 
 from .conftest import MODEL, ROOT, community_of, subprocess_env
 

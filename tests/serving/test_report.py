@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pinsage.experiment import paired_bootstrap
-from pinsage.recommend import Catalogue
+from pinsage.experiments.runner import paired_bootstrap
+from pinsage.serve.recommend import Catalogue
 from pinsage.report import BOOTSTRAP_DRAWS, BOOTSTRAP_SEED, TAIL_QUANTILE, example_queries, render_report
 
 CHROMIUM_HINT = ("chromium is not installed: `apt-get install -y chromium` (Debian; .ci/run installs it). "

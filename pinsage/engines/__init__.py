@@ -1,0 +1,58 @@
+"""Where the heavy stages run: ``local`` (in-process) or ``ray`` (sharded over a Ray cluster).
+
+Both engines give the same outputs (tests/scale/test_ray_engine.py); Ray is imported only for ``ray``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+import numpy as np
+
+from pinsage.run.config import PipelineConfig
+
+ENGINES = ("local", "ray")
+Log = Callable[[str], None]
+
+
+@contextlib.contextmanager
+def walk_engine(cfg: PipelineConfig, log: Log) -> Iterator[Callable]:
+    """Yields ``walk(graph, hard_negative_depth, label) -> (Neighbors, VisitTable)`` on ``cfg.engine``."""
+    if cfg.engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {cfg.engine!r}")
+    if cfg.engine == "ray":
+        from pinsage.engines.ray_session import ray_session
+        from pinsage.engines.ray_walks import random_walk_neighbors_ray
+
+        with ray_session(cfg.ray_address or None):
+            def walk(graph, depth, label):
+                stats: dict = {}
+                out = random_walk_neighbors_ray(graph, cfg.walks, hard_negative_depth=depth, stats=stats)
+                log(f"{label}: engine ray ({cfg.ray_address or 'local cluster'}), {stats['n_shards']} tasks, "
+                    f"graph shared zero-copy: {stats['zero_copy']}")
+                return out
+            yield walk
+        return
+    from pinsage.graph.walks import random_walk_neighbors, walk_visits
+
+    def walk(graph, depth, label):  # the in-process counter, sliced to show progress
+        return random_walk_neighbors(
+            graph, cfg.walks, hard_negative_depth=depth,
+            count_visits=lambda gr, m, wc: walk_visits(gr, np.arange(gr.n_items), m, wc, label=label))
+    yield walk
+
+
+def export_on_engine(cfg: PipelineConfig, model, features: np.ndarray, neighbors, log: Log) -> np.ndarray:
+    """(N, D) embeddings of every item: the local layer-by-layer export, or map / join / reduce on Ray."""
+    if cfg.engine == "ray":
+        from pinsage.engines.ray_export import export_embeddings_ray
+        from pinsage.engines.ray_session import ray_session
+
+        with ray_session(cfg.ray_address or None):
+            emb = export_embeddings_ray(model, features, neighbors)
+        log(f"export: engine ray ({cfg.ray_address or 'local cluster'}), map / join / reduce per layer")
+        return emb
+    from pinsage.export.embed import export_embeddings
+
+    return export_embeddings(model, features, neighbors, progress=True)

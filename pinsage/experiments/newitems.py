@@ -1,0 +1,197 @@
+"""The ``new-items`` experiment (DESIGN.md protocol 3): items that arrive after training.
+
+    python -m pinsage experiment --protocol new-items --out runs/new-items --seeds 3
+
+Per seed: :func:`pinsage.data.split.split_new_items` removes a seeded 10% of the items with interactions
+(all their interactions) and the models are trained on the rest, each run early-stopped on the
+``tail`` validation pairs of the items it knows (the new items' pairs are never seen). Then the new
+items arrive, without retraining: for r in (0, 3) their features and their first r interactions
+join the graph through the cold-start path (:func:`pinsage.serve.coldstart.embed_new_items`: the run's
+fitted word vectors, walks from the new items over the extended graph, content neighbourhoods for
+items with none, the MapReduce export with the trained network). Every method sees that same
+revealed graph:
+
+- ``pinsage``: the shipped model through the cold-start path;
+- ``no convolution (K=0), features only``: the same network without convolutions or id vectors
+  (what features alone give through the same path);
+- ``annotation``, ``combined`` (and ``visual`` with images): content similarity;
+- ``itemknn``, ``rp3beta`` (alpha, beta chosen on the new items' validation pairs), ``ease``,
+  ``pixie``, ``popularity``: on the revealed graph.
+
+Writes ``new_items.json`` and ``new_items.md`` under the output directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pinsage.eval import baselines
+from pinsage import pipeline
+from pinsage.experiments.runner import Variant, _fmt, aggregate, interval_rows, paired_bootstrap, run_variant
+from pinsage.util.io import write_json, write_table, write_text
+from pinsage.run.config import PipelineConfig
+
+Log = Callable[[str], None]
+REVEALED = (0, 3)  # interactions revealed per new item (DESIGN.md reports r = 0 and r = 3)
+FEATURES_K0 = "no convolution (K=0), features only"
+BAR = {0: 1.2, 3: 1.5}  # issue: PinSage's test MRR over the best method that is not PinSage
+CONTENT = ("annotation", "visual", "combined")
+GRAPH = ("popularity", "pixie", "itemknn", "ease", "rp3beta")
+
+
+def write_dataset(directory: Path, items: pd.DataFrame, interactions: pd.DataFrame, source: Path) -> Path:
+    """A contract-format dataset (Parquet); the source's other entries (images/) are linked in."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cols = [c for c in ("item_id", "title", "text", "image_path") if c in items.columns]
+    write_table(directory / "items.parquet", pa.Table.from_pandas(items[cols], preserve_index=False))
+    cols = [c for c in ("context_id", "item_id", "weight", "timestamp") if c in interactions.columns]
+    write_table(directory / "interactions.parquet", pa.Table.from_pandas(interactions[cols], preserve_index=False))
+    for entry in source.iterdir():
+        if entry.name.split(".")[0] not in ("items", "interactions") and not (directory / entry.name).exists():
+            os.symlink(entry.resolve(), directory / entry.name)
+    return directory
+
+
+def _pair_indices(index: pd.Index, pairs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    return (index.get_indexer(pairs["query_item"]).astype(np.int64),
+            index.get_indexer(pairs["target_item"]).astype(np.int64))
+
+
+def _scorers(cfg: PipelineConfig, cold: dict[str, Path], run: Path, data: Path, new_ids: set,
+             valid: tuple[np.ndarray, np.ndarray]) -> tuple[dict, dict]:
+    """Every method's scorer over the extended catalogue, and the tuned baselines' settings."""
+    from pinsage.serve.coldstart import _extended_graph
+    from pinsage.data.dataset import load_dataset
+    from pinsage.export.embeddings import read_embeddings
+    from pinsage.eval.metrics import embedding_scorer
+    from pinsage.features.build import feature_blocks
+
+    out = next(iter(cold.values()))
+    ext_ids = pq.read_table(out / "prepare" / "items.parquet", columns=["item_id"]).column(0).to_numpy()
+    scorers = {}
+    for name, d in cold.items():
+        ids, emb = read_embeddings(d / "embeddings")
+        assert np.array_equal(ids.astype(str), ext_ids.astype(str)), f"{d}: embeddings not in catalogue order"
+        scorers[name] = embedding_scorer(emb)
+    blocks = feature_blocks(pq.read_table(out / "features" / "features.parquet"))
+    scorers["annotation"] = baselines.annotation(blocks["annotation"])
+    if "visual" in blocks:
+        scorers["visual"] = baselines.annotation(blocks["visual"])
+    scorers["combined"] = baselines.combined(blocks)
+    ds = load_dataset(data)
+    g, _ = _extended_graph(run, ds.interactions, pd.Index(ext_ids.astype(str)), new_ids)  # the revealed graph
+    w = cfg.walks
+    scorers["popularity"] = baselines.popularity(g)
+    scorers["pixie"] = baselines.pixie(g, cfg.pixie_walks_per_item, w.restart_prob, w.max_walk_length, cfg.seed)
+    scorers["itemknn"] = baselines.itemknn(g)
+    tuned = baselines.tuned_baselines(g, *valid, ease_max_items=baselines.EASE_MAX_ITEMS)
+    scorers.update(tuned.scorers)
+    return scorers, tuned.hyperparameters
+
+
+def run_new_items_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, revealed=REVEALED,
+                             draws: int = 1000) -> dict:
+    """Train, cold-start and evaluate for ``seeds`` seeds; write new_items.json / new_items.md."""
+    from pinsage.data.adapters import resolve_dataset_dir
+    from pinsage.serve.coldstart import embed_new_items
+    from pinsage.data.dataset import load_dataset
+    from pinsage.eval.metrics import evaluate_scorer, metrics_from_ranks
+    from pinsage.data.split import split_new_items
+
+    root = Path(cfg.out)
+    source = resolve_dataset_dir(cfg.data, root / "dataset")
+    ds = load_dataset(source)
+    per_r: dict[int, dict] = {r: {"test": [], "valid": [], "ranks": {}, "counts": []} for r in revealed}
+    settings: dict = {}
+    for s in range(seeds):
+        seed_cfg = cfg.with_seed(cfg.seed + s)
+        sdir = root / f"seed{s}"
+        split = split_new_items(ds.interactions, ds.has_timestamps, seed=seed_cfg.seed)
+        new_ids = set(split.new_items["item_id"])
+        base = write_dataset(sdir / "base_data", ds.items[~ds.items["item_id"].isin(new_ids)], split.train, source)
+        runs = {"pinsage": sdir / "pinsage"}
+        run_cfg = dataclasses.replace(seed_cfg, data=str(base), out=str(runs["pinsage"]), protocol="tail")
+        if not (runs["pinsage"] / "metrics.json").exists():
+            log(f"new-items: seed {seed_cfg.seed}: training on {len(split.train)} interactions of the "
+                f"items that are not new ({len(new_ids)} new items held back)")
+            pipeline.run_all(run_cfg, log=log)
+        runs[FEATURES_K0] = Path(run_variant(run_cfg, Variant.of(FEATURES_K0, model__n_layers=0,
+                                                                 model__id_embedding=False), log)["out"])
+        for r in revealed:
+            data_r = write_dataset(sdir / f"r{r}" / "data", ds.items,
+                                    pd.concat([split.train, split.revealed(r)], ignore_index=True), source)
+            cold = {}
+            for name, run in runs.items():
+                out = sdir / f"r{r}" / name.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
+                if not (out / "coldstart.json").exists():
+                    embed_new_items(run, data_r, out, log=lambda m: None)
+                cold[name] = out
+            ext = pd.Index(pq.read_table(cold["pinsage"] / "prepare" / "items.parquet",
+                                         columns=["item_id"]).column(0).to_numpy().astype(str))
+            pairs = {sp: _pair_indices(ext, split.pairs(r, sp)) for sp in ("valid", "test")}
+            scorers, chosen = _scorers(seed_cfg, cold, runs["pinsage"], data_r, new_ids, pairs["valid"])
+            settings.setdefault(r, []).append(chosen)
+            rec = per_r[r]
+            for sp in ("test", "valid"):
+                q, t = pairs[sp]
+                ranks = {name: evaluate_scorer(fn, q, t) for name, fn in scorers.items()}
+                rec[sp].append({name: metrics_from_ranks(x) for name, x in ranks.items()})
+                if sp == "test":
+                    for name, x in ranks.items():
+                        rec["ranks"].setdefault(name, []).append(x)
+            rec["counts"].append({"valid_pairs": len(pairs["valid"][0]), "test_pairs": len(pairs["test"][0]),
+                                  "new_items": len(new_ids), "items": len(ext),
+                                  "revealed_interactions": int(len(split.revealed(r)))})
+            log(f"new-items: seed {seed_cfg.seed}, r = {r}: {rec['counts'][-1]}")
+    report = {"seeds": seeds, "revealed": {}}
+    for r, rec in per_r.items():
+        test, valid = aggregate(rec["test"]), aggregate(rec["valid"])
+        others = [m for m in test if m != "pinsage"]
+        best = max(others, key=lambda m: test[m]["mrr"][0])
+        boot = {f"pinsage vs {best}": paired_bootstrap(rec["ranks"]["pinsage"], rec["ranks"][best], draws),
+                f"pinsage vs {FEATURES_K0}": paired_bootstrap(rec["ranks"]["pinsage"], rec["ranks"][FEATURES_K0],
+                                                              draws)}
+        counts = {k: float(np.mean([c[k] for c in rec["counts"]])) for k in rec["counts"][0]}
+        ratio = test["pinsage"]["mrr"][0] / max(test[best]["mrr"][0], 1e-12)
+        report["revealed"][r] = {
+            "counts": counts, "table": {m: {**test[m], "valid_mrr": valid[m]["mrr"]} for m in test},
+            "best_other": best, "ratio": ratio, "bootstrap_95": boot, "settings": settings[r],
+            "bar": {"ratio_needed": BAR.get(r), "ratio_met": BAR.get(r) is not None and ratio >= BAR[r],
+                    "interval_above_zero": boot[f"pinsage vs {best}"]["mrr"][0] > 0,
+                    "above_features_k0": boot[f"pinsage vs {FEATURES_K0}"]["mrr"][0] > 0}}
+    write_json(root / "new_items.json", report)
+    md = markdown(report)
+    write_text(root / "new_items.md", md)
+    log("\n" + md)
+    return report
+
+
+def markdown(report: dict) -> str:
+    lines = []
+    for r, rep in report["revealed"].items():
+        c = rep["counts"]
+        lines += [f"#### new-items, r = {r} revealed interactions per new item: test pairs "
+                  f"({c['test_pairs']:.0f}; validation {c['valid_pairs']:.0f}), {c['new_items']:.0f} new items of "
+                  f"{c['items']:.0f} ({100 * c['new_items'] / c['items']:.1f}%), mean ± std over "
+                  f"{report['seeds']} seeds", "",
+                  "| method | MRR | HR@10 | HR@50 | validation MRR |", "|---|---:|---:|---:|---:|"]
+        order = sorted(rep["table"], key=lambda m: -rep["table"][m]["mrr"][0])
+        for m in order:
+            t = rep["table"][m]
+            lines.append(f"| {m} | {_fmt(t['mrr'])} | {_fmt(t['hr@10'])} | {_fmt(t['hr@50'])} | {_fmt(t['valid_mrr'])} |")
+        lines += ["", "| comparison (paired bootstrap, test pairs) | Δ MRR | Δ HR@10 |", "|---|---:|---:|"]
+        lines += interval_rows(rep["bootstrap_95"])
+        b = rep["bar"]
+        need = f" (needs >= {b['ratio_needed']:.1f}x)" if b["ratio_needed"] else ""
+        lines += ["", f"- pinsage / best other method ({rep['best_other']}) = {rep['ratio']:.2f}x{need}; "
+                      f"interval above 0: {'yes' if b['interval_above_zero'] else 'no'}; above its K=0 "
+                      f"features-only ablation (interval above 0): {'yes' if b['above_features_k0'] else 'no'}", ""]
+    return "\n".join(lines)

@@ -1,0 +1,83 @@
+"""faiss nearest-neighbour index over the exported embeddings, saved with its id mapping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pinsage.util.io import atomic_dir, write_json
+
+
+@dataclass
+class IndexConfig:
+    kind: str = "auto"  # auto | flat | hnsw
+    hnsw_threshold: int = 200_000  # below this, exact search is fast enough and has recall 1
+    hnsw_m: int = 32  # graph degree: recall/memory trade-off (faiss default range 16-64)
+    ef_construction: int = 200
+    ef_search: int = 128  # search breadth; raise for recall, lower for speed
+
+
+def build_index(embeddings: np.ndarray, config: IndexConfig = IndexConfig()) -> faiss.Index:
+    """Exact inner product for small catalogues, HNSW (inner product) above the threshold."""
+    emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+    n, d = emb.shape
+    kind = config.kind
+    if kind == "auto":
+        kind = "flat" if n < config.hnsw_threshold else "hnsw"
+    if kind == "flat":
+        index = faiss.IndexFlatIP(d)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = config.ef_construction
+        index.hnsw.efSearch = config.ef_search
+    else:
+        raise ValueError(f"index kind must be auto, flat or hnsw, got {config.kind!r}")
+    index.add(emb)
+    return index
+
+
+def save_index(directory: str | Path, index: faiss.Index, item_ids: np.ndarray) -> Path:
+    """``index.faiss`` (faiss native format, no pickle) + ``ids.parquet`` (row -> item_id)."""
+    directory = Path(directory)
+    with atomic_dir(directory) as tmp:
+        faiss.write_index(index, str(tmp / "index.faiss"))
+        pq.write_table(pa.table({"item_id": pa.array(np.asarray(item_ids, dtype=object), pa.string())}),
+                       tmp / "ids.parquet")
+        write_json(tmp / "manifest.json", {"n_items": int(index.ntotal), "dim": int(index.d),
+                                           "type": type(index).__name__, "metric": "inner_product"})
+    return directory
+
+
+def load_index(directory: str | Path) -> tuple[faiss.Index, np.ndarray]:
+    directory = Path(directory)
+    index = faiss.read_index(str(directory / "index.faiss"))
+    ids = pq.read_table(directory / "ids.parquet").column("item_id").to_numpy(zero_copy_only=False)
+    return index, ids.astype(str)
+
+
+def search(index: faiss.Index, item_ids: np.ndarray, vectors: np.ndarray, k: int,
+           exclude_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k ids and scores per query vector, the query's own item left out.
+
+    Returns ``(ids (Q, k) str, scores (Q, k) float32)``; rows are padded with '' / -inf when the
+    catalogue has fewer than k other items.
+    """
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    extra = 1 if exclude_ids is not None else 0
+    scores, rows = index.search(vectors, min(index.ntotal, k + extra))
+    out_ids = np.full((len(vectors), k), "", dtype=object)
+    out_scores = np.full((len(vectors), k), -np.inf, dtype=np.float32)
+    for q in range(len(vectors)):
+        keep = rows[q] >= 0
+        ids_q, scores_q = item_ids[rows[q][keep]], scores[q][keep]
+        if exclude_ids is not None:
+            own = ids_q != exclude_ids[q]
+            ids_q, scores_q = ids_q[own], scores_q[own]
+        out_ids[q, :len(ids_q[:k])] = ids_q[:k]
+        out_scores[q, :len(scores_q[:k])] = scores_q[:k]
+    return out_ids.astype(str), out_scores

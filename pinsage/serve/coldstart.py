@@ -1,0 +1,250 @@
+"""Cold start: embed items added after training, without retraining.
+
+PinSage is inductive: an item's embedding is a function of its features and of its neighbours'
+features, so an item the model never saw gets an embedding from the trained weights alone. Given a
+trained run directory and a dataset that holds the run's items plus new ones (with their features,
+and a few interactions or none), :func:`embed_new_items`:
+
+1. featurises the new items with the run's *fitted* transforms: the word vectors the run trained
+   (``features/word_vectors.bin``; refitting word2vec would move every vector) or the run's
+   pretrained vectors file, the same VGG16 weights, and their own log degree. Standardisation lives
+   in the model (its feature mean/std buffers), so nothing else is refitted;
+2. builds the item <-> context graph extended with the interactions of every context that touches a
+   new item, and runs the random walks *from the new items only* (same walk settings and seed)
+   to get their importance neighbourhoods; items without any interaction get none;
+3. runs the MapReduce export (:func:`pinsage.export.embed.export_embeddings`) over the extended catalogue
+   with the trained network, its id-embedding table extended with zero rows (what an item without
+   training interactions has anyway);
+4. writes the extended catalogue as a run directory of its own: ``prepare/items.parquet``,
+   ``features/``, ``neighbors/``, ``embeddings/``, ``index/`` and ``coldstart.json``, so
+   ``python -m pinsage recommend --run OUT`` answers with the new items in the index.
+
+The trained run is never modified (it stays what was evaluated and registered). The existing items
+keep their neighbour lists, hence exactly their embeddings (``coldstart.json`` records the largest
+difference to the run's own export as a check). New interactions between existing items are not
+used: that is what the next retrain is for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pinsage.util.io import write_json, write_table
+
+def _load_run_config(run: Path):
+    from pinsage.run.config import PipelineConfig
+
+    p = run / "config.json"
+    if not p.exists():
+        raise FileNotFoundError(f"{run} is not a run directory: config.json is missing")
+    return PipelineConfig.from_dict(json.loads(p.read_text()))
+
+
+def _model_dir(run: Path) -> Path:
+    """The network the run's embeddings were exported with (the Airflow flow fetches it to export/model)."""
+    for d in (run / "export" / "model", run / "train"):
+        if (d / "model.pt").exists() and (d / "model_config.json").exists():
+            return d
+    raise FileNotFoundError(f"{run}: no trained model (train/model.pt or export/model/model.pt)")
+
+
+def _word_vectors(run: Path, cfg):
+    from pinsage.features.build import load_word_vectors
+
+    saved = run / "features" / "word_vectors.bin"
+    if saved.exists():
+        return load_word_vectors(saved)
+    if cfg.features.word2vec_vectors:
+        return load_word_vectors(cfg.features.word2vec_vectors)
+    raise FileNotFoundError(f"{saved} is missing: the run predates saved word vectors; re-run its features "
+                            "stage (the word2vec fit must be the one the model was trained on)")
+
+
+def extend_model(model, n_items: int):
+    """A copy of ``model`` whose id-embedding table has ``n_items`` rows, the new ones zero."""
+    import torch
+
+    from pinsage.model.network import PinSage
+
+    config = dataclasses.replace(model.config, n_items=n_items)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    if "id_embedding.weight" in state:
+        old = state["id_embedding.weight"]
+        state["id_embedding.weight"] = torch.cat([old, old.new_zeros(n_items - len(old), old.shape[1])])
+    extended = PinSage(config)
+    extended.load_state_dict(state)
+    return extended.eval()
+
+
+def _align_columns(new: pa.Table, like: pa.Table) -> pa.Table:
+    """``new`` with exactly ``like``'s columns: a visual block the new items lack is zero, has_image 0."""
+    cols = []
+    for field in like.schema:
+        if field.name in new.column_names:
+            cols.append(new.column(field.name).cast(field.type))
+        elif pa.types.is_fixed_size_list(field.type):
+            zeros = np.zeros(new.num_rows * field.type.list_size, dtype=np.float32)
+            cols.append(pa.FixedSizeListArray.from_arrays(pa.array(zeros), field.type.list_size))
+        else:
+            cols.append(pa.array(np.zeros(new.num_rows), field.type))
+    return pa.table(cols, schema=like.schema)
+
+
+def _extended_graph(run: Path, interactions: pd.DataFrame, ext_index: pd.Index, new_ids: set):
+    """Training edges of the run plus every interaction of the contexts that touch a new item."""
+    from pinsage.graph.bipartite import build_graph
+
+    train = pq.read_table(run / "prepare" / "train.parquet",
+                          columns=["context_id", "context", "item", "weight"]).to_pandas()
+    touched = set(interactions.loc[interactions["item_id"].isin(new_ids), "context_id"])
+    extra = interactions[interactions["context_id"].isin(touched)]
+    ctx_of = dict(zip(train["context_id"], train["context"]))
+    n_ctx = int(train["context"].max()) + 1 if len(train) else 0
+    unseen = [c for c in pd.unique(extra["context_id"]) if c not in ctx_of]
+    ctx_of.update({c: n_ctx + i for i, c in enumerate(unseen)})
+    edges = pd.concat([
+        train[["context", "item", "weight"]],
+        pd.DataFrame({"context": extra["context_id"].map(ctx_of).to_numpy(dtype=np.int64),
+                      "item": ext_index.get_indexer(extra["item_id"]).astype(np.int64),
+                      "weight": extra["weight"].to_numpy(dtype=np.float64)}),
+    ], ignore_index=True)
+    edges = edges[edges["item"] >= 0].drop_duplicates(["context", "item"], keep="first")  # training wins
+    g = build_graph(edges["item"].to_numpy(), edges["context"].to_numpy(), len(ext_index), n_ctx + len(unseen),
+                    weights=edges["weight"].to_numpy())
+    return g, len(touched)
+
+
+def content_neighbors(table: pa.Table, sources: np.ndarray, candidates: np.ndarray, top_t: int):
+    """Neighbourhoods for items without interactions: the ``top_t`` candidates nearest by content.
+
+    Content = the vector features (annotation, and visual when present), each block L2-normalised,
+    compared by cosine; weights proportional to the positive cosines, L1-normalised like visit counts.
+    A walk from an item without edges visits nothing, and an item with neither id vector nor
+    neighbours is embedded from its own features alone, far from every trained item; borrowing the
+    neighbourhood of its look-alikes lets the convolution place it among them.
+    -> (items (S, T) int32, weights (S, T) float32, mask (S, T) bool)
+    """
+    from pinsage.features.build import VECTOR_COLUMNS
+    from pinsage.util.io import column_matrix
+
+    blocks = []
+    for c in VECTOR_COLUMNS:
+        if c in table.column_names:
+            m = column_matrix(table.column(c))
+            blocks.append(m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12))
+    x = np.concatenate(blocks, axis=1) / np.sqrt(len(blocks))  # (N, F), rows of norm <= 1
+    sims = x[sources] @ x[candidates].T  # (S, C)
+    t = min(top_t, len(candidates))
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :t]
+    top = np.take_along_axis(sims, order, axis=1)
+    mask = top > 0
+    w = np.where(mask, top, 0.0)
+    w = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+    items = np.zeros((len(sources), top_t), np.int32)
+    weights = np.zeros((len(sources), top_t), np.float32)
+    full_mask = np.zeros((len(sources), top_t), bool)
+    # keep the mask a prefix of each row (positive cosines come first in the sorted order)
+    items[:, :t] = np.where(mask, candidates[order], 0)
+    weights[:, :t] = w
+    full_mask[:, :t] = mask
+    return items, weights, full_mask
+
+
+def embed_new_items(run_dir: str | Path, data: str | Path, out: str | Path, log=print,
+                    content_fallback: bool = True) -> dict:
+    """Embed the items of ``data`` that ``run_dir`` has not seen; write the extended catalogue to ``out``.
+
+    Returns a summary (also ``out/coldstart.json``). Raises ValueError when ``data`` has no new item.
+    """
+    from pinsage.data.adapters import resolve_dataset_dir
+    from pinsage.data.dataset import load_dataset
+    from pinsage.export.embeddings import read_embeddings, write_embeddings
+    from pinsage.export.embed import export_embeddings
+    from pinsage.features.build import build_features, feature_matrix, save_features
+    from pinsage.export.index import build_index, save_index
+    from pinsage.model.network import load_model
+    from pinsage.graph.walks import walk_visits
+    from pinsage.graph.neighbors import Neighbors, neighbors_from_visits
+
+    t0 = time.perf_counter()
+    run, out = Path(run_dir), Path(out)
+    if out.resolve() == run.resolve():
+        raise ValueError(f"--out must differ from the run directory {run}: the trained run stays as evaluated")
+    cfg = _load_run_config(run)
+    old_items = pq.read_table(run / "prepare" / "items.parquet").to_pandas()
+    old_ids = old_items["item_id"].astype(str)
+    root = resolve_dataset_dir(data, out / "dataset")
+    ds = load_dataset(root)
+    new_items = ds.items[~ds.items["item_id"].isin(set(old_ids))].reset_index(drop=True)
+    if new_items.empty:
+        raise ValueError(f"{data}: no new item; every item is already in the catalogue of {run}")
+    new_ids = set(new_items["item_id"])
+    ext_items = pd.concat([old_items, new_items[[c for c in old_items.columns if c in new_items.columns]]],
+                          ignore_index=True)
+    ext_index = pd.Index(ext_items["item_id"].astype(str))
+    n_old, n_new = len(old_items), len(new_items)
+    new_rows = np.arange(n_old, n_old + n_new, dtype=np.int64)
+
+    # 1. the graph extended with the new items' contexts; walks from the new items only
+    g, n_touched = _extended_graph(run, ds.interactions, ext_index, new_ids)
+    degree = g.item_degree()
+    visits = walk_visits(g, new_rows, cfg.walks.top_t, cfg.walks, label="coldstart: walks")
+    fresh = neighbors_from_visits(visits, cfg.walks.top_t)
+    walked = int(fresh.mask.any(axis=1).sum())
+    log(f"coldstart: {n_new} new items ({int((degree[new_rows] > 0).sum())} with interactions in {n_touched} "
+        f"contexts, {walked} with a walk neighbourhood), {n_old} existing")
+
+    # 2. features of the new items with the run's fitted transforms
+    fcfg = cfg.features if cfg.features.device != "auto" else dataclasses.replace(cfg.features, device=cfg.train.device)
+    new_table, _ = build_features(new_items["item_id"].to_numpy(), new_items["title"], new_items["text"],
+                                  degree[new_rows], fcfg, image_paths=new_items.get("image_path"),
+                                  image_root=root, log=log, word_vectors=_word_vectors(run, cfg))
+    old_table = pq.read_table(run / "features" / "features.parquet")
+    table = pa.concat_tables([old_table, _align_columns(new_table, old_table)])
+    lonely = np.flatnonzero(~fresh.mask.any(axis=1))  # no interaction (or only isolated contexts)
+    if len(lonely) and content_fallback:
+        it, wt, mk = content_neighbors(table, new_rows[lonely], np.flatnonzero(degree[:n_old] > 0), cfg.walks.top_t)
+        fresh.items[lonely], fresh.weights[lonely], fresh.mask[lonely] = it, wt, mk
+        log(f"coldstart: {len(lonely)} new items without interactions borrow the neighbourhood of their "
+            f"{cfg.walks.top_t} nearest trained items by content")
+    old_nbrs = Neighbors.load(run / "neighbors" / "neighbors.parquet")
+    nbrs = Neighbors(np.concatenate([old_nbrs.items, fresh.items]), np.concatenate([old_nbrs.weights, fresh.weights]),
+                     np.concatenate([old_nbrs.mask, fresh.mask]))
+    manifest = json.loads((run / "features" / "features_manifest.json").read_text())
+    manifest["coldstart"] = {"run": str(run), "new_items": n_new,
+                             "note": "new rows featurised with the run's fitted word vectors, not refitted"}
+
+    # 3. the export path with the trained network
+    model_dir = _model_dir(run)
+    model = extend_model(load_model(model_dir), len(ext_index))
+    emb = export_embeddings(model, feature_matrix(table), nbrs, progress=True)
+    ids_run, emb_run = read_embeddings(run / "embeddings")
+    drift = float(np.abs(emb[:n_old] - emb_run).max()) if np.array_equal(ids_run, old_ids.to_numpy()) else None
+
+    # 4. the extended catalogue as a run directory
+    write_table(out / "prepare" / "items.parquet", pa.Table.from_pandas(ext_items, preserve_index=False))
+    summary = {"dataset": str(root), "n_items": len(ext_index), "n_new_items": n_new, "source_run": str(run),
+               "n_train_interactions": int(g.n_edges), "has_timestamps": bool(ds.has_timestamps)}
+    write_json(out / "prepare" / "summary.json", summary)
+    save_features(out / "features", table, manifest)
+    nbrs.save(out / "neighbors" / "neighbors.parquet", ext_index.to_numpy())
+    write_embeddings(out / "embeddings", ext_index.to_numpy(), emb)
+    index = build_index(emb, cfg.index)
+    save_index(out / "index", index, ext_index.to_numpy())
+    result = {"run": str(run), "data": str(root), "out": str(out), "n_old": n_old, "n_new": n_new,
+              "new_with_interactions": int((degree[new_rows] > 0).sum()), "new_with_walk_neighbourhood": walked,
+              "new_with_content_neighbourhood": int(len(lonely)) if content_fallback else 0,
+              "new_item_ids": list(new_items["item_id"]), "model_dir": str(model_dir),
+              "max_abs_change_existing": drift, "seconds": round(time.perf_counter() - t0, 1)}
+    write_json(out / "coldstart.json", result)
+    log(f"coldstart: index of {index.ntotal} items in {out / 'index'} ({result['seconds']}s); existing items' "
+        f"embeddings changed by at most {drift if drift is None else f'{drift:.2e}'}")
+    return result
