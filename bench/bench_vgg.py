@@ -26,7 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pinsage.features.vgg import VGG16, extract_visual, load_image, preprocess_batch, resolve_device  # noqa: E402
+from pinsage.features.images import load_image  # noqa: E402
+from pinsage.features.vgg import VGG16, extract_visual, preprocess_batch  # noqa: E402
+from pinsage.util.resources import resolve_device  # noqa: E402
 
 
 def make_images(directory: Path, n: int, size: tuple[int, int], seed: int) -> list[str]:

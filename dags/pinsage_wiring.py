@@ -25,8 +25,11 @@ def _project_on_path() -> None:
 
 def form_params(dag_id: str, **descriptions: str) -> dict:
     """The trigger form of ``dag_id``: ``airflow.sdk.Param`` s generated from the parameter table."""
+    from airflow.sdk import Param
+
     _project_on_path()
-    return importlib.import_module("pinsage.run.params").airflow_params(dag_id, descriptions)
+    rows = importlib.import_module("pinsage.run.params").form(dag_id, descriptions)
+    return {name: Param(default, **schema) for name, (default, schema) in rows.items()}
 
 
 def _on_failure(context) -> None:

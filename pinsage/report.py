@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pyarrow.parquet as pq
 
+from pinsage.run.layout import RunDir
 from pinsage.util.io import write_text
 
 METRICS = ("mrr", "hr@10", "hr@50", "hr@100")
@@ -178,14 +178,15 @@ class QueryGroup:
     items: list[str]
 
 
-def training_degree(run_dir: Path) -> dict[str, int]:
+def training_degree(run: RunDir | Path) -> dict[str, int]:
     """item id -> number of training interactions, every catalogue item (0 for none)."""
-    items = pq.read_table(run_dir / "prepare" / "items.parquet", columns=["item_id"]).column(0).to_pylist()
-    item = pq.read_table(run_dir / "prepare" / "train.parquet", columns=["item"]).column(0).to_numpy()
-    return dict(zip(map(str, items), np.bincount(item, minlength=len(items)).tolist()))
+    run = RunDir(run)
+    items = run.item_ids()
+    item = run.interactions(["item"])["item"].to_numpy()
+    return dict(zip(items.tolist(), np.bincount(item, minlength=len(items)).tolist()))
 
 
-def example_queries(run_dir: Path, n: int) -> list[QueryGroup]:
+def example_queries(run: RunDir | Path, n: int) -> list[QueryGroup]:
     """The head and the long tail of the catalogue by training interactions, n items each.
 
     Popular: the n items with the most training interactions, items a reader knows with rich
@@ -193,7 +194,7 @@ def example_queries(run_dir: Path, n: int) -> list[QueryGroup]:
     ``TAIL_QUANTILE`` quantile of those degrees (the popular ones left out), n of them evenly spread
     over that range from least to most interactions (deterministic); left out when no item qualifies.
     """
-    degree = training_degree(run_dir)
+    degree = training_degree(RunDir(run))
     ids, deg = list(degree), np.array(list(degree.values()))
     order = np.argsort(-deg, kind="stable")
     head = [ids[i] for i in order[:n]]
@@ -222,17 +223,17 @@ def _signed(x: float) -> str:
     return f"{x:+.4f}".replace("-", "\u2212")
 
 
-def _comparison_sentence(run_dir: Path, metrics: dict, model: str = "pinsage") -> str:
+def _comparison_sentence(run: RunDir, metrics: dict, model: str = "pinsage") -> str:
     """PinSage against the best baseline in words: Δ MRR and Δ HR@10 over the test pairs with their
     paired bootstrap 95% intervals (``ranks.parquet``, fixed seed), and whether that is ahead, behind
     or within noise. -> an HTML paragraph"""
     from pinsage.eval.metrics import metrics_from_ranks
-    from pinsage.experiments.runner import _ranks, paired_bootstrap
+    from pinsage.eval.stats import paired_bootstrap
 
     other = best_baseline(metrics, model)
     if other is None:
         return ""
-    ranks = _ranks(run_dir, "test") if (run_dir / "ranks.parquet").exists() else None
+    ranks = run.ranks_table("test") if run.ranks.exists() else None
     if ranks is None or not {model, other} <= set(ranks.columns) or ranks.empty:
         return (f'<p class="bootstrap">No per-pair ranks of {_esc(model)} and {_esc(other)} on the test pairs '
                 "(ranks.parquet is missing or lacks them): no paired bootstrap interval against the best "
@@ -251,7 +252,7 @@ def _comparison_sentence(run_dir: Path, metrics: dict, model: str = "pinsage") -
             f"seed {BOOTSTRAP_SEED}.)</p>")
 
 
-def _metrics_section(run_dir: Path, metrics: dict | None) -> str:
+def _metrics_section(run: RunDir, metrics: dict | None) -> str:
     if not metrics:
         return "<p>No evaluation in this run directory (metrics.json is missing).</p>"
     methods = metrics["methods"]
@@ -268,7 +269,7 @@ def _metrics_section(run_dir: Path, metrics: dict | None) -> str:
         rows += f"<tr{cls}><td>{_esc(name)}</td>{cells}<td>{'' if vm is None else f'{vm:.4f}'}</td></tr>"
     n_pairs = metrics.get("n_pairs", "?")
     return (f"<h2>PinSage against the baselines</h2><p>Test pairs: {_esc(n_pairs)}, full ranking over the "
-            f"catalogue.</p>{_comparison_sentence(run_dir, metrics)}<div class=\"charts\">{charts}</div>"
+            f"catalogue.</p>{_comparison_sentence(run, metrics)}<div class=\"charts\">{charts}</div>"
             f"<table><tr><th>method</th>{head}</tr>{rows}</table>{_settings_note(metrics)}")
 
 
@@ -299,17 +300,16 @@ def _training_section(history: dict | None) -> str:
             "</div></div>")
 
 
-def _examples_section(run_dir: Path, groups: list[QueryGroup], k: int) -> str:
+def _examples_section(run: RunDir, groups: list[QueryGroup], k: int) -> str:
     from pinsage.serve.recommend import Catalogue
 
-    catalogue = Catalogue.from_run(run_dir)
-    degree = training_degree(run_dir)
-    items = pq.read_table(run_dir / "prepare" / "items.parquet").to_pandas()
+    catalogue = Catalogue.from_run(run)
+    degree = training_degree(run)
+    items = pq.read_table(run.items).to_pandas()
     images = dict(zip(items["item_id"].astype(str), items["image_path"])) if "image_path" in items else {}
     root = None
-    summary = run_dir / "prepare" / "summary.json"
-    if images and summary.exists():
-        root = Path(json.loads(summary.read_text())["dataset"])
+    if images and run.summary_file.exists():
+        root = Path(run.summary()["dataset"])
     answer = catalogue.related([q for g in groups for q in g.items], k)
 
     def cell(item_id, title, score=None) -> str:
@@ -375,16 +375,11 @@ def render_report(run_dir: str | Path, queries: list[str] | None = None, n_queri
     ``queries``: example queries to show instead of the popular and long-tail groups
     (:func:`example_queries`, ``n_queries`` each); ``mlflow_run_url``: a link to the run's MLflow page.
     """
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     link = _mlflow_link(mlflow_run_url)
-
-    def read(name):
-        p = run_dir / name
-        return json.loads(p.read_text()) if p.exists() else None
-
-    metrics, history, summary = read("metrics.json"), read("train/history.json"), read("prepare/summary.json")
-    groups = [QueryGroup("Chosen items", list(queries))] if queries else example_queries(run_dir, n_queries)
-    cold = read("coldstart.json")  # a catalogue extended without retraining (coldstart, refresh)
+    metrics, history, summary = run.read_json(run.metrics), run.read_json(run.history), run.read_json(run.summary_file)
+    groups = [QueryGroup("Chosen items", list(queries))] if queries else example_queries(run, n_queries)
+    cold = run.read_json(run.coldstart)  # a catalogue extended without retraining (coldstart, refresh)
     if cold and cold.get("new_item_ids") and not queries:
         new = [str(i) for i in cold["new_item_ids"][:n_queries]]
         groups.insert(0, QueryGroup(f"New items, embedded without retraining: {len(new)} of the "
@@ -393,9 +388,9 @@ def render_report(run_dir: str | Path, queries: list[str] | None = None, n_queri
     if summary:
         meta = (f"dataset {_esc(Path(summary['dataset']).name)}: {summary['n_items']:,} items, "
                 f"{summary['n_train_interactions']:,} training interactions; ")
-    meta += f"run directory {_esc(run_dir.resolve().name)}; generated {time.strftime('%Y-%m-%d %H:%M:%S')}"
-    body = (f"<h1>PinSage run report</h1><p class=\"meta\">{meta}</p>{link}" + _metrics_section(run_dir, metrics)
-            + _training_section(history) + _examples_section(run_dir, groups, k))
+    meta += f"run directory {_esc(run.root.resolve().name)}; generated {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    body = (f"<h1>PinSage run report</h1><p class=\"meta\">{meta}</p>{link}" + _metrics_section(run, metrics)
+            + _training_section(history) + _examples_section(run, groups, k))
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"/><title>PinSage run report"
             f"</title><style>{STYLE}</style></head><body>{body}</body></html>\n")
 
@@ -403,6 +398,6 @@ def render_report(run_dir: str | Path, queries: list[str] | None = None, n_queri
 def write_report(run_dir: str | Path, **kwargs) -> Path:
     """Render and write ``report.html`` into the run directory (atomically); ``kwargs`` go to
     :func:`render_report` (``mlflow_run_url=...``). -> its path"""
-    path = Path(run_dir) / "report.html"
+    path = RunDir(run_dir).report
     write_text(path, render_report(run_dir, **kwargs))
     return path

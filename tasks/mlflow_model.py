@@ -33,8 +33,8 @@ import pandas as pd
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
-DEFAULT_K = 10
-OUTPUT_COLUMNS = ["query_item_id", "rank", "item_id", "title", "score", "error"]
+from pinsage.serve.recommend import DEFAULT_K
+
 # Distributions the model needs at load time (exact versions of this environment are pinned).
 REQUIREMENTS = ("mlflow", "numpy", "pandas", "pyarrow", "faiss-cpu", "torch")
 

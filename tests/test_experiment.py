@@ -5,14 +5,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pinsage.experiments.runner import (
-    FEATURES_ONLY,
-    FEATURES_ONLY_K0,
-    Variant,
-    aggregate,
-    paired_bootstrap,
-    run_experiment,
-)
+from pinsage.eval.stats import aggregate, paired_bootstrap
+from pinsage.experiments.runner import FEATURES_ONLY, FEATURES_ONLY_K0, Variant, run_experiment
 from pinsage.graph.bipartite import BipartiteGraph
 
 from conftest import make_community_dataset
@@ -121,7 +115,7 @@ def test_quality_bar_checks_ratio_bootstrap_validation_and_sparse_targets():
 
 
 def test_by_target_degree_buckets_ranks():
-    from pinsage.experiments.runner import by_target_degree
+    from pinsage.eval.stats import by_target_degree
 
     degree = [np.array([0, 3, 3, 50]), np.array([0, 2, 10, 30])]
     ranks = {"m": [np.array([4.0, 1.0, 2.0, 10.0]), np.array([2.0, 1.0, 5.0, 5.0])]}

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from pinsage import pipeline
-from pinsage.features import vgg
+from pinsage.features import images, vgg
 from pinsage.data.dataset import DatasetError
 from pinsage.features.build import (
     FeatureConfig,
@@ -104,7 +104,7 @@ def test_tiny_weights_load_from_file_and_give_deterministic_features(tmp_path):
     np.testing.assert_allclose(again, feats, rtol=1e-5, atol=1e-6)
     # equals the reference model applied to the preprocessed image, at fc6 and fc7
     with torch.inference_mode():
-        x = vgg.preprocess_batch(vgg.load_image(tmp_path / "img/a.jpg")[None], torch.device("cpu"))
+        x = vgg.preprocess_batch(images.load_image(tmp_path / "img/a.jpg")[None], torch.device("cpu"))
         np.testing.assert_allclose(ref.embed(x, "fc6").numpy()[0], feats[0], rtol=1e-5, atol=1e-6)
         fc7, _, _ = vgg.extract_visual(loaded.model, tmp_path, paths[:1], layer="fc7", device="cpu",
                                        log=lambda s: None)
@@ -145,12 +145,12 @@ def test_preprocessing_resizes_centre_crops_and_normalises(tmp_path):
     img[:, :256] = (255, 0, 0)
     img[:, 256:] = (0, 0, 255)
     Image.fromarray(img).save(tmp_path / "x.png")
-    px = vgg.load_image(tmp_path / "x.png")
+    px = images.load_image(tmp_path / "x.png")
     assert px.shape == (224, 224, 3) and px.dtype == np.uint8
     assert px[:, 111].tolist() == [[255, 0, 0]] * 224 and px[:, 112].tolist() == [[0, 0, 255]] * 224
     big = Image.fromarray(np.full((600, 1000, 3), 128, dtype=np.uint8))  # shorter side -> 256, crop 224
     big.save(tmp_path / "big.jpg")
-    assert vgg.load_image(tmp_path / "big.jpg").shape == (224, 224, 3)
+    assert images.load_image(tmp_path / "big.jpg").shape == (224, 224, 3)
     x = vgg.preprocess_batch(np.full((2, 224, 224, 3), 128, dtype=np.uint8), torch.device("cpu"))
     assert x.shape == (2, 3, 224, 224) and x.is_contiguous(memory_format=torch.channels_last)
     want = (128 / 255 - np.array(vgg.IMAGENET_MEAN)) / np.array(vgg.IMAGENET_STD)

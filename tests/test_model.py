@@ -5,7 +5,7 @@ import torch
 from pinsage.model.layers import PinSageConv
 from pinsage.model.network import ModelConfig, PinSage
 from pinsage.model.sampler import computation_graph, hard_negative_band, positive_pairs
-from pinsage.model.train import max_margin_loss, sampled_softmax_loss
+from pinsage.model.losses import max_margin_loss, sampled_softmax_loss
 from pinsage.graph.neighbors import Neighbors
 
 

@@ -94,6 +94,7 @@ def test_new_items_without_interactions_still_get_embeddings(tmp_path):
     assert len(ids) == 64 and {"i60", "i63"} <= set(ids)
 
 
+@pytest.mark.slow  # a whole process run end to end: the full suite has it
 def test_cli_run_prints_the_metrics_table(tmp_path):
     data = make_community_dataset(tmp_path / "data", n_items=40, n_contexts=40)
     proc = subprocess.run([sys.executable, "-m", "pinsage", "run", "--data", str(data), "--out",

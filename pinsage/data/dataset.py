@@ -160,14 +160,14 @@ class _Table:
         idx = int(idx)
         if not self.is_csv:
             return idx + 1
-        return _csv_line_of(self.path, idx)
+        return csv_line_of(self.path, idx)
 
     def error(self, message: str, column: str | None = None, idx: int | None = None):
         return DatasetError(message, file=self.name, column=column,
                             row=None if idx is None else self.user_row(idx))
 
 
-def _csv_line_of(path: Path, idx: int) -> int:
+def csv_line_of(path: Path, idx: int) -> int:
     """Line number (1-based, header = 1) where data record ``idx`` starts (error path only).
 
     Blank lines are skipped by the CSV reader and do not count as records. Without any quote
@@ -256,7 +256,7 @@ def _read_csv(path: Path, kind: str) -> _Table:
         if unclosed:  # pandas counts records from 0 = the header line
             raise DatasetError("a quoted field is never closed: the file ends inside it (truncated, "
                                "or a stray '\"'); expected every opening '\"' to be closed",
-                               file=t.name, row=_csv_line_of(path, int(unclosed.group(1)) - 1)) from None
+                               file=t.name, row=csv_line_of(path, int(unclosed.group(1)) - 1)) from None
         found = re.search(r"line (\d+)", text)  # pandas counts file lines, header = 1
         raise DatasetError(f"cannot parse as CSV: {text}; expected every row to have the header's "
                            "number of fields (quote fields that contain commas)", file=t.name,

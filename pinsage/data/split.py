@@ -1,4 +1,4 @@
-"""The fixed, leakage-free evaluation split (see DESIGN.md, "Evaluation protocol").
+"""The fixed, leakage-free evaluation split (see docs/evaluation.md).
 
 1. Repeated (context, item) rows collapse to the latest one: the largest timestamp, ties broken by
    file order (``row``); without timestamps, the last one in file order.
@@ -246,7 +246,7 @@ NEW_ITEM_SHARE = 0.1  # new-items: the seeded share of the items with interactio
 
 @dataclass
 class NewItemsSplit:
-    """The ``new-items`` protocol (DESIGN.md): items that arrive after training, with r revealed.
+    """The ``new-items`` protocol (docs/evaluation.md): items that arrive after training, with r revealed.
 
     ``train``: the input rows of every item that is not new (deduplicated, file order): what the
     model and every baseline are trained on. ``arrivals``: one row per interaction of a new item

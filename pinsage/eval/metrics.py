@@ -1,4 +1,4 @@
-"""Offline evaluation under full ranking (DESIGN.md protocol, fixed).
+"""Offline evaluation under full ranking (docs/evaluation.md, fixed).
 
 rank = 1 + #items scoring higher + 1/2 #other items scoring the same, over every catalogue item
 except the query; MRR is the untruncated mean of 1/rank; HR@K the share of ranks <= K.

@@ -1,4 +1,4 @@
-"""The ``new-items`` experiment (DESIGN.md protocol 3): items that arrive after training.
+"""The ``new-items`` experiment (docs/evaluation.md): items that arrive after training.
 
     python -m pinsage experiment --protocol new-items --out runs/new-items --seeds 3
 
@@ -35,12 +35,15 @@ import pyarrow.parquet as pq
 
 from pinsage.eval import baselines
 from pinsage import pipeline
-from pinsage.experiments.runner import Variant, _fmt, aggregate, interval_rows, paired_bootstrap, run_variant
+from pinsage.eval.stats import aggregate, paired_bootstrap
+from pinsage.experiments.runner import Variant, run_variant
+from pinsage.run.layout import RunDir
+from pinsage.experiments.tables import interval_rows, mean_std
 from pinsage.util.io import write_json, write_table, write_text
 from pinsage.run.config import PipelineConfig
 
 Log = Callable[[str], None]
-REVEALED = (0, 3)  # interactions revealed per new item (DESIGN.md reports r = 0 and r = 3)
+REVEALED = (0, 3)  # interactions revealed per new item (docs/evaluation.md: r = 0 and r = 3)
 FEATURES_K0 = "no convolution (K=0), features only"
 BAR = {0: 1.2, 3: 1.5}  # issue: PinSage's test MRR over the best method that is not PinSage
 CONTENT = ("annotation", "visual", "combined")
@@ -68,26 +71,26 @@ def _pair_indices(index: pd.Index, pairs: pd.DataFrame) -> tuple[np.ndarray, np.
 def _scorers(cfg: PipelineConfig, cold: dict[str, Path], run: Path, data: Path, new_ids: set,
              valid: tuple[np.ndarray, np.ndarray]) -> tuple[dict, dict]:
     """Every method's scorer over the extended catalogue, and the tuned baselines' settings."""
-    from pinsage.serve.coldstart import _extended_graph
+    from pinsage.serve.coldstart import extended_graph
     from pinsage.data.dataset import load_dataset
     from pinsage.export.embeddings import read_embeddings
     from pinsage.eval.metrics import embedding_scorer
     from pinsage.features.build import feature_blocks
 
-    out = next(iter(cold.values()))
-    ext_ids = pq.read_table(out / "prepare" / "items.parquet", columns=["item_id"]).column(0).to_numpy()
+    out = RunDir(next(iter(cold.values())))
+    ext_ids = out.item_ids()
     scorers = {}
     for name, d in cold.items():
-        ids, emb = read_embeddings(d / "embeddings")
+        ids, emb = read_embeddings(RunDir(d).embeddings)
         assert np.array_equal(ids.astype(str), ext_ids.astype(str)), f"{d}: embeddings not in catalogue order"
         scorers[name] = embedding_scorer(emb)
-    blocks = feature_blocks(pq.read_table(out / "features" / "features.parquet"))
+    blocks = feature_blocks(pq.read_table(out.features_table))
     scorers["annotation"] = baselines.annotation(blocks["annotation"])
     if "visual" in blocks:
         scorers["visual"] = baselines.annotation(blocks["visual"])
     scorers["combined"] = baselines.combined(blocks)
     ds = load_dataset(data)
-    g, _ = _extended_graph(run, ds.interactions, pd.Index(ext_ids.astype(str)), new_ids)  # the revealed graph
+    g, _ = extended_graph(run, ds.interactions, pd.Index(ext_ids.astype(str)), new_ids)  # the revealed graph
     w = cfg.walks
     scorers["popularity"] = baselines.popularity(g)
     scorers["pixie"] = baselines.pixie(g, cfg.pixie_walks_per_item, w.restart_prob, w.max_walk_length, cfg.seed)
@@ -119,7 +122,7 @@ def run_new_items_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, 
         base = write_dataset(sdir / "base_data", ds.items[~ds.items["item_id"].isin(new_ids)], split.train, source)
         runs = {"pinsage": sdir / "pinsage"}
         run_cfg = dataclasses.replace(seed_cfg, data=str(base), out=str(runs["pinsage"]), protocol="tail")
-        if not (runs["pinsage"] / "metrics.json").exists():
+        if not RunDir(runs["pinsage"]).metrics.exists():
             log(f"new-items: seed {seed_cfg.seed}: training on {len(split.train)} interactions of the "
                 f"items that are not new ({len(new_ids)} new items held back)")
             pipeline.run_all(run_cfg, log=log)
@@ -131,11 +134,10 @@ def run_new_items_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, 
             cold = {}
             for name, run in runs.items():
                 out = sdir / f"r{r}" / name.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
-                if not (out / "coldstart.json").exists():
+                if not RunDir(out).coldstart.exists():
                     embed_new_items(run, data_r, out, log=lambda m: None)
                 cold[name] = out
-            ext = pd.Index(pq.read_table(cold["pinsage"] / "prepare" / "items.parquet",
-                                         columns=["item_id"]).column(0).to_numpy().astype(str))
+            ext = pd.Index(RunDir(cold["pinsage"]).item_ids())
             pairs = {sp: _pair_indices(ext, split.pairs(r, sp)) for sp in ("valid", "test")}
             scorers, chosen = _scorers(seed_cfg, cold, runs["pinsage"], data_r, new_ids, pairs["valid"])
             settings.setdefault(r, []).append(chosen)
@@ -186,7 +188,7 @@ def markdown(report: dict) -> str:
         order = sorted(rep["table"], key=lambda m: -rep["table"][m]["mrr"][0])
         for m in order:
             t = rep["table"][m]
-            lines.append(f"| {m} | {_fmt(t['mrr'])} | {_fmt(t['hr@10'])} | {_fmt(t['hr@50'])} | {_fmt(t['valid_mrr'])} |")
+            lines.append(f"| {m} | {mean_std(t['mrr'])} | {mean_std(t['hr@10'])} | {mean_std(t['hr@50'])} | {mean_std(t['valid_mrr'])} |")
         lines += ["", "| comparison (paired bootstrap, test pairs) | Δ MRR | Δ HR@10 |", "|---|---:|---:|"]
         lines += interval_rows(rep["bootstrap_95"])
         b = rep["bar"]

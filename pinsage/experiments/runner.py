@@ -18,17 +18,18 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
-import pyarrow.parquet as pq
 
 from pinsage import pipeline
+from pinsage.eval.stats import SPARSE_DEGREE, aggregate, by_target_degree, paired_bootstrap
+from pinsage.experiments.tables import markdown_report
 from pinsage.graph.bipartite import BipartiteGraph
-from pinsage.util.io import write_json, write_text
 from pinsage.run.config import PipelineConfig
+from pinsage.run.dotted import ParamError
+from pinsage.run.layout import RunDir
+from pinsage.util.io import write_json, write_text
 
 Log = Callable[[str], None]
 BASELINES = ("popularity", "annotation", "visual", "combined", "pixie", "itemknn", "ease", "rp3beta")
-TABLE_METRICS = ("mrr", "hr@10", "hr@50")
 
 
 @dataclass(frozen=True)
@@ -49,18 +50,11 @@ class Variant:
         return any(path.startswith("walks.") for path, _ in self.settings)
 
     def apply(self, cfg: PipelineConfig) -> PipelineConfig:
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model),
-                                  train=dataclasses.replace(cfg.train, sampler=dataclasses.replace(cfg.train.sampler)),
-                                  walks=dataclasses.replace(cfg.walks))
-        for path, value in self.settings:
-            *parents, leaf = path.split(".")
-            obj = cfg
-            for part in parents:
-                obj = getattr(obj, part)
-            if not hasattr(obj, leaf):
-                raise ValueError(f"variant {self.name!r}: no setting {path!r}")
-            setattr(obj, leaf, value)
-        return cfg
+        """A copy of ``cfg`` with this variant's settings (unknown keys refused)."""
+        try:
+            return cfg.replace(dict(self.settings))
+        except ParamError as err:
+            raise ValueError(f"variant {self.name!r}: no setting {err.param!r}") from None
 
 
 FEATURES_ONLY = "pinsage, features only (paper inputs)"
@@ -107,7 +101,7 @@ def run_variant(base_cfg: PipelineConfig, variant: Variant, log: Log) -> dict:
     out = Path(base_cfg.out) / "variants" / variant.name.replace(" ", "_").replace("/", "_")
     cfg = dataclasses.replace(variant.apply(base_cfg), out=str(out))
     done = out / "variant.json"
-    if done.exists() and (out / "ranks.parquet").exists():
+    if done.exists() and RunDir(out).ranks.exists():
         record = json.loads(done.read_text())
         if _model_settings(record["config"]) == _model_settings(json.loads(json.dumps(cfg.to_dict()))):
             log(f"experiment: {variant.name} already done in {out}")
@@ -121,58 +115,9 @@ def run_variant(base_cfg: PipelineConfig, variant: Variant, log: Log) -> dict:
     train_seconds = time.perf_counter() - t0
     for stage in (pipeline.export, pipeline.evaluate):
         stage(cfg, log=lambda s: None)
-    write_json(out / "config.json", cfg.to_dict())  # a run directory like any other (cold start reads it)
+    write_json(RunDir(out).config, cfg.to_dict())  # a run directory like any other (cold start reads it)
     write_json(done, {"config": cfg.to_dict(), "train_seconds": train_seconds})
     return {"out": str(out), "train_seconds": train_seconds}
-
-
-def _ranks(out: str | Path, split: str = "test") -> pd.DataFrame:
-    table = pq.read_table(Path(out) / "ranks.parquet").to_pandas()
-    return table[table["split"] == split].reset_index(drop=True)
-
-
-def paired_bootstrap(ranks_a: list[np.ndarray], ranks_b: list[np.ndarray], draws: int = 1000,
-                     seed: int = 0) -> dict[str, list[float]]:
-    """95% interval of mean(metric_a - metric_b) over evaluation pairs, resampled with replacement.
-
-    Args:
-        ranks_a, ranks_b: per seed, (P_s,) ranks of the same pairs under methods a and b. Pairs are
-            resampled jointly for a and b (paired); seeds with the same pairs share the draw.
-    Returns:
-        {"mrr": [lo, hi], "hr@10": [lo, hi]} of the difference a - b, averaged over seeds.
-    """
-    rng = np.random.default_rng(seed)
-    diffs = {"mrr": [1.0 / a - 1.0 / b for a, b in zip(ranks_a, ranks_b)],
-             "hr@10": [(a <= 10).astype(float) - (b <= 10).astype(float) for a, b in zip(ranks_a, ranks_b)]}
-    sizes = [len(a) for a in ranks_a]
-    same_pairs = len(set(sizes)) == 1
-    out = {}
-    for metric, per_seed in diffs.items():
-        stats = np.empty(draws)
-        for d in range(draws):
-            shared = rng.integers(0, sizes[0], sizes[0]) if same_pairs else None
-            stats[d] = np.mean([x[shared if same_pairs else rng.integers(0, len(x), len(x))].mean()
-                                for x in per_seed])
-        out[metric] = [float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))]
-    return out
-
-
-def aggregate(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, list[float]]]:
-    """[{method: {metric: value}}] over seeds -> {method: {metric: [mean, std]}} (std with ddof=0).
-
-    Methods missing from some seed (e.g. visual without images) are aggregated over the seeds that have them.
-    """
-    methods = sorted({m for run in per_seed for m in run})
-    result = {}
-    for m in methods:
-        runs = [run[m] for run in per_seed if m in run]
-        result[m] = {k: [float(np.mean([r[k] for r in runs])), float(np.std([r[k] for r in runs]))]
-                     for k in runs[0]}
-    return result
-
-
-def _fmt(ms: list[float]) -> str:
-    return f"{ms[0]:.4f} ± {ms[1]:.4f}"
 
 
 def run_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, t_values=TABLE4_T,
@@ -197,7 +142,7 @@ def run_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, t_values=T
         log(f"experiment: seed {seed_cfg.seed}")
         for stage in ("prepare", "graph", "features", "neighbors"):
             pipeline.STAGES[stage](seed_cfg, log=log)
-        degree = BipartiteGraph.load(Path(seed_cfg.out) / "graph" / "graph.npz").item_degree()
+        degree = BipartiteGraph.load(RunDir(seed_cfg.out).graph_file).item_degree()
         metrics: dict[str, dict] = {}
         valid: dict[str, dict] = {}
         outputs: dict[str, dict] = {}
@@ -207,8 +152,8 @@ def run_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, t_values=T
             # a Table 4 row at the configured T is the ``pinsage`` row: trained once, reported twice
             info = outputs[same[0]] if same else run_variant(seed_cfg, variant, log)
             outputs[variant.name] = info
-            m = json.loads((Path(info["out"]) / "metrics.json").read_text())
-            ranks = _ranks(info["out"])
+            run = RunDir(info["out"])
+            m, ranks = run.read_json(run.metrics), run.ranks_table("test")
             metrics[variant.name] = m["methods"]["pinsage"]
             valid[variant.name] = m["validation"]["methods"]["pinsage"]
             test_ranks.setdefault(variant.name, []).append(ranks["pinsage"].to_numpy())
@@ -257,29 +202,7 @@ def run_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, t_values=T
     return report
 
 
-DEGREE_BUCKETS = ((0, 0), (1, 5), (6, 20), (21, None))  # training interactions of the target item
-SPARSE_DEGREE = 5  # "sparse targets": at most this many training interactions (the quality bar's slice)
 BAR_RATIO = 1.15  # the quality bar: test MRR and HR@10 at least this multiple of the best baseline's
-
-
-def by_target_degree(ranks: dict[str, list[np.ndarray]], degree: list[np.ndarray]) -> dict:
-    """MRR per bucket of the target's training degree, mean over seeds: where each method wins.
-
-    Args:
-        ranks: method -> per seed (P,) test ranks; degree: per seed (P,) training degree of the targets.
-    Returns:
-        {"buckets": {label: mean #pairs}, "mrr": {method: {label: mean MRR or None if empty}}}
-    """
-    labels, masks = [], []
-    for lo, hi in DEGREE_BUCKETS:
-        labels.append(f"{lo}" if hi == lo else (f">{lo - 1}" if hi is None else f"{lo}-{hi}"))
-        masks.append([(d >= lo) & (d <= (np.inf if hi is None else hi)) for d in degree])
-    out = {"buckets": {lab: float(np.mean([m.sum() for m in ms])) for lab, ms in zip(labels, masks)}, "mrr": {}}
-    for method, per_seed in ranks.items():
-        out["mrr"][method] = {lab: (float(np.mean([np.mean(1.0 / r[m]) for r, m in zip(per_seed, ms)]))
-                                    if all(m.any() for m in ms) else None)
-                              for lab, ms in zip(labels, masks)}
-    return out
 
 
 def quality_bar(report: dict, model: str = "pinsage", ablation: str = "no convolution (K=0)") -> dict:
@@ -317,65 +240,3 @@ def quality_bar(report: dict, model: str = "pinsage", ablation: str = "no convol
     return out
 
 
-def interval_rows(comparisons: dict) -> list[str]:
-    """Markdown rows ``| comparison | [lo, hi] Δ MRR | [lo, hi] Δ HR@10 |``, flagged where the MRR
-    interval spans zero."""
-    rows = []
-    for name, ci in comparisons.items():
-        flag = "" if ci["mrr"][0] > 0 or ci["mrr"][1] < 0 else " (interval spans 0: noise)"
-        rows.append(f"| {name}{flag} | [{ci['mrr'][0]:+.4f}, {ci['mrr'][1]:+.4f}] | "
-                    f"[{ci['hr@10'][0]:+.4f}, {ci['hr@10'][1]:+.4f}] |")
-    return rows
-
-
-def markdown_report(report: dict) -> str:
-    n, seeds = report["n_test_pairs"], report["seeds"]
-    lines = [f"#### Table 1 shape: test pairs ({n}), full ranking, mean ± std over {seeds} seeds", "",
-             "| method | MRR | HR@10 | HR@50 | validation MRR |", "|---|---:|---:|---:|---:|"]
-    for name, m in report["table1"].items():
-        valid = _fmt(m["valid_mrr"]) if "valid_mrr" in m else ""
-        lines.append(f"| {name} | " + " | ".join(_fmt(m[k]) for k in TABLE_METRICS) + f" | {valid} |")
-    lines += ["", f"#### Table 4 shape: neighbourhood size T (test pairs, {seeds} seeds)", "",
-              "| T | MRR | HR@10 | validation MRR | training time (s) |", "|---|---:|---:|---:|---:|"]
-    for name, m in report["table4"].items():
-        valid = _fmt(m["valid_mrr"]) if "valid_mrr" in m else ""
-        lines.append(f"| {name.split('=')[-1]} | {_fmt(m['mrr'])} | {_fmt(m['hr@10'])} | {valid} | "
-                     f"{m['train_seconds'][0]:.0f} ± {m['train_seconds'][1]:.0f} |")
-    lines += ["", "#### Paired bootstrap (1,000 draws over test pairs): 95% interval of the difference", "",
-              "| comparison | Δ MRR | Δ HR@10 |", "|---|---:|---:|"]
-    lines += interval_rows(report["bootstrap_95"])
-    if report.get("bootstrap_95_sparse"):
-        lines += ["", f"#### The same on sparse targets (<= {SPARSE_DEGREE} training interactions; "
-                      f"{report['n_sparse_test_pairs']:.0f} test pairs)", "",
-                  "| comparison | Δ MRR | Δ HR@10 |", "|---|---:|---:|"]
-        lines += interval_rows(report["bootstrap_95_sparse"])
-    lines += ["", f"{n} test pairs: differences whose interval spans zero are noise, whatever the means say."]
-    deg = report.get("by_target_degree")
-    if deg:
-        labels = list(deg["buckets"])
-        lines += ["", "#### Test MRR by the target's number of training interactions (mean over seeds)", "",
-                  "| method | " + " | ".join(f"{lab} ({deg['buckets'][lab]:.0f} pairs)" for lab in labels) + " |",
-                  "|---|" + "---:|" * len(labels)]
-        for method, row in deg["mrr"].items():
-            lines.append(f"| {method} | " + " | ".join("" if row[lab] is None else f"{row[lab]:.4f}"
-                                                        for lab in labels) + " |")
-    bar = report.get("bar") or {}
-    if bar:
-        lines += ["", "#### Quality bar (test pairs)", ""]
-        for metric in ("mrr", "hr@10"):
-            b = bar[metric]
-            lines.append(f"- {metric.upper()}: pinsage / best baseline ({b['best_baseline']}) = {b['ratio']:.2f}x "
-                         f"(needs >= {bar['ratio_needed']:.2f}x)")
-        yes = {True: "yes", False: "no"}
-        lines.append(f"- beats the best baselines (both ratios, bootstrap of Δ MRR above 0): "
-                     f"{yes[bar['beats_baselines']]}")
-        if "ablation_on_validation" in bar:
-            lines.append(f"- at least as good as its K=0 ablation on validation (mean over seeds): "
-                         f"{yes[bar['ablation_on_validation']]}")
-        lines.append(f"- beats its K=0 ablation on sparse targets (bootstrap of Δ MRR above 0): "
-                     f"{yes[bar['beats_ablation_sparse']]}")
-        lines.append(f"- beats its K=0 ablation on every test pair (the paper's claim in full): "
-                     f"{yes[bar['beats_ablation']]}")
-        for pair, ok in bar.get("other_ablations", {}).items():
-            lines.append(f"- {pair} (bootstrap interval of Δ MRR above 0): {'yes' if ok else 'no'}")
-    return "\n".join(lines) + "\n"

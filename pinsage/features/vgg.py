@@ -32,7 +32,7 @@ import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -40,15 +40,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from pinsage.data.dataset import DatasetError
+from pinsage.features.images import ImageReport, checked_image_path, decode, items_row_locator
+from pinsage.util.resources import resolve_device
 
 VGG16_CHANNELS = (64, 128, 256, 512, 512)  # output channels of the five conv blocks
 VGG16_BLOCK_DEPTH = (2, 2, 3, 3, 3)  # convs per block (configuration "D")
 VGG16_FC = 4096
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-RESIZE = 256  # shorter side, then a centre crop of CROP (torchvision's ImageNet evaluation transform)
-CROP = 224
 LAYERS = ("fc6", "fc7")
 _HUB_HASH = re.compile(r"-([a-f0-9]{6,})\.", re.IGNORECASE)  # torch.hub naming: name-<sha256 prefix>.pth
 
@@ -175,102 +174,6 @@ def load_vgg16(path: str | os.PathLike) -> LoadedVGG:
     return LoadedVGG(model.eval(), str(path), digest)
 
 
-# ---------------------------------------------------------------------------------------------
-# images
-
-def resolve_image_path(root: Path, rel: str, row: int | None = None, file: str = "items") -> Path:
-    """``root / rel`` if it stays inside ``root`` (symlinks resolved), else a DatasetError.
-
-    ``root`` must already be resolved.
-    """
-    def refuse(why: str) -> DatasetError:
-        return DatasetError(f"image_path {rel!r} {why}; image paths must be relative to the dataset "
-                            "directory and stay inside it", file=file, column="image_path", row=row)
-
-    if "\x00" in rel:
-        raise refuse("contains a NUL byte")
-    if os.path.isabs(rel) or Path(rel).is_absolute() or re.match(r"^[A-Za-z]:[\\/]|^\\\\", rel):
-        raise refuse("is absolute")
-    try:
-        full = (root / rel).resolve()
-    except (OSError, RuntimeError) as exc:  # symlink loops
-        raise refuse(f"cannot be resolved ({exc})") from None
-    if not full.is_relative_to(root):
-        raise refuse("escapes the dataset directory")
-    return full
-
-
-def _items_row_locator(root: Path) -> tuple[str, Callable[[int], int]]:
-    """(items file name, 0-based item index -> row as the user sees it in that file)."""
-    from pinsage.data.dataset import ITEMS, _csv_line_of, find_table
-
-    try:
-        f = find_table(root, ITEMS)
-    except DatasetError:
-        return "items", lambda i: i + 1
-    if f.suffix == ".csv":
-        return f.name, lambda i: _csv_line_of(f, i)
-    return f.name, lambda i: i + 1
-
-
-def load_image(path: Path, resize: int = RESIZE, crop: int = CROP) -> np.ndarray:
-    """Pillow decode -> RGB -> shorter side ``resize`` (bilinear, antialiased) -> centre crop.
-
-    -> (crop, crop, 3) uint8. JPEGs are decoded at a reduced DCT scale when that still leaves the
-    shorter side >= ``resize`` (``Image.draft``), which makes big photos several times cheaper.
-    Raises on a file that cannot be decoded (the caller counts it).
-    """
-    from PIL import Image
-
-    with Image.open(path) as img:
-        img.draft("RGB", (resize, resize))
-        img = img.convert("RGB")  # palette, greyscale, CMYK, alpha -> RGB (forces the decode)
-    w, h = img.size
-    if w < 1 or h < 1:
-        raise ValueError(f"empty image {w}x{h}")
-    if w <= h:  # torchvision Resize(int): shorter side -> resize, the other scaled, truncated
-        size = (resize, max(1, int(resize * h / w)))
-    else:
-        size = (max(1, int(resize * w / h)), resize)
-    if size != (w, h):
-        img = img.resize(size, Image.BILINEAR)
-    w, h = size
-    left, top = int(round((w - crop) / 2.0)), int(round((h - crop) / 2.0))
-    img = img.crop((left, top, left + crop, top + crop))
-    return np.asarray(img, dtype=np.uint8)  # (crop, crop, 3)
-
-
-def _decode(path: Path) -> tuple[np.ndarray | None, str]:
-    """-> (pixels, "") | (None, "missing") | (None, "corrupt: <reason>")"""
-    if not path.is_file():
-        return None, "missing"
-    try:
-        return load_image(path), ""
-    except Exception as exc:  # noqa: BLE001  untrusted files fail in many ways (OSError, SyntaxError, ...)
-        return None, f"corrupt: {type(exc).__name__}: {exc}"
-
-
-def resolve_device(device: str) -> torch.device:
-    if device in ("auto", "", None):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but torch sees no GPU")
-    return torch.device(device)
-
-
-@dataclass
-class ImageReport:
-    with_path: int = 0  # items with a non-empty image_path
-    embedded: int = 0
-    missing: int = 0
-    corrupt: int = 0
-    examples: dict = field(default_factory=lambda: {"missing": [], "corrupt": []})
-
-    def as_dict(self) -> dict:
-        return {"with_path": self.with_path, "embedded": self.embedded, "missing": self.missing,
-                "corrupt": self.corrupt, "examples": self.examples}
-
-
 def preprocess_batch(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
     """(B, H, W, 3) uint8 -> (B, 3, H, W) float32 ImageNet-normalised, channels-last, on ``device``."""
     x = torch.from_numpy(np.require(pixels, np.uint8, ["C_CONTIGUOUS", "WRITEABLE"]))  # (B, H, W, 3)
@@ -300,12 +203,12 @@ def extract_visual(model: VGG16, root: str | os.PathLike, image_paths: Sequence[
     if layer not in LAYERS:
         raise ValueError(f"layer must be one of {LAYERS}, got {layer!r}")
     root = Path(root).resolve()
-    file, user_row = _items_row_locator(root)
+    file, user_row = items_row_locator(root)
     todo: list[tuple[int, Path]] = []
     for i, rel in enumerate(image_paths):
         rel = "" if rel is None or (isinstance(rel, float) and np.isnan(rel)) else str(rel).strip()
         if rel:
-            todo.append((i, _checked(root, rel, i, file, user_row)))
+            todo.append((i, checked_image_path(root, rel, i, file, user_row)))
     n = len(image_paths)
     out = np.zeros((n, model.fc_dim), dtype=np.float32)
     has_image = np.zeros(n, dtype=np.int8)
@@ -333,7 +236,7 @@ def extract_visual(model: VGG16, root: str | os.PathLike, image_paths: Sequence[
         it = iter(todo)
         ahead = 3 * batch_size  # bounded read-ahead: decoding overlaps the forward pass
         for item in it:
-            pending.append((item[0], item[1], pool.submit(_decode, item[1])))
+            pending.append((item[0], item[1], pool.submit(decode, item[1])))
             if len(pending) >= ahead:
                 break
         while pending:
@@ -342,7 +245,7 @@ def extract_visual(model: VGG16, root: str | os.PathLike, image_paths: Sequence[
                 i, path, fut = pending.popleft()
                 nxt = next(it, None)
                 if nxt is not None:
-                    pending.append((nxt[0], nxt[1], pool.submit(_decode, nxt[1])))
+                    pending.append((nxt[0], nxt[1], pool.submit(decode, nxt[1])))
                 px, why = fut.result()
                 if px is None:
                     note("missing" if why == "missing" else "corrupt", path, why)
@@ -367,11 +270,3 @@ def extract_visual(model: VGG16, root: str | os.PathLike, image_paths: Sequence[
         log(f"visual: {report.missing} missing and {report.corrupt} unreadable image files got zero "
             f"vectors and has_image = 0; e.g. {report.examples['missing'][:2] + report.examples['corrupt'][:2]}")
     return out, has_image, report
-
-
-def _checked(root: Path, rel: str, i: int, file: str, user_row: Callable[[int], int]) -> Path:
-    """resolve_image_path with the user-facing row computed only when refusing."""
-    try:
-        return resolve_image_path(root, rel, row=None, file=file)
-    except DatasetError as err:
-        raise DatasetError(err.message, file=file, column="image_path", row=user_row(i)) from None

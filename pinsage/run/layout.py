@@ -180,6 +180,14 @@ class RunDir:
 
         return pq.read_table(self.split("train"), columns=list(columns)).to_pandas()
 
+    def ranks_table(self, split: str = "test"):
+        """Per-pair ranks of every method on the ``test`` or ``valid`` pairs (pandas): what paired
+        bootstrap comparisons resample."""
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(self.ranks).to_pandas()
+        return table[table["split"] == split].reset_index(drop=True)
+
     def model_dir(self) -> Path:
         """The network the run's embeddings come from: ``export/model`` when the export fetched one
         (orchestration), else ``train/``."""

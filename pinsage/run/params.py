@@ -4,7 +4,7 @@ Each row names the parameter (the DAG form field, the ``--flag`` of both command
 ``PipelineConfig`` key (``settings.*`` for the orchestration's run settings: registry, experiment,
 gates), type, bounds, default, description and form section. From it come
 
-* the Airflow trigger forms' ``Param`` s (:func:`airflow_params`, in ``dags/``),
+* the Airflow trigger forms (:func:`form`, wrapped in ``Param`` s by ``dags/pinsage_wiring.py``),
 * the ``python -m pinsage run|experiment`` and ``python -m tasks.prepare|flow`` flags
   (:func:`add_arguments`, :func:`values_from_args`),
 * a run's config from those values plus dotted ``overrides`` (:func:`config_from_params`), and
@@ -209,10 +209,27 @@ PARAMS: tuple[Param, ...] = (
           "Annotation embedding size (paper: 256).", minimum=1),
     Param("word2vec_epochs", "features.word2vec_epochs", _I, 30, "word2vec epochs",
           "Passes of word2vec over the annotations.", minimum=1),
+    Param("word2vec_window", "features.word2vec_window", _I, 20, "word2vec window",
+          "Context window of word2vec; an annotation is a bag of words, so it spans all of it.", minimum=1),
+    Param("word2vec_min_count", "features.word2vec_min_count", _I, 1, "word2vec minimum count",
+          "Words seen fewer times are dropped (rare tags are the informative ones).", minimum=1),
+    Param("vgg_layer", "features.vgg_layer", _S, "fc6", "VGG16 layer",
+          "The 4,096-d activation used as visual features (paper: fc6).", choices=("fc6", "fc7")),
+    Param("vgg_batch_size", "features.vgg_batch_size", _I, 32, "VGG16 batch", "Images per VGG16 forward pass.",
+          minimum=1),
+    Param("image_workers", "features.image_workers", _I, 0, "Image decoders",
+          "Pillow decode threads; 0: one per core (at most 8).", minimum=0),
     Param("features_device", "features.device", _S, "auto", "VGG16 device",
           "Where VGG16 runs: auto follows the training device.", choices=("auto", "cpu", "cuda")),
     Param("pixie_walks_per_item", "pixie_walks_per_item", _I, 4000, "Pixie walks",
           "Walks per query of the Pixie baseline.", minimum=1),
+    Param("index_kind", "index.kind", _S, "auto", "Index kind",
+          "faiss index: 'flat' (exact), 'hnsw', or 'auto' (HNSW above the threshold).", choices=("auto", "flat", "hnsw")),
+    Param("hnsw_threshold", "index.hnsw_threshold", _I, 200_000, "HNSW threshold",
+          "Catalogue size from which 'auto' builds HNSW instead of exact search.", minimum=1),
+    Param("hnsw_m", "index.hnsw_m", _I, 32, "HNSW degree", "Graph degree of the HNSW index.", minimum=2),
+    Param("ef_construction", "index.ef_construction", _I, 200, "HNSW build breadth", "efConstruction.", minimum=1),
+    Param("ef_search", "index.ef_search", _I, 128, "HNSW search breadth", "efSearch.", minimum=1),
     # -- registry (run settings) ---------------------------------------------------------------------------
     Param("model_name", "settings.model_name", _S, "pinsage", "Registered model",
           "MLflow registered model that receives the new version.", REGISTRY, form=REFRESH, cli=True),
@@ -250,24 +267,23 @@ def settings_defaults() -> dict:
 # ---------------------------------------------------------------------------------------------
 # Surfaces generated from the table
 
-def airflow_params(dag_id: str, descriptions: dict[str, str] | None = None) -> dict:
-    """``{name: airflow.sdk.Param}`` of the rows in ``dag_id``'s form, plus ``overrides`` (daily)."""
-    from airflow.sdk import Param as AirflowParam
-
+def form(dag_id: str, descriptions: dict[str, str] | None = None) -> dict[str, tuple[Any, dict]]:
+    """``{name: (default, JSON-schema keywords)}`` of ``dag_id``'s trigger form: the rows shown on it,
+    plus ``overrides`` on the daily DAG. ``dags/`` wraps each in an ``airflow.sdk.Param``."""
     out = {}
     for p in PARAMS:
         if dag_id in p.form:
             schema = p.schema()
             if descriptions and p.name in descriptions:
                 schema["description"] = descriptions[p.name]
-            if dag_id != "pinsage_daily":
+            if dag_id != "pinsage_daily":  # a short form: one section
                 schema.pop("section", None)
-            out[p.name] = AirflowParam(p.default, **schema)
+            out[p.name] = (p.default, schema)
     if dag_id == "pinsage_daily":
-        out["overrides"] = AirflowParam(
-            {}, type="object", title="Overrides", section=ADVANCED,
-            description="Dotted PipelineConfig keys, e.g. {\"features.word2vec_dim\": 64, "
-                        "\"train.sampler.batch_size\": 256}; every key is checked like a parameter.")
+        out["overrides"] = ({}, {"type": "object", "title": "Overrides", "section": ADVANCED,
+                                 "description": "Dotted PipelineConfig keys, e.g. {\"features.word2vec_dim\": 64, "
+                                                "\"train.sampler.batch_size\": 256}; every key is checked like a "
+                                                "parameter."})
     return out
 
 

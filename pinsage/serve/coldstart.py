@@ -37,29 +37,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pinsage.run.config import PipelineConfig
+from pinsage.run.layout import RunDir
 from pinsage.util.io import write_json, write_table
 
-def _load_run_config(run: Path):
-    from pinsage.run.config import PipelineConfig
 
-    p = run / "config.json"
-    if not p.exists():
-        raise FileNotFoundError(f"{run} is not a run directory: config.json is missing")
-    return PipelineConfig.from_dict(json.loads(p.read_text()))
-
-
-def _model_dir(run: Path) -> Path:
-    """The network the run's embeddings were exported with (the Airflow flow fetches it to export/model)."""
-    for d in (run / "export" / "model", run / "train"):
-        if (d / "model.pt").exists() and (d / "model_config.json").exists():
-            return d
-    raise FileNotFoundError(f"{run}: no trained model (train/model.pt or export/model/model.pt)")
-
-
-def _word_vectors(run: Path, cfg):
+def _word_vectors(run: RunDir, cfg):
     from pinsage.features.build import load_word_vectors
 
-    saved = run / "features" / "word_vectors.bin"
+    saved = run.word_vectors
     if saved.exists():
         return load_word_vectors(saved)
     if cfg.features.word2vec_vectors:
@@ -98,12 +84,12 @@ def _align_columns(new: pa.Table, like: pa.Table) -> pa.Table:
     return pa.table(cols, schema=like.schema)
 
 
-def _extended_graph(run: Path, interactions: pd.DataFrame, ext_index: pd.Index, new_ids: set):
-    """Training edges of the run plus every interaction of the contexts that touch a new item."""
+def extended_graph(run: RunDir, interactions: pd.DataFrame, ext_index: pd.Index, new_ids: set):
+    """Training edges of the run plus every interaction of the contexts that touch a new item.
+    -> (graph over ``ext_index``, number of contexts touched)"""
     from pinsage.graph.bipartite import build_graph
 
-    train = pq.read_table(run / "prepare" / "train.parquet",
-                          columns=["context_id", "context", "item", "weight"]).to_pandas()
+    train = RunDir(run).interactions(["context_id", "context", "item", "weight"])
     touched = set(interactions.loc[interactions["item_id"].isin(new_ids), "context_id"])
     extra = interactions[interactions["context_id"].isin(touched)]
     ctx_of = dict(zip(train["context_id"], train["context"]))
@@ -175,17 +161,17 @@ def embed_new_items(run_dir: str | Path, data: str | Path, out: str | Path, log=
     from pinsage.graph.neighbors import Neighbors, neighbors_from_visits
 
     t0 = time.perf_counter()
-    run, out = Path(run_dir), Path(out)
-    if out.resolve() == run.resolve():
-        raise ValueError(f"--out must differ from the run directory {run}: the trained run stays as evaluated")
-    cfg = _load_run_config(run)
-    old_items = pq.read_table(run / "prepare" / "items.parquet").to_pandas()
+    run, out = RunDir(run_dir), RunDir(out)
+    if out.root.resolve() == run.root.resolve():
+        raise ValueError(f"--out must differ from the run directory {run.root}: the trained run stays as evaluated")
+    cfg = PipelineConfig.from_dict(run.config_dict())
+    old_items = pq.read_table(run.items).to_pandas()
     old_ids = old_items["item_id"].astype(str)
-    root = resolve_dataset_dir(data, out / "dataset")
+    root = resolve_dataset_dir(data, out.dataset)
     ds = load_dataset(root)
     new_items = ds.items[~ds.items["item_id"].isin(set(old_ids))].reset_index(drop=True)
     if new_items.empty:
-        raise ValueError(f"{data}: no new item; every item is already in the catalogue of {run}")
+        raise ValueError(f"{data}: no new item; every item is already in the catalogue of {run.root}")
     new_ids = set(new_items["item_id"])
     ext_items = pd.concat([old_items, new_items[[c for c in old_items.columns if c in new_items.columns]]],
                           ignore_index=True)
@@ -194,7 +180,7 @@ def embed_new_items(run_dir: str | Path, data: str | Path, out: str | Path, log=
     new_rows = np.arange(n_old, n_old + n_new, dtype=np.int64)
 
     # 1. the graph extended with the new items' contexts; walks from the new items only
-    g, n_touched = _extended_graph(run, ds.interactions, ext_index, new_ids)
+    g, n_touched = extended_graph(run, ds.interactions, ext_index, new_ids)
     degree = g.item_degree()
     visits = walk_visits(g, new_rows, cfg.walks.top_t, cfg.walks, label="coldstart: walks")
     fresh = neighbors_from_visits(visits, cfg.walks.top_t)
@@ -207,7 +193,7 @@ def embed_new_items(run_dir: str | Path, data: str | Path, out: str | Path, log=
     new_table, _ = build_features(new_items["item_id"].to_numpy(), new_items["title"], new_items["text"],
                                   degree[new_rows], fcfg, image_paths=new_items.get("image_path"),
                                   image_root=root, log=log, word_vectors=_word_vectors(run, cfg))
-    old_table = pq.read_table(run / "features" / "features.parquet")
+    old_table = pq.read_table(run.features_table)
     table = pa.concat_tables([old_table, _align_columns(new_table, old_table)])
     lonely = np.flatnonzero(~fresh.mask.any(axis=1))  # no interaction (or only isolated contexts)
     if len(lonely) and content_fallback:
@@ -215,36 +201,36 @@ def embed_new_items(run_dir: str | Path, data: str | Path, out: str | Path, log=
         fresh.items[lonely], fresh.weights[lonely], fresh.mask[lonely] = it, wt, mk
         log(f"coldstart: {len(lonely)} new items without interactions borrow the neighbourhood of their "
             f"{cfg.walks.top_t} nearest trained items by content")
-    old_nbrs = Neighbors.load(run / "neighbors" / "neighbors.parquet")
+    old_nbrs = Neighbors.load(run.neighbors_table)
     nbrs = Neighbors(np.concatenate([old_nbrs.items, fresh.items]), np.concatenate([old_nbrs.weights, fresh.weights]),
                      np.concatenate([old_nbrs.mask, fresh.mask]))
-    manifest = json.loads((run / "features" / "features_manifest.json").read_text())
-    manifest["coldstart"] = {"run": str(run), "new_items": n_new,
+    manifest = json.loads(run.features_manifest.read_text())
+    manifest["coldstart"] = {"run": str(run.root), "new_items": n_new,
                              "note": "new rows featurised with the run's fitted word vectors, not refitted"}
 
     # 3. the export path with the trained network
-    model_dir = _model_dir(run)
+    model_dir = run.model_dir()
     model = extend_model(load_model(model_dir), len(ext_index))
     emb = export_embeddings(model, feature_matrix(table), nbrs, progress=True)
-    ids_run, emb_run = read_embeddings(run / "embeddings")
+    ids_run, emb_run = read_embeddings(run.embeddings)
     drift = float(np.abs(emb[:n_old] - emb_run).max()) if np.array_equal(ids_run, old_ids.to_numpy()) else None
 
     # 4. the extended catalogue as a run directory
-    write_table(out / "prepare" / "items.parquet", pa.Table.from_pandas(ext_items, preserve_index=False))
-    summary = {"dataset": str(root), "n_items": len(ext_index), "n_new_items": n_new, "source_run": str(run),
+    write_table(out.items, pa.Table.from_pandas(ext_items, preserve_index=False))
+    summary = {"dataset": str(root), "n_items": len(ext_index), "n_new_items": n_new, "source_run": str(run.root),
                "n_train_interactions": int(g.n_edges), "has_timestamps": bool(ds.has_timestamps)}
-    write_json(out / "prepare" / "summary.json", summary)
-    save_features(out / "features", table, manifest)
-    nbrs.save(out / "neighbors" / "neighbors.parquet", ext_index.to_numpy())
-    write_embeddings(out / "embeddings", ext_index.to_numpy(), emb)
+    write_json(out.summary_file, summary)
+    save_features(out.features, table, manifest)
+    nbrs.save(out.neighbors_table, ext_index.to_numpy())
+    write_embeddings(out.embeddings, ext_index.to_numpy(), emb)
     index = build_index(emb, cfg.index)
-    save_index(out / "index", index, ext_index.to_numpy())
-    result = {"run": str(run), "data": str(root), "out": str(out), "n_old": n_old, "n_new": n_new,
+    save_index(out.index, index, ext_index.to_numpy())
+    result = {"run": str(run.root), "data": str(root), "out": str(out.root), "n_old": n_old, "n_new": n_new,
               "new_with_interactions": int((degree[new_rows] > 0).sum()), "new_with_walk_neighbourhood": walked,
               "new_with_content_neighbourhood": int(len(lonely)) if content_fallback else 0,
               "new_item_ids": list(new_items["item_id"]), "model_dir": str(model_dir),
               "max_abs_change_existing": drift, "seconds": round(time.perf_counter() - t0, 1)}
-    write_json(out / "coldstart.json", result)
-    log(f"coldstart: index of {index.ntotal} items in {out / 'index'} ({result['seconds']}s); existing items' "
+    write_json(out.coldstart, result)
+    log(f"coldstart: index of {index.ntotal} items in {out.index} ({result['seconds']}s); existing items' "
         f"embeddings changed by at most {drift if drift is None else f'{drift:.2e}'}")
     return result

@@ -87,12 +87,14 @@ class Catalogue:
     @classmethod
     def from_run(cls, run_dir: str | Path) -> "Catalogue":
         """The catalogue of a run directory (``index/``, ``embeddings/``, ``prepare/items.parquet``)."""
-        run_dir = Path(run_dir)
-        for part in ("index/index.faiss", "embeddings/manifest.json", "prepare/items.parquet"):
-            if not (run_dir / part).exists():
-                raise FileNotFoundError(f"{run_dir} is not a finished run directory: {part} is missing "
-                                        "(run `python -m pinsage run --out DIR` first)")
-        return cls.from_dirs(run_dir / "index", run_dir / "embeddings", run_dir / "prepare" / "items.parquet")
+        from pinsage.run.layout import RunDir
+
+        run = RunDir(run_dir)
+        for path in (run.index / "index.faiss", run.embeddings / "manifest.json", run.items):
+            if not path.exists():
+                raise FileNotFoundError(f"{run.root} is not a finished run directory: {run.relative(path)} is "
+                                        "missing (run `python -m pinsage run --out DIR` first)")
+        return cls.from_dirs(run.index, run.embeddings, run.items)
 
     def title(self, item_id: str):
         return self.titles.get(item_id)

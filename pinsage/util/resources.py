@@ -71,3 +71,12 @@ def cpu_threads(requested: int = 0):
             os.environ.pop("PINSAGE_CPUS", None)
         else:
             os.environ["PINSAGE_CPUS"] = before[2]
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``auto`` (or empty): CUDA when torch sees a GPU, else the CPU; ``cpu``, ``cuda``, ``cuda:N``."""
+    if name in ("auto", "", None):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but torch sees no CUDA device; use device cpu or auto")
+    return torch.device(name)

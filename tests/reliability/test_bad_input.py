@@ -383,11 +383,11 @@ def recovered_image_path_to_a_missing_file_or_a_non_image(tmp_path):
         (root / f"{name}.csv").write_text("item_id,image_path\nA,img/notes.txt\nB,img/missing.jpg\nC,\n")
     ds = load_dataset(files(items=with_files)(tmp_path / "ds"))
     assert ds.items["image_path"].tolist() == ["img/notes.txt", "img/missing.jpg", ""]
-    from pinsage.features.vgg import _decode, resolve_image_path
+    from pinsage.features.images import decode, resolve_image_path
 
     root = (tmp_path / "ds").resolve()
-    assert _decode(resolve_image_path(root, "img/notes.txt"))[1].startswith("corrupt")
-    assert _decode(resolve_image_path(root, "img/missing.jpg")) == (None, "missing")
+    assert decode(resolve_image_path(root, "img/notes.txt"))[1].startswith("corrupt")
+    assert decode(resolve_image_path(root, "img/missing.jpg")) == (None, "missing")
 
 
 RECOVERED = [recovered_bom, recovered_crlf_line_endings, recovered_quoted_commas_and_line_breaks,

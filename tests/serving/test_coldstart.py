@@ -103,6 +103,7 @@ def test_new_items_land_among_their_own_community_without_retraining(trained):
     assert back["item_id"].str.startswith("new").any()
 
 
+@pytest.mark.slow  # a whole process run end to end: the full suite has it
 def test_cold_start_from_the_command_line_and_its_refusals(trained, tmp_path):
     out = tmp_path / "cold-cli"
     env = subprocess_env()

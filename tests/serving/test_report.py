@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pinsage.experiments.runner import paired_bootstrap
+from pinsage.eval.stats import paired_bootstrap
 from pinsage.serve.recommend import Catalogue
 from pinsage.report import BOOTSTRAP_DRAWS, BOOTSTRAP_SEED, TAIL_QUANTILE, example_queries, render_report
 

@@ -52,6 +52,7 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
+@pytest.mark.slow  # a whole process run end to end: the full suite has it
 def test_the_champion_served_over_http_answers_and_reports_unknown_items_per_row(served, tmp_path):
     port = free_port()
     log_path = tmp_path / "serve.log"

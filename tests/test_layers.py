@@ -1,0 +1,81 @@
+"""The library's groups only look down: the paper's parts at the bottom, engines and serving above
+them, the stages and the command line on top; and the library never reaches into the orchestration."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PINSAGE = ROOT / "pinsage"
+
+# group -> level: a module may import its own group and any group of a lower level.
+LEVELS = {
+    "util": 0,
+    "data": 1,
+    "features": 2, "graph": 2,
+    "model": 3, "eval": 3,
+    "export": 4,
+    "run": 5,
+    "engines": 6, "serve": 6,
+    "top": 7,  # pipeline.py, report.py, cli.py, ddp.py, __main__.py, experiments/
+}
+TOP = {"experiments"}
+NEVER = ("tasks", "dags", "airflow", "mlflow")  # the orchestration and its services
+
+
+def group_of(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) > 1 and parts[1] in LEVELS and parts[1] not in TOP:
+        return parts[1]
+    return "top"
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    """(line, imported module) of every import in the file, function-level ones included."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            assert node.level == 0, f"{path}:{node.lineno}: relative import (the layering reads absolute ones)"
+            if node.module == "pinsage":  # from pinsage import pipeline
+                out += [(node.lineno, f"pinsage.{a.name}") for a in node.names]
+            else:
+                out.append((node.lineno, node.module))
+    return out
+
+
+def modules() -> list[tuple[str, Path]]:
+    return [(".".join(p.relative_to(ROOT).with_suffix("").parts), p) for p in sorted(PINSAGE.rglob("*.py"))]
+
+
+def test_every_subpackage_has_a_level():
+    packages = {p.name for p in PINSAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert packages <= set(LEVELS) | TOP
+    assert packages == (set(LEVELS) - {"top"}) | TOP  # no level names a package that is gone
+
+
+def test_groups_only_import_downwards():
+    wrong = []
+    for module, path in modules():
+        mine = group_of(module)
+        for line, imported in imports(path):
+            if not imported.startswith("pinsage."):
+                continue
+            theirs = group_of(imported)
+            if theirs != mine and LEVELS[theirs] >= LEVELS[mine]:
+                wrong.append(f"{path.relative_to(ROOT)}:{line} ({mine}) imports {imported} ({theirs})")
+    assert wrong == []
+
+
+def test_the_library_never_imports_the_orchestration():
+    found = [f"{path.relative_to(ROOT)}:{line} imports {imported}" for _, path in modules()
+             for line, imported in imports(path) if imported.split(".")[0] in NEVER]
+    assert found == []
+
+
+def test_the_check_sees_a_violation():
+    """The rule on a made-up import: the model reaching up into serving is refused."""
+    assert LEVELS[group_of("pinsage.serve.coldstart")] >= LEVELS[group_of("pinsage.model.network")]
+    assert group_of("pinsage.experiments.runner") == group_of("pinsage.pipeline") == "top"
