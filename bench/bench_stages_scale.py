@@ -13,7 +13,7 @@ Each size runs in a fresh process (so its peak RSS is its own) on a seeded power
   graphs, sampled softmax over 500 shared negatives), measured as the difference between a
   ``--train-steps`` and a ``3 * --train-steps`` run (after a warm-up run) so start-up cancels out. With
   CUDA, the GPU's mean utilisation over the longer run (nvidia-smi, every 0.2 s). Hard negatives are
-  off here: their visit table is N x min(5% N, 5000) ranks and does not fit at 10^7 edges (README);
+  off here: their visit table is N x min(5% N, 5000) ranks and does not fit at 10^7 edges (docs/paper_differences.md);
 - export: items/s of the layer-by-layer MapReduce export of the model just trained, per engine;
 - index: faiss build time, exact (flat) QPS, and HNSW at the smallest efSearch whose recall@10
   against exact search is >= 0.95 (QPS over the same queries, batched, all threads).

@@ -3,7 +3,7 @@
 
 ```
 prepare ─┬─ features ───────────────┐
-         └─ graph ── neighbours ────┴─ train ── export ── index ── evaluate ── register ── announce_champion
+         └─ graph ── neighbors ─────┴─ train ── export ── index ── evaluate ── register ── announce_champion
 ```
 
 * **prepare** opens the run: a run directory keyed by the Airflow run id, `config.json`, and one
@@ -11,7 +11,7 @@ prepare ─┬─ features ───────────────┐
   A scheduled (or backfill) run trains on the interactions up to its data interval's end, so a
   backfill of a past date sees what that day's run saw; a triggered run sees all the data unless
   `max_timestamp` is set.
-* **features**, **graph**, **neighbours**, **train**, **export**, **index**, **evaluate** run
+* **features**, **graph**, **neighbors**, **train**, **export**, **index**, **evaluate** run
   the `pinsage` stages and log their outputs as artifacts (per-epoch loss and validation MRR as
   metric histories).
 * **export** is handed the model URI the train step logged (`runs:/<id>/checkpoint`); the index
@@ -113,13 +113,13 @@ def pinsage_daily():
         return _run_step("graph", prepared, prepare_dir=prepared["prepare_dir"])
 
     @task(execution_timeout=timedelta(hours=2))
-    def neighbours(graph_out: dict) -> dict:
-        return _run_step("neighbours", graph_out["ref"], graph=graph_out["graph"])
+    def neighbors(graph_out: dict) -> dict:
+        return _run_step("neighbors", graph_out["ref"], graph=graph_out["graph"])
 
     @task(execution_timeout=timedelta(hours=6), pool=TRAIN_POOL)
-    def train(features_out: dict, neighbours_out: dict) -> dict:
+    def train(features_out: dict, neighbors_out: dict) -> dict:
         return _run_step("train", features_out["ref"], features=features_out["features"],
-                         neighbors=neighbours_out["neighbors"])
+                         neighbors=neighbors_out["neighbors"])
 
     @task(execution_timeout=timedelta(hours=2))
     def export(train_out: dict) -> dict:
@@ -147,7 +147,7 @@ def pinsage_daily():
         announce_champion_event(registered, validation_mrr=registered["validation_mrr"])
 
     prepared = prepare()
-    trained = train(features(prepared), neighbours(graph(prepared)))
+    trained = train(features(prepared), neighbors(graph(prepared)))
     indexed = index(export(trained))
     announce_champion(register(indexed, evaluate(indexed)))
 

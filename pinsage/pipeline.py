@@ -213,9 +213,8 @@ def index(cfg: PipelineConfig, log: Log = print) -> dict:
     run = RunDir(cfg.out)
     ids, emb = read_embeddings(run.embeddings)
     idx = build_index(emb, cfg.index)
-    path = save_index(run.index, idx, ids)
     log(f"index: {type(idx).__name__} over {idx.ntotal} items")
-    return {"index_dir": str(path)}
+    return {"index_dir": str(save_index(run.index, idx, ids))}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -248,7 +248,7 @@ def _comparison_sentence(run: RunDir, metrics: dict, model: str = "pinsage") -> 
         said.append(f"\u0394 {metric.upper()} {_signed(ma[metric] - mb[metric])} (95% paired bootstrap "
                     f"[{_signed(lo)}, {_signed(hi)}]): {verdict}")
     return (f'<p class="bootstrap">PinSage vs {_esc(other)} on {len(a)} test pairs: {"; ".join(said)}. '
-            f"({_esc(other)} is the best baseline by test MRR; {BOOTSTRAP_DRAWS:,} resamples of the pairs, "
+            f"({_esc(other)} is the best baseline by validation MRR; {BOOTSTRAP_DRAWS:,} resamples of the pairs, "
             f"seed {BOOTSTRAP_SEED}.)</p>")
 
 

@@ -16,7 +16,7 @@ checkpoint) and only ever replaces an artifact by a complete new one.
     python -m tasks.prepare --data data/ml-latest-small --run-id try1 --epochs 2
     python -m tasks.features   --run-dir .pinsage/runs/cli/try1
     python -m tasks.graph      --run-dir .pinsage/runs/cli/try1
-    python -m tasks.neighbours --run-dir .pinsage/runs/cli/try1
+    python -m tasks.neighbors  --run-dir .pinsage/runs/cli/try1
     python -m tasks.train      --run-dir .pinsage/runs/cli/try1
     python -m tasks.export     --run-dir .pinsage/runs/cli/try1 [--model-uri URI]
     python -m tasks.index      --run-dir .pinsage/runs/cli/try1

@@ -1,6 +1,9 @@
 """The whole chain in one process, without Airflow, with the same steps and the same hand-overs.
 
     python -m tasks.flow --data data/ml-latest-small --run-id try1 [--epochs 2 ...]
+
+``HANDED`` is the DAG's wiring as data: what each step is handed from the results of the steps
+before it, exactly as ``dags/pinsage_daily.py`` hands it through XCom.
 """
 
 from __future__ import annotations
@@ -9,27 +12,39 @@ import argparse
 import json
 import logging
 
-from tasks import evaluate, export, features, graph, index, neighbours, prepare, register, train
+from tasks import evaluate, export, features, graph, index, neighbors, prepare, register, train
 
-ORDER = ("prepare", "features", "graph", "neighbours", "train", "export", "index", "evaluate", "register")
+STEPS = {"features": features, "graph": graph, "neighbors": neighbors, "train": train, "export": export,
+         "index": index, "evaluate": evaluate, "register": register}
+HANDED = {
+    "features": lambda d: {"prepare_dir": d["prepare"]["prepare_dir"]},
+    "graph": lambda d: {"prepare_dir": d["prepare"]["prepare_dir"]},
+    "neighbors": lambda d: {"graph": d["graph"]["graph"]},
+    "train": lambda d: {"features": d["features"]["features"], "neighbors": d["neighbors"]["neighbors"]},
+    "export": lambda d: {"model_uri": d["train"]["model_uri"]},
+    "index": lambda d: {k: d["export"][k] for k in ("embeddings_dir", "model_uri", "model_sha256")},
+    "evaluate": lambda d: {"embeddings_dir": d["index"]["embeddings_dir"], "index_dir": d["index"]["index_dir"]},
+    "register": lambda d: {**{k: d["index"][k] for k in ("model_uri", "embeddings_dir", "index_dir")},
+                           "metrics": d["evaluate"]["metrics"]},
+}
+ORDER = ("prepare", *STEPS)
+
+
+def continue_chain(ref: dict, done: dict) -> dict:
+    """Run every step of ``ORDER`` not in ``done`` (step -> its result), handing each what the DAG does."""
+    done = dict(done)
+    for name, step in STEPS.items():
+        if name not in done:
+            done[name] = step.run(ref, **HANDED[name](done))
+    return done
 
 
 def run_chain(params: dict, run_key: str, dag_id: str = "cli", run_type: str = "manual",
               logical_date: str | None = None, data_interval_end=None) -> dict:
-    """Run every step in DAG order, handing each the references the DAG hands it."""
+    """Run every step in DAG order; returns ``{"ref": ..., step: result, ...}``."""
     ref = prepare.run(params, run_key=run_key, dag_id=dag_id, run_type=run_type,
                       logical_date=logical_date, data_interval_end=data_interval_end)
-    f = features.run(ref, prepare_dir=ref["prepare_dir"])
-    g = graph.run(ref, prepare_dir=ref["prepare_dir"])
-    n = neighbours.run(ref, graph=g["graph"])
-    t = train.run(ref, features=f["features"], neighbors=n["neighbors"])
-    e = export.run(ref, model_uri=t["model_uri"])
-    i = index.run(ref, embeddings_dir=e["embeddings_dir"], model_uri=e["model_uri"],
-                  model_sha256=e["model_sha256"])
-    m = evaluate.run(ref, embeddings_dir=e["embeddings_dir"], index_dir=i["index_dir"])
-    r = register.run(ref, model_uri=i["model_uri"], embeddings_dir=i["embeddings_dir"],
-                     index_dir=i["index_dir"], metrics=m["metrics"])
-    return {"ref": ref, "train": t, "evaluate": m, "register": r}
+    return {"ref": ref, **continue_chain(ref, {"prepare": ref})}
 
 
 def main(argv=None) -> int:

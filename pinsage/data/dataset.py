@@ -489,7 +489,7 @@ def _date_hint(value) -> str:
 def _image_paths(t: _Table, paths: pd.Series) -> pd.Series:
     """Refuse image paths that are absolute or climb out of the dataset directory (lexically).
 
-    Symlinks that lead outside are refused where the images are read (:mod:`pinsage.features.vgg`); a path
+    Symlinks that lead outside are refused where the images are read (:mod:`pinsage.features.images`); a path
     to a missing or non-image file is not refused: that item gets no visual vector (``has_image`` 0).
     """
     given = paths != ""

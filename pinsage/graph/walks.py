@@ -149,9 +149,10 @@ def _pick_alias(table, start, deg, u_cell, u_accept):
 
 @njit(inline="always")
 def _walk_source(src, item_indptr, item_contexts, item_alias, context_indptr, context_items,
-                 context_alias, weighted, walks, restart_thresh, max_len, seed_u64, counts, touched,
-                 lane_cur, lane_steps, lane_r, lane_r2, lane_idx):
+                 context_alias, weighted, walks, restart_thresh, max_len, seed_u64, block):
     """Run all walks of one source into ``counts`` (source included); return (#touched, #hops).
+
+    ``block``: the :func:`_block_state` tuple (counts, touched and the lanes' state).
 
     Up to ``_LANES`` walks of the source are in flight at once and advance in lockstep, one loop
     over the lanes per dependent memory access (item row -> edge -> context row -> edge -> item),
@@ -161,6 +162,7 @@ def _walk_source(src, item_indptr, item_contexts, item_alias, context_indptr, co
     one draw for the restart, all from the source's single splitmix64 stream in a fixed order.
     ``touched`` needs room for (#distinct items) + 1 entries (the append is branch-free).
     """
+    counts, touched, lane_cur, lane_steps, lane_r, lane_r2, lane_idx = block
     state = _source_state(seed_u64, src)
     n_touched = 0
     hops = 0
@@ -315,6 +317,15 @@ def _take_topm(src, touched, n_touched, counts, m, index_shift, keys, hist, inde
         out_counts[row, r] = 0
 
 
+@njit(inline="always")
+def _block_state(n_items, touched_cap):
+    """One block's scratch: dense visit counts, the touched list, and per lane (_LANES walks in
+    lockstep) its position, hops, two random words and the edge drawn."""
+    return (np.zeros(n_items, dtype=np.int32), np.empty(touched_cap, dtype=np.int32),
+            np.empty(_LANES, dtype=np.int64), np.empty(_LANES, dtype=np.int64), np.empty(_LANES, dtype=np.uint64),
+            np.empty(_LANES, dtype=np.uint64), np.empty(_LANES, dtype=np.int64))
+
+
 @njit(cache=True)
 def _block_bounds(n, n_blocks, b):
     return (b * n) // n_blocks, ((b + 1) * n) // n_blocks
@@ -330,24 +341,17 @@ def _topm_kernel(sources, m, item_indptr, item_contexts, item_alias, context_ind
         index_shift += 1
     for b in prange(n_blocks):
         lo, hi = _block_bounds(n, n_blocks, b)
-        counts = np.zeros(n_items, dtype=np.int32)
-        touched = np.empty(touched_cap, dtype=np.int32)
-        lane_cur = np.empty(_LANES, dtype=np.int64)
-        lane_steps = np.empty(_LANES, dtype=np.int64)
-        lane_r = np.empty(_LANES, dtype=np.uint64)
-        lane_r2 = np.empty(_LANES, dtype=np.uint64)
-        lane_idx = np.empty(_LANES, dtype=np.int64)
+        state = _block_state(n_items, touched_cap)
+        counts, touched = state[0], state[1]
         keys = np.empty(touched_cap, dtype=np.int64)
         hist = np.empty(_HIST, dtype=np.int64)
         index_hist = np.empty(_INDEX_HIST, dtype=np.int64)
         total = 0
         for k in range(lo, hi):
             src = sources[k]
-            n_touched, hops = _walk_source(src, item_indptr, item_contexts, item_alias,
-                                           context_indptr, context_items, context_alias, weighted,
-                                           walks, restart_thresh, max_len, seed_u64, counts,
-                                           touched, lane_cur, lane_steps, lane_r, lane_r2,
-                                           lane_idx)
+            n_touched, hops = _walk_source(src, item_indptr, item_contexts, item_alias, context_indptr,
+                                           context_items, context_alias, weighted, walks, restart_thresh,
+                                           max_len, seed_u64, state)
             total += hops
             if m > 0:
                 _take_topm(src, touched, n_touched, counts, m, index_shift, keys, hist,
@@ -365,20 +369,12 @@ def _dense_kernel(sources, item_indptr, item_contexts, item_alias, context_indpt
     n = sources.shape[0]
     for b in prange(n_blocks):
         lo, hi = _block_bounds(n, n_blocks, b)
-        counts = np.zeros(n_items, dtype=np.int32)
-        touched = np.empty(touched_cap, dtype=np.int32)
-        lane_cur = np.empty(_LANES, dtype=np.int64)
-        lane_steps = np.empty(_LANES, dtype=np.int64)
-        lane_r = np.empty(_LANES, dtype=np.uint64)
-        lane_r2 = np.empty(_LANES, dtype=np.uint64)
-        lane_idx = np.empty(_LANES, dtype=np.int64)
+        state = _block_state(n_items, touched_cap)
+        counts, touched = state[0], state[1]
         for k in range(lo, hi):
             src = sources[k]
-            n_touched, _hops = _walk_source(src, item_indptr, item_contexts, item_alias,
-                                            context_indptr, context_items, context_alias, weighted,
-                                            walks, restart_thresh, max_len, seed_u64, counts,
-                                            touched, lane_cur, lane_steps, lane_r, lane_r2,
-                                            lane_idx)
+            n_touched = _walk_source(src, item_indptr, item_contexts, item_alias, context_indptr, context_items,
+                                     context_alias, weighted, walks, restart_thresh, max_len, seed_u64, state)[0]
             for t in range(n_touched):
                 j = touched[t]
                 if j != src:

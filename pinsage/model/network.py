@@ -1,6 +1,6 @@
 """The PinSage model (paper Algorithm 2): input projection, K convolutions, final dense layers.
 
-    h_u^0 = P standardize(x_u) + p  (+ e_u, a learnable id embedding; see README "Differences")
+    h_u^0 = P standardize(x_u) + p  (+ e_u, a learnable id embedding; docs/paper_differences.md)
     for k = 1..K:  h_u^k = PinSageConv_k(h_u^{k-1}, {h_v^{k-1} : v in N(u)})
     z_u = G2 ReLU(G1 [h_u^K ; h_u^0] + g),  z_u <- z_u / ||z_u||_2
           (the paper's G1 h_u^K with ``input_skip=False``; with it the item's own input reaches the

@@ -162,7 +162,7 @@ class SamplerConfig:
     hard_negatives: bool = True  # curriculum: epoch e adds e-1 hard negatives per query (paper)
     max_hard_negatives: int = 6  # cap for long runs (the paper trains few epochs)
     positive_window: int = 3  # engagement steps counted as "one after the other"
-    negatives_from: str = "trained"  # items with training interactions ("catalogue": every item); see README
+    negatives_from: str = "trained"  # items with training interactions ("catalogue": every item); see docs/paper_differences.md
 
 
 class MinibatchProducer(torch.utils.data.IterableDataset):

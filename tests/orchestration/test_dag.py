@@ -15,8 +15,8 @@ import pytest
 from .conftest import ROOT, community_data, small_params, subprocess_env
 
 EXPECTED_EDGES = {
-    ("prepare", "features"), ("prepare", "graph"), ("graph", "neighbours"), ("features", "train"),
-    ("neighbours", "train"), ("train", "export"), ("export", "index"), ("index", "evaluate"),
+    ("prepare", "features"), ("prepare", "graph"), ("graph", "neighbors"), ("features", "train"),
+    ("neighbors", "train"), ("train", "export"), ("export", "index"), ("index", "evaluate"),
     ("index", "register"), ("evaluate", "register"), ("register", "announce_champion"),
 }
 HEAVY = ("torch", "mlflow", "faiss", "pandas", "numpy", "pyarrow", "gensim", "numba", "ray", "sqlalchemy.engine",
@@ -105,7 +105,7 @@ def test_parsing_imports_nothing_heavy_and_touches_no_network(parsed):
 
 
 def test_the_expected_tasks_and_edges(parsed):
-    assert set(parsed["tasks"]) == {"prepare", "features", "graph", "neighbours", "train", "export", "index",
+    assert set(parsed["tasks"]) == {"prepare", "features", "graph", "neighbors", "train", "export", "index",
                                     "evaluate", "register", "announce_champion"}
     assert {tuple(e) for e in parsed["edges"]} == EXPECTED_EDGES
 

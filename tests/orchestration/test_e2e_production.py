@@ -290,7 +290,7 @@ def test_triggered_runs_register_versions_and_only_the_better_one_takes_champion
 
     # 1. a good small config: the first version becomes champion
     states = _trigger_and_wait(top, "e2e_strong", small_params(top["data"]))
-    assert set(states) == {"prepare", "features", "graph", "neighbours", "train", "export", "index",
+    assert set(states) == {"prepare", "features", "graph", "neighbors", "train", "export", "index",
                            "evaluate", "register", "announce_champion"} and set(states.values()) == {"success"}
     assert [e["extra"]["version"] for e in _champion_events(top, "pinsage")] == ["1"]  # the asset was updated
     champion = _mlflow(top, "registered-models/alias", name="pinsage", alias="champion")["model_version"]

@@ -159,12 +159,9 @@ def test_retried_steps_recompute_the_same_outputs_and_register_nothing_twice(mod
     again = torch.load(run_dir / "train" / "model.pt", weights_only=True)
     assert weights.keys() == again.keys() and all(torch.equal(weights[k], again[k]) for k in weights)
     assert t["model_uri"] == first_run["train"]["model_uri"]
-    e = export.run(ref, model_uri=t["model_uri"])
-    i = index.run(ref, embeddings_dir=e["embeddings_dir"], model_uri=e["model_uri"],
-                  model_sha256=e["model_sha256"])
-    m = evaluate.run(ref, embeddings_dir=i["embeddings_dir"], index_dir=i["index_dir"])
-    r = register.run(ref, model_uri=i["model_uri"], embeddings_dir=i["embeddings_dir"],
-                     index_dir=i["index_dir"], metrics=m["metrics"])
+    # the rest of the chain again, handed what the DAG hands (export, index, evaluate, register)
+    r = flow.continue_chain(ref, {k: first_run[k] for k in ("prepare", "features", "graph", "neighbors")}
+                            | {"train": t})["register"]
 
     emb_after = pd.read_parquet(run_dir / "embeddings" / "part-00000.parquet")
     assert emb_after["item_id"].tolist() == emb_before["item_id"].tolist()
@@ -217,7 +214,7 @@ def test_a_failed_evaluation_marks_the_run_failed_and_never_moves_champion(modul
     c = module_store.client()
     params = small_params(first_run["data"], model_name=MODEL, seed=5)
     ref = prepare.run(params, run_key="manual__broken", dag_id="pinsage_daily", run_type="manual")
-    for step in ("features", "graph", "neighbours", "train", "export", "index"):
+    for step in ("features", "graph", "neighbors", "train", "export", "index"):
         __import__(f"tasks.{step}", fromlist=["run"]).run(ref)
     (Path(ref["run_dir"]) / "prepare" / "valid.parquet").unlink()  # evaluation cannot run
     with pytest.raises(Exception):

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import make_community_dataset
-from tasks import features, graph, neighbours, prepare
+from tasks import features, graph, neighbors, prepare
 
 from .conftest import ROOT, small_params, subprocess_env
 
@@ -30,7 +30,7 @@ def _train_cmd(run_dir: str) -> list[str]:
 def _upstream(params: dict, run_key: str) -> dict:
     ref = prepare.run(params, run_key=run_key, dag_id="pinsage_daily", run_type="manual")
     features.run(ref)
-    neighbours.run(ref, graph=graph.run(ref)["graph"])
+    neighbors.run(ref, graph=graph.run(ref)["graph"])
     return ref
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 from pinsage.data.dataset import DatasetError
-from tasks import errors, evaluate, export, features, flow, graph, index, neighbours, prepare, register, tracking, train
+from tasks import errors, evaluate, export, features, flow, graph, index, neighbors, prepare, register, tracking, train
 
 from .conftest import ROOT, community_data, small_params, subprocess_env
 
@@ -249,7 +249,7 @@ def test_mlflow_server_down_fails_clearly_retries_and_registers_once(mlflow_serv
     params = small_params(concurrent["data"], model_name=MODEL, seed=7, epochs=1)
     ref = prepare.run(params, run_key="manual__outage", dag_id="pinsage_daily", run_type="manual")
     f = features.run(ref)
-    n = neighbours.run(ref, graph=graph.run(ref)["graph"])
+    n = neighbors.run(ref, graph=graph.run(ref)["graph"])
     t = train.run(ref, features=f["features"], neighbors=n["neighbors"])
     e = export.run(ref, model_uri=t["model_uri"])
     i = index.run(ref, embeddings_dir=e["embeddings_dir"], model_uri=e["model_uri"], model_sha256=e["model_sha256"])

@@ -1,6 +1,6 @@
-"""Step 4, neighbours: random walks with restart from every item; top-T importance neighbours.
+"""Step 4, neighbors: random walks with restart from every item; top-T importance neighbours.
 
-    python -m tasks.neighbours --run-dir RUN_DIR [--graph PATH]
+    python -m tasks.neighbors --run-dir RUN_DIR [--graph PATH]
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from tasks.step import main_for, stage_step
 def run(ref: dict, graph: str | None = None) -> dict:
     from pinsage import pipeline
 
-    with stage_step(ref, "neighbours", handed={"graph_file": graph}) as s:
+    with stage_step(ref, "neighbors", handed={"graph_file": graph}) as s:
         out = pipeline.neighbors(s.cfg, log=s.log)
         s.log_artifacts(s.run.neighbors, "neighbors")
         s.result = {"neighbors": out["neighbors"], "visits": out["visits"]}
