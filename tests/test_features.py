@@ -15,14 +15,8 @@ from PIL import Image
 from pinsage import pipeline
 from pinsage.features import images, vgg
 from pinsage.data.dataset import DatasetError
-from pinsage.features.build import (
-    FeatureConfig,
-    build_features,
-    feature_blocks,
-    feature_matrix,
-    item_annotations,
-    train_word2vec,
-)
+from pinsage.features.build import FeatureConfig, build_features, feature_blocks, feature_matrix
+from pinsage.features.words import item_annotations, train_word2vec
 from pinsage.util.io import column_matrix
 
 from conftest import make_community_dataset

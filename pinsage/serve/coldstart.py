@@ -43,7 +43,7 @@ from pinsage.util.io import write_json, write_table
 
 
 def _word_vectors(run: RunDir, cfg):
-    from pinsage.features.build import load_word_vectors
+    from pinsage.features.words import load_word_vectors
 
     saved = run.word_vectors
     if saved.exists():
