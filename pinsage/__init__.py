@@ -2,6 +2,17 @@
 
 A plain library: numpy, torch, pyarrow, faiss and gensim only. It never imports Airflow or MLflow;
 the pipeline steps in ``tasks/`` do the orchestration and the logging.
+
+Its groups only import downward (``tests/test_layers.py`` holds them to it):
+
+    util                    atomic writes, progress, the CPU budget
+    data                    the dataset contract, MovieLens adapters, the evaluation splits
+    features, graph         word2vec + VGG16 inputs; the bipartite graph, random walks, neighbour tables
+    model, eval             PinSageConv, PinSage, minibatches, losses, training; metrics, baselines, bootstrap
+    export                  the MapReduce export, embedding files, the faiss index
+    run                     PipelineConfig, the parameter table, RunDir (a run directory's layout)
+    engines, serve          local or Ray; answers from a catalogue, new items without retraining
+    pipeline, report, cli, experiments, ddp   the stages, the report page, the command line
 """
 
 __version__ = "0.1.0"
