@@ -185,18 +185,15 @@ def register(embedded: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    from pinsage.run.params import BY_NAME
+    from pinsage.run.params import add_arguments, values_from_args
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="the dataset with the added items (and any interactions)")
     p.add_argument("--run-id", required=True, help="a name for this refresh (its run directory and MLflow run)")
-    for name in ("model_name", "experiment", "max_mrr_loss"):  # the table's rows, as the DAG form has them
-        row = BY_NAME[name]
-        p.add_argument(row.flag, dest=name, type=row.type, default=None, help=f"{row.description} (default: {row.default})")
+    add_arguments(p, only=("model_name", "experiment", "max_mrr_loss"))  # the table's rows, as the DAG form
     args = p.parse_args(argv)
-    embedded = embed({"data": args.data, **{k: getattr(args, k) for k in ("model_name", "experiment", "max_mrr_loss")}},
-                     run_key=args.run_id, dag_id="cli")
+    embedded = embed({"data": args.data, **values_from_args(args)}, run_key=args.run_id, dag_id="cli")
     result = register(embedded) if embedded["n_new"] else {"n_new": 0, "note": "no new item: nothing registered"}
     print(json.dumps(result, indent=2, default=str))
     return 0

@@ -258,8 +258,10 @@ def run(ref: dict, model_uri: str | None = None, embeddings_dir: str | None = No
         model_uri, index_dir = model_uri or rec["model_uri"], index_dir or rec["index_dir"]
         embeddings_dir = embeddings_dir or rec["embeddings_dir"]
 
+    checked: dict = {}
+
     def same_model(s) -> None:  # the embeddings and the index come from the handed model
-        sha = sha256_file(require(s.run.export_model / "model.pt", "exported model"))
+        sha = checked["model_sha256"] = sha256_file(require(s.run.export_model / "model.pt", "exported model"))
         for what, d in (("embeddings", s.run.embeddings), ("index", s.run.index)):
             src = json.loads(require(d / "source.json", f"{what} source").read_text())
             if (src["model_uri"], src["model_sha256"]) != (model_uri, sha):
@@ -272,8 +274,7 @@ def run(ref: dict, model_uri: str | None = None, embeddings_dir: str | None = No
         m = run_dir.read_json(run_dir.metrics)
         validation_mrr = _mrr(m.get("validation", {}).get("methods", {}).get("pinsage", {}).get("mrr"))
         test_mrr = _mrr(m.get("methods", {}).get("pinsage", {}).get("mrr"))
-        emb, idx, model_dir = run_dir.embeddings, run_dir.index, run_dir.export_model
-        sha = sha256_file(model_dir / "model.pt")
+        emb, idx, model_dir, sha = run_dir.embeddings, run_dir.index, run_dir.export_model, checked["model_sha256"]
         _ensure_registered_model(c, name)
         mv = existing_version(c, name, rid)
         if mv is None:

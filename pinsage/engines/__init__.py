@@ -6,11 +6,12 @@ Both engines give the same outputs (tests/scale/test_ray_engine.py); Ray is impo
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from pinsage.run.config import PipelineConfig
+if TYPE_CHECKING:  # only a type here: a Ray worker importing an engine module needs no torch or faiss
+    from pinsage.run.config import PipelineConfig
 
 ENGINES = ("local", "ray")
 Log = Callable[[str], None]

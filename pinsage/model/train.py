@@ -17,6 +17,7 @@ import torch
 from pinsage.util.io import atomic_path
 from pinsage.model.distributed import SINGLE_PROCESS, ProcessGroup
 from pinsage.model import distributed
+from pinsage.graph.neighbors import Neighbors, VisitTable
 from pinsage.model.losses import max_margin_loss, sampled_softmax_loss
 from pinsage.model.network import PinSage
 from pinsage.util.progress import track
@@ -105,8 +106,8 @@ class TrainData:
 
     pairs_for_epoch: Callable[[int], np.ndarray]
     features: np.ndarray
-    neighbors: object
-    visits: object
+    neighbors: Neighbors
+    visits: VisitTable | None
     candidate_items: np.ndarray
 
 

@@ -259,11 +259,6 @@ SETTINGS = tuple(p for p in PARAMS if p.is_setting)
 OWN_PARAMETER = ("data", "out", "max_timestamp")  # set through their own parameter, never as an override
 
 
-def settings_defaults() -> dict:
-    """``{name: default}`` of the run settings (``settings.*`` rows)."""
-    return {p.name: p.default for p in SETTINGS}
-
-
 # ---------------------------------------------------------------------------------------------
 # Surfaces generated from the table
 
@@ -288,16 +283,19 @@ def form(dag_id: str, descriptions: dict[str, str] | None = None) -> dict[str, t
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, settings: bool = False,
-                  extra_choices: dict[str, tuple] | None = None) -> None:
+                  extra_choices: dict[str, tuple] | None = None, only: tuple[str, ...] | None = None) -> None:
     """The table's command-line flags (``--epochs``, ...; defaults: the table's, applied later), plus
-    ``--override KEY=JSON``. ``settings``: also the run settings (``tasks``' command lines)."""
+    ``--override KEY=JSON``. ``settings``: also the run settings (``tasks``' command lines);
+    ``only``: just these rows, and no ``--override`` (a command line that is not a training run)."""
     for p in PARAMS:
-        if not p.cli or (p.is_setting and not settings):
+        if (p.name not in only) if only is not None else (not p.cli or (p.is_setting and not settings)):
             continue
         choices = tuple(p.choices or ()) + tuple((extra_choices or {}).get(p.name, ()))
         kind = p.type if p.type is not bool else None
         parser.add_argument(p.flag, dest=p.name, type=kind, default=None, choices=choices or None,
                             help=f"{p.description} (default: {p.default})".replace("%", "%%"))
+    if only is not None:
+        return
     parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON",
                         help="a dotted PipelineConfig key, e.g. features.word2vec_dim=16 (repeatable)")
 
