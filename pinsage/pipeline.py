@@ -69,6 +69,11 @@ def prepare(cfg: PipelineConfig, log: Log = print) -> dict:
         raise DatasetError(f"{err.message}; expected at least one context with 3 distinct items",
                            file=ds.interactions_file.name, column="context_id") from None
     items = ds.items.reset_index(drop=True)
+    tags = None
+    if ds.tags is not None:  # users' tags join the text: only those the training split could have seen
+        from pinsage.data.tags import allowed_tags, append_tags
+        tags = allowed_tags(ds.tags, split.heldout)
+        items = append_tags(items, tags)
     index = pd.Index(items["item_id"])
     train = split.train.sort_values(["context_id", "order"], kind="stable").reset_index(drop=True)
     train["item"] = index.get_indexer(train["item_id"]).astype(np.int64)
@@ -79,6 +84,8 @@ def prepare(cfg: PipelineConfig, log: Log = print) -> dict:
                "n_train_interactions": int(len(train)), "n_valid_pairs": int(len(split.valid)),
                "n_test_pairs": int(len(split.test)), "max_timestamp": cfg.max_timestamp,
                "protocol": cfg.protocol}
+    if tags is not None:
+        summary.update(n_tags=int(len(ds.tags)), n_tags_in_text=int(len(tags)))
     with atomic_dir(d) as tmp:  # the five files appear together or not at all (a full disk, a kill)
         write_table(tmp / "items.parquet", pa.Table.from_pandas(items, preserve_index=False))
         write_table(tmp / "train.parquet", pa.Table.from_pandas(train, preserve_index=False))
@@ -190,7 +197,7 @@ def train(cfg: PipelineConfig, log: Log = print, on_epoch_end=None,
         return {"model_dir": str(run.train), "best_epoch": state.best_epoch}
     save_model(model, run.train)
     write_json(run.history, {"best_epoch": state.best_epoch, "best_validation_mrr": state.best_score,
-                             "epochs": state.history})
+                             "stopped": state.stopped, "epochs": state.history})
     log(f"train: best epoch {state.best_epoch}, validation MRR {state.best_score:.4f}")
     return {"model_dir": str(run.train), "best_epoch": state.best_epoch}
 

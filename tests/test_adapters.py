@@ -45,22 +45,25 @@ def test_min_rating_is_respected(tmp_path):
     assert len(load_dataset(out).interactions) == int((ratings["rating"] >= 4.5).sum())
 
 
-def test_text_has_genres_and_tags_not_title(converted):
+def test_text_has_genres_only_and_tags_go_to_the_tags_file(converted):
     ds = load_dataset(converted)
     text = dict(zip(ds.items["item_id"], ds.items["text"]))
     title = dict(zip(ds.items["item_id"], ds.items["title"]))
-    tags = pd.read_csv(ML_SMALL / "tags.csv")
-    movie, group = next(iter(tags.groupby("movieId")))
-    for tag in group["tag"]:
-        assert str(tag).lower() in text[str(movie)]
     movies = pd.read_csv(ML_SMALL / "movies.csv").set_index("movieId")
-    genres = movies.loc[movie, "genres"].split("|")
-    assert all(g.lower() in text[str(movie)] for g in genres if g != "(no genres listed)")
-    assert title[str(movie)] == movies.loc[movie, "title"]
-    # Toy Story: genres only in text, the title stays out of it
+    genres = movies["genres"].str.split("|").map(
+        lambda gs: " ".join(g for g in gs if g != "(no genres listed)").lower())
+    assert text == {str(m): g for m, g in genres.items()}  # no tag, no title in text
+    assert title[str(1)] == movies.loc[1, "title"]
     assert "adventure" in text["1"] and "toy story" not in text["1"]
     no_genre = movies.index[movies["genres"] == "(no genres listed)"]
-    assert len(no_genre) and all("no genres" not in text[str(m)] for m in no_genre)
+    assert len(no_genre) and all(text[str(m)] == "" for m in no_genre)
+    # the users' tags, every one (all name listed movies), in file order: prepare decides which join the text
+    tags = pd.read_csv(ML_SMALL / "tags.csv", dtype=str, keep_default_na=False)
+    assert (converted / "tags.parquet").is_file() and ds.tags_file.name == "tags.parquet"
+    assert ds.tags["context_id"].tolist() == tags["userId"].tolist()
+    assert ds.tags["item_id"].tolist() == tags["movieId"].tolist()
+    assert ds.tags["tag"].tolist() == tags["tag"].str.strip().tolist()
+    assert ds.tags["timestamp"].tolist() == tags["timestamp"].astype(int).tolist()
 
 
 def make_ml1m(root: Path) -> Path:
@@ -83,10 +86,20 @@ def test_dat_adapter_on_fabricated_ml1m(tmp_path):
     assert ds.items["title"].tolist()[1] == "Café Society, The (1995)"
     assert ds.items["title"].tolist()[2] == "Never Rated: A Film (2000)"
     assert ds.items["text"].tolist()[0] == "animation children's comedy"
+    assert ds.tags is None and not (tmp_path / "out" / "tags.parquet").exists()  # no tags.dat
     inter = ds.interactions
     assert list(zip(inter["context_id"], inter["item_id"], inter["timestamp"])) == [
         ("1", "1", 978300760), ("2", "2", 978301968), ("3", "2", 978824291)]
     assert (inter["weight"] == 1.0).all()
+
+
+def test_dat_adapter_keeps_tags_apart(tmp_path):
+    src = make_ml1m(tmp_path / "ml-1m")
+    (src / "tags.dat").write_text("1::2::Jazz Age::978300800\n2::9::unlisted::978300801\n3::1:: ::978300802\n")
+    ds = load_dataset(movielens_dat_to_contract(src, tmp_path / "out"))
+    assert ds.items["text"].tolist() == ["animation children's comedy", "drama", "drama thriller"]
+    assert list(zip(ds.tags["context_id"], ds.tags["item_id"], ds.tags["tag"], ds.tags["timestamp"])) == [
+        ("1", "2", "Jazz Age", 978300800)]  # unlisted movie and empty tag dropped
 
 
 def test_resolve_contract_dir_returned_as_is(tmp_path):

@@ -8,10 +8,16 @@
 Mapping: every rating >= ``min_rating`` becomes an interaction (context = user, weight 1.0, the
 rating itself is not used as a weight, timestamp kept). Items are all movies of the movies file,
 rated or not; ``title`` is the movie title; ``text`` is the genres (``(no genres listed)``
-dropped) followed by every tag of that movie, lower-cased and joined with spaces. The output
-directory holds ``items.parquet`` and ``interactions.parquet`` (and the source ``README.txt``,
-which carries the licence, when present); it is written to a temporary directory and renamed into
-place as a whole, so ``dst_dir`` is replaced entirely.
+dropped), lower-cased and joined with spaces. The users' tags are *not* baked into ``text``: they
+are users' actions, and a held-out user's later tag would describe its target. They go to the
+contract's optional ``tags.parquet`` (context_id = user, item_id = movie, tag stripped, timestamp;
+empty tags and tags of unlisted movies dropped, file order kept), and ``prepare`` appends to each
+item's text only the tags the training split could have seen (:mod:`pinsage.data.tags`).
+
+The output directory holds ``items.parquet``, ``interactions.parquet``, ``tags.parquet`` (when the
+source has tags) and the source ``README.txt`` (which carries the licence) when present; it is
+written to a temporary directory and renamed into place as a whole, so ``dst_dir`` is replaced
+entirely.
 """
 
 from __future__ import annotations
@@ -26,39 +32,45 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pinsage.data.dataset import DatasetError, INTERACTIONS, ITEMS, _check_root
+from pinsage.data.dataset import DatasetError, INTERACTIONS, ITEMS, TAGS, _check_root
 from pinsage.util.io import atomic_dir, write_table
 
-ADAPTER_VERSION = "1"  # bump when the conversion changes, so cached conversions are redone
+ADAPTER_VERSION = "2"  # bump when the conversion changes, so cached conversions are redone
 NO_GENRES = "(no genres listed)"
 
 
-def _text(genres: pd.Series, movie_ids: pd.Series, tags: pd.DataFrame | None) -> pd.Series:
-    """genres 'A|B' + tags of the movie -> 'a b tag1 tag2' (lower-cased)."""
+def _text(genres: pd.Series) -> pd.Series:
+    """genres 'A|B' -> 'a b' (lower-cased)."""
     g = genres.fillna("").str.split("|").map(
         lambda parts: " ".join(p.strip() for p in parts if p.strip() and p.strip() != NO_GENRES))
-    if tags is not None and len(tags):
-        t = tags.assign(tag=tags["tag"].fillna("").astype(str).str.strip())
-        t = t[t["tag"] != ""]
-        joined = t.groupby("movieId", sort=False)["tag"].agg(" ".join)
-        tag_text = movie_ids.map(joined).fillna("")
-    else:
-        tag_text = pd.Series([""] * len(movie_ids), index=movie_ids.index)
-    text = (g.astype(str) + " " + tag_text.astype(str)).str.strip().str.lower()
-    return text.astype(str)
+    return g.astype(str).str.strip().str.lower().astype(str)
+
+
+def _tags_table(tags: pd.DataFrame, movies: pd.Series) -> pa.Table | None:
+    """tags: userId, movieId, tag, timestamp (str) -> the contract's tags table; None when none is left."""
+    t = tags.assign(tag=tags["tag"].fillna("").astype(str).str.strip(),
+                    userId=tags["userId"].astype(str).str.strip())
+    t = t[(t["tag"] != "") & t["movieId"].isin(movies)]  # like ratings: unlisted movies dropped
+    if not len(t):
+        return None
+    return pa.table({
+        "context_id": pa.array(t["userId"].to_numpy(dtype=object), pa.string()),
+        "item_id": pa.array(t["movieId"].to_numpy(dtype=object), pa.string()),
+        "tag": pa.array(t["tag"].to_numpy(dtype=object), pa.string()),
+        "timestamp": pa.array(pd.to_numeric(t["timestamp"]).to_numpy(dtype=np.int64)),
+    })
 
 
 def _write_contract(dst_dir, movies: pd.DataFrame, ratings: pd.DataFrame,
                     tags: pd.DataFrame | None, min_rating: float, readme: Path | None) -> Path:
     """movies: movieId, title, genres (str); ratings: userId, movieId (str), rating, timestamp;
-    tags: movieId (str), tag."""
+    tags: userId, movieId (str), tag, timestamp."""
     movies = movies.assign(movieId=movies["movieId"].str.strip())
     items = pa.table({
         "item_id": pa.array(movies["movieId"].to_numpy(dtype=object), pa.string()),
         "title": pa.array(movies["title"].fillna("").str.strip().to_numpy(dtype=object),
                           pa.string()),
-        "text": pa.array(_text(movies["genres"], movies["movieId"], tags).to_numpy(dtype=object),
-                         pa.string()),
+        "text": pa.array(_text(movies["genres"]).to_numpy(dtype=object), pa.string()),
     })
     rating = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(dtype=np.float64)
     keep = rating >= float(min_rating)
@@ -71,10 +83,13 @@ def _write_contract(dst_dir, movies: pd.DataFrame, ratings: pd.DataFrame,
         "weight": pa.array(np.ones(len(kept), dtype=np.float64)),
         "timestamp": pa.array(pd.to_numeric(kept["timestamp"]).to_numpy(dtype=np.int64)),
     })
+    tag_table = _tags_table(tags, movies["movieId"]) if tags is not None else None
     dst = Path(dst_dir)
     with atomic_dir(dst) as tmp:
         write_table(tmp / f"{ITEMS}.parquet", items)
         write_table(tmp / f"{INTERACTIONS}.parquet", interactions)
+        if tag_table is not None:
+            write_table(tmp / f"{TAGS}.parquet", tag_table)
         if readme is not None and readme.is_file():
             shutil.copyfile(readme, tmp / "README.txt")
     return dst

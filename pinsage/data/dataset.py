@@ -1,6 +1,7 @@
 """The dataset contract: loading and validation.
 
-A dataset is a directory holding two tables, each as CSV or Parquet (Parquet wins when both exist):
+A dataset is a directory holding two tables and an optional third, each as CSV or Parquet (Parquet
+wins when both exist):
 
 ``items.parquet`` / ``items.csv``
     ``item_id`` (required, unique); optional ``title``, ``text`` (free annotations) and
@@ -8,6 +9,11 @@ A dataset is a directory holding two tables, each as CSV or Parquet (Parquet win
 ``interactions.parquet`` / ``interactions.csv``
     ``context_id`` and ``item_id`` (required); optional ``weight`` (> 0, default 1.0) and
     ``timestamp`` (integer unix seconds).
+``tags.parquet`` / ``tags.csv`` (optional)
+    user-written annotations: ``context_id`` (who wrote it), ``item_id`` (an item of the items
+    table), ``tag`` (non-empty text), all required; optional ``timestamp`` (integer unix seconds,
+    when it was written). Kept apart from ``items.text`` because they are users' actions: an item's
+    text gets only the tags the training split could have seen (:mod:`pinsage.data.tags`).
 
 Other columns are ignored. Ids are always strings in the library: CSV id columns are read as text,
 Parquet integer ids become their decimal string, and surrounding whitespace is stripped.
@@ -35,10 +41,12 @@ import pyarrow.parquet as pq
 
 ITEMS = "items"
 INTERACTIONS = "interactions"
+TAGS = "tags"
 ITEM_COLUMNS = ("item_id", "title", "text", "image_path")
 INTERACTION_COLUMNS = ("context_id", "item_id", "weight", "timestamp")
-REQUIRED = {ITEMS: ("item_id",), INTERACTIONS: ("context_id", "item_id")}
-KNOWN = {ITEMS: ITEM_COLUMNS, INTERACTIONS: INTERACTION_COLUMNS}
+TAG_COLUMNS = ("context_id", "item_id", "tag", "timestamp")
+REQUIRED = {ITEMS: ("item_id",), INTERACTIONS: ("context_id", "item_id"), TAGS: ("context_id", "item_id", "tag")}
+KNOWN = {ITEMS: ITEM_COLUMNS, INTERACTIONS: INTERACTION_COLUMNS, TAGS: TAG_COLUMNS}
 MAX_SECONDS = 10**11  # unix seconds beyond this (year 5138) are almost surely milliseconds
 MAX_ID_CHARS = 1_000  # an id longer than this is a column mix-up (or an unclosed quote), not an id
 MAX_TEXT_CHARS = 1_000_000  # a title/text/image_path field longer than this: an unclosed quote, a dump
@@ -99,6 +107,9 @@ class Dataset:
     ``interactions``: context_id (str), item_id (str), weight (float64, 1.0 if absent),
     timestamp (int64, only when the file has the column), row (int64, 0-based position of the
     record in the file, kept across ``max_timestamp`` filtering).
+    ``tags``: None without a tags file; else context_id (str), item_id (str), tag (str, stripped),
+    timestamp (int64, only when the file has the column), row (int64, as for interactions); an
+    empty frame for a file holding only a header.
     """
 
     root: Path
@@ -107,6 +118,8 @@ class Dataset:
     has_timestamps: bool
     items_file: Path
     interactions_file: Path
+    tags: pd.DataFrame | None = None
+    tags_file: Path | None = None
 
     def item_index(self) -> pd.Index:
         """``item_id`` -> dense index (the position in ``items``): ``idx.get_indexer(ids)``."""
@@ -128,6 +141,15 @@ def find_table(root: Path, name: str) -> Path:
             return p
     raise DatasetError(f"missing {name} table: looked for {name}.parquet and {name}.csv "
                        f"in {root}; expected one of them (see the dataset contract)", file=str(root))
+
+
+def find_optional_table(root: Path, name: str) -> Path | None:
+    """``root/name.parquet`` if it exists, else ``root/name.csv``, else None."""
+    for ext in (".parquet", ".csv"):
+        p = root / f"{name}{ext}"
+        if p.is_file():
+            return p
+    return None
 
 
 def _check_root(path) -> Path:
@@ -540,21 +562,63 @@ def _load_items(path: Path) -> pd.DataFrame:
                          "image_path": _image_paths(t, _texts(t, "image_path").str.strip())})
 
 
-def _load_interactions(path: Path, items: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
-    t = _read(path, INTERACTIONS)
-    context = _ids(t, "context_id")
-    item = _ids(t, "item_id")
+def _known_items(t: _Table, item: pd.Series, items: pd.DataFrame) -> None:
     unknown = _first(~item.isin(items["item_id"]).to_numpy())
     if unknown is not None:
         raise t.error(f"unknown item {_show(item.iloc[unknown])}: not in the items table; expected an "
                       f"item_id of the items table{_unknown_hint(item.iloc[unknown], items['item_id'])}",
                       "item_id", unknown)
+
+
+def _load_interactions(path: Path, items: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
+    t = _read(path, INTERACTIONS)
+    context = _ids(t, "context_id")
+    item = _ids(t, "item_id")
+    _known_items(t, item, items)
     df = pd.DataFrame({"context_id": context, "item_id": item, "weight": _weights(t)})
     has_ts = "timestamp" in t.columns
     if has_ts:
         df["timestamp"] = _timestamps(t)
     df["row"] = np.arange(len(df), dtype=np.int64)
     return df, has_ts
+
+
+def _tag_texts(t: _Table) -> pd.Series:
+    """The required ``tag`` column -> stripped str Series; refuses null, empty or huge tags."""
+    raw = t.columns["tag"]
+    if isinstance(raw, pd.Series):
+        s = raw.str.strip()
+        null = _first(s.isna().to_numpy())
+        if null is not None:  # a short record: the field is absent altogether
+            raise t.error(f"tag is missing{_truncated_hint(t, null)}; expected a non-empty tag", "tag", null)
+    else:
+        arr = _arrow_strings(t, "tag", raw, allow_int=False)
+        null = _first(arr.is_null().to_numpy(zero_copy_only=False))
+        if null is not None:
+            raise t.error("tag is missing (null); expected a non-empty tag", "tag", null)
+        s = pd.Series(arr.to_pandas(), dtype=str).str.strip()
+    s = s.reset_index(drop=True)
+    empty = _first((s == "").to_numpy())
+    if empty is not None:
+        raise t.error("tag is empty; expected a non-empty tag", "tag", empty)
+    huge = _first((s.str.len() > MAX_TEXT_CHARS).to_numpy())
+    if huge is not None:
+        raise t.error(f"tag of {len(s.iloc[huge]):,} characters; expected at most {MAX_TEXT_CHARS:,} (an "
+                      "unclosed quote that swallowed the following rows?)", "tag", huge)
+    return s
+
+
+def _load_tags(path: Path, items: pd.DataFrame) -> pd.DataFrame:
+    """The optional tags table; a header without rows is no tags (an empty frame), not an error."""
+    t = _read_csv(path, TAGS) if path.suffix == ".csv" else _read_parquet(path, TAGS)
+    context = _ids(t, "context_id")
+    item = _ids(t, "item_id")
+    _known_items(t, item, items)
+    df = pd.DataFrame({"context_id": context, "item_id": item, "tag": _tag_texts(t)})
+    if "timestamp" in t.columns:
+        df["timestamp"] = _timestamps(t) if t.n_rows else np.zeros(0, dtype=np.int64)
+    df["row"] = np.arange(len(df), dtype=np.int64)
+    return df
 
 
 def load_dataset(path, *, max_timestamp: int | None = None) -> Dataset:
@@ -564,6 +628,7 @@ def load_dataset(path, *, max_timestamp: int | None = None) -> Dataset:
         path: the dataset directory.
         max_timestamp: keep only interactions with ``timestamp <= max_timestamp`` (a retrain "as
             of" a date). Ignored when the data has no timestamps. Every row is validated first.
+            Tags with a timestamp are cut the same way (tags without one are all kept).
 
     Raises:
         DatasetError: naming file, column and row of the first problem found.
@@ -581,17 +646,25 @@ def load_dataset(path, *, max_timestamp: int | None = None) -> Dataset:
             raise DatasetError(f"no interaction has timestamp <= {int(max_timestamp)} (max_timestamp); "
                                f"expected max_timestamp >= the earliest timestamp {earliest}",
                                file=interactions_file.name, column="timestamp")
+    tags_file = find_optional_table(root, TAGS)
+    tags = None
+    if tags_file is not None:
+        tags = _load_tags(tags_file, items)
+        if max_timestamp is not None and "timestamp" in tags.columns:
+            tags = tags[tags["timestamp"].to_numpy() <= int(max_timestamp)].reset_index(drop=True)
     return Dataset(root=root, items=items, interactions=interactions, has_timestamps=has_ts,
-                   items_file=items_file, interactions_file=interactions_file)
+                   items_file=items_file, interactions_file=interactions_file, tags=tags, tags_file=tags_file)
 
 
 def data_fingerprint(path) -> str:
-    """sha256 (hex) over the names and bytes of the two files ``load_dataset`` would read."""
+    """sha256 (hex) over the names and bytes of the files ``load_dataset`` would read (the tags
+    file only when there is one, so a dataset without tags hashes as it always has)."""
     if isinstance(path, Dataset):
-        files = [path.items_file, path.interactions_file]
+        files = [path.items_file, path.interactions_file, path.tags_file]
     else:
         root = _check_root(path)
-        files = [find_table(root, ITEMS), find_table(root, INTERACTIONS)]
+        files = [find_table(root, ITEMS), find_table(root, INTERACTIONS), find_optional_table(root, TAGS)]
+    files = [f for f in files if f is not None]
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode() + b"\0" + str(os.path.getsize(f)).encode() + b"\0")

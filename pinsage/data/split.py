@@ -46,6 +46,9 @@ class Split:
     deduplicated, held-out rows removed, in file order (ascending ``row``).
     ``valid`` / ``test``: context_id, query_item, target_item (str); contexts in order of first
     appearance in the file, a context's pairs in their order (``last-item``: one pair per context).
+    ``heldout``: every interaction removed from training as a target (validation and test), one row
+    per (context, item): context_id, item_id (str), timestamp (int64, with timestamps only); by
+    context as ``valid``, then engagement order. What :func:`pinsage.data.tags.allowed_tags` needs.
     """
 
     train: pd.DataFrame
@@ -53,6 +56,7 @@ class Split:
     test: pd.DataFrame
     n_input: int = 0
     n_duplicates: int = 0
+    heldout: pd.DataFrame | None = None
 
     def summary(self) -> dict:
         return {
@@ -228,6 +232,10 @@ def split_interactions(interactions: pd.DataFrame, has_timestamps: bool, seed: i
                              "target_item": ids(item_uniques, item[targets])})
 
     valid, test = pairs(is_valid), pairs(is_test)
+    held = seq[is_valid | is_test]
+    heldout = pd.DataFrame({"context_id": ids(ctx_uniques, ctx[held]), "item_id": ids(item_uniques, item[held])})
+    if has_timestamps:
+        heldout["timestamp"] = df["timestamp"].to_numpy(dtype=np.int64)[held]
 
     # back to file order: positions are file order, so a boolean mask keeps it (and is fast)
     train_mask = np.zeros(n, dtype=bool)  # collapsed duplicates and held-out rows stay False
@@ -238,7 +246,7 @@ def split_interactions(interactions: pd.DataFrame, has_timestamps: bool, seed: i
     if "row" not in train.columns:
         train["row"] = row[train_mask]
     train["order"] = order_by_pos[train_mask]
-    return Split(train=train, valid=valid, test=test, n_input=n, n_duplicates=n_dup)
+    return Split(train=train, valid=valid, test=test, n_input=n, n_duplicates=n_dup, heldout=heldout)
 
 
 NEW_ITEM_SHARE = 0.1  # new-items: the seeded share of the items with interactions that arrive new

@@ -18,6 +18,11 @@ revealed graph:
 - ``itemknn``, ``rp3beta`` (alpha, beta chosen on the new items' validation pairs), ``ease``,
   ``pixie``, ``popularity``: on the revealed graph.
 
+Users' tags (the dataset's optional tags file) follow the rule of docs/evaluation.md with every
+interaction of a new item as held out (:func:`pinsage.data.tags.allowed_tags`): the training data gets
+the allowed tags of the items that are not new as its tags file (its own ``prepare`` then applies the
+``tail`` rule on top), and the new items arrive with their allowed tags already in their text.
+
 Writes ``new_items.json`` and ``new_items.md`` under the output directory.
 """
 
@@ -50,15 +55,20 @@ CONTENT = ("annotation", "visual", "combined")
 GRAPH = ("popularity", "pixie", "itemknn", "ease", "rp3beta")
 
 
-def write_dataset(directory: Path, items: pd.DataFrame, interactions: pd.DataFrame, source: Path) -> Path:
-    """A contract-format dataset (Parquet); the source's other entries (images/) are linked in."""
+def write_dataset(directory: Path, items: pd.DataFrame, interactions: pd.DataFrame, source: Path,
+                  tags: pd.DataFrame | None = None) -> Path:
+    """A contract-format dataset (Parquet), with ``tags`` as its tags file when given (the source's is
+    never linked: it holds every tag); the source's other entries (images/) are linked in."""
     directory.mkdir(parents=True, exist_ok=True)
     cols = [c for c in ("item_id", "title", "text", "image_path") if c in items.columns]
     write_table(directory / "items.parquet", pa.Table.from_pandas(items[cols], preserve_index=False))
     cols = [c for c in ("context_id", "item_id", "weight", "timestamp") if c in interactions.columns]
     write_table(directory / "interactions.parquet", pa.Table.from_pandas(interactions[cols], preserve_index=False))
+    if tags is not None:
+        cols = [c for c in ("context_id", "item_id", "tag", "timestamp") if c in tags.columns]
+        write_table(directory / "tags.parquet", pa.Table.from_pandas(tags[cols], preserve_index=False))
     for entry in source.iterdir():
-        if entry.name.split(".")[0] not in ("items", "interactions") and not (directory / entry.name).exists():
+        if entry.name.split(".")[0] not in ("items", "interactions", "tags") and not (directory / entry.name).exists():
             os.symlink(entry.resolve(), directory / entry.name)
     return directory
 
@@ -108,6 +118,7 @@ def run_new_items_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, 
     from pinsage.data.dataset import load_dataset
     from pinsage.eval.metrics import evaluate_scorer, metrics_from_ranks
     from pinsage.data.split import split_new_items
+    from pinsage.data.tags import allowed_tags, append_tags
 
     root = Path(cfg.out)
     source = resolve_dataset_dir(cfg.data, root / "dataset")
@@ -119,7 +130,13 @@ def run_new_items_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, 
         sdir = root / f"seed{s}"
         split = split_new_items(ds.interactions, ds.has_timestamps, seed=seed_cfg.seed)
         new_ids = set(split.new_items["item_id"])
-        base = write_dataset(sdir / "base_data", ds.items[~ds.items["item_id"].isin(new_ids)], split.train, source)
+        # every interaction of a new item leaves training (the revealed ones too): all held out for the tags
+        tags = None if ds.tags is None else allowed_tags(ds.tags, split.arrivals)
+        base_tags = None if tags is None else tags[~tags["item_id"].isin(new_ids)]
+        base = write_dataset(sdir / "base_data", ds.items[~ds.items["item_id"].isin(new_ids)], split.train, source,
+                             tags=base_tags)
+        # the new items arrive with their allowed tags in their text (cold start reads the text only)
+        arriving = ds.items if tags is None else append_tags(ds.items, tags[tags["item_id"].isin(new_ids)])
         runs = {"pinsage": sdir / "pinsage"}
         run_cfg = dataclasses.replace(seed_cfg, data=str(base), out=str(runs["pinsage"]), protocol="tail")
         if not RunDir(runs["pinsage"]).metrics.exists():
@@ -129,7 +146,7 @@ def run_new_items_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, 
         runs[FEATURES_K0] = Path(run_variant(run_cfg, Variant.of(FEATURES_K0, model__n_layers=0,
                                                                  model__id_embedding=False), log)["out"])
         for r in revealed:
-            data_r = write_dataset(sdir / f"r{r}" / "data", ds.items,
+            data_r = write_dataset(sdir / f"r{r}" / "data", arriving,
                                     pd.concat([split.train, split.revealed(r)], ignore_index=True), source)
             cold = {}
             for name, run in runs.items():
