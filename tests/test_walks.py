@@ -15,6 +15,7 @@ from pinsage.graph.walks import (
     _walk_topm,
     dense_visit_counts,
     random_walk_neighbors,
+    tie_keys,
     visit_counts_topm,
 )
 
@@ -150,7 +151,7 @@ def test_deterministic_and_thread_independent():
 
 
 @pytest.mark.parametrize("weighted,walks,m", [
-    (False, 40, 25),  # mostly counts 1-3: many ties at the rank-m count, cut by item index
+    (False, 40, 25),  # mostly counts 1-3: many ties at the rank-m count, cut by the seeded tie key
     (True, 40, 25),
     (False, 40, 3),
     (False, 3000, 25),  # counts far above the selection histogram's cap
@@ -166,8 +167,9 @@ def test_dense_counts_agree_with_topm(weighted, walks, m):
     assert top.items.shape == top.counts.shape == (len(sources), m)
     assert np.all(dense[np.arange(len(sources)), sources] == 0)
     ties_cut = False
+    keys = tie_keys(9, sources, np.arange(graph.n_items))  # the kernel's tie-break, seed 9
     for k in range(len(sources)):
-        order = np.lexsort((np.arange(graph.n_items), -dense[k]))[:m]  # count desc, index asc
+        order = np.lexsort((-keys[k], -dense[k]))[:m]  # count desc, then tie key desc
         order = order[dense[k, order] > 0]
         n = len(order)
         np.testing.assert_array_equal(top.items[k, :n], order)
@@ -177,8 +179,95 @@ def test_dense_counts_agree_with_topm(weighted, walks, m):
             ties_cut |= bool((dense[k] == dense[k, order[-1]]).sum() > (top.counts[k] ==
                                                                        top.counts[k, -1]).sum())
     assert np.all(dense[-1] == 0) and np.all(top.items[-1] == -1)  # item 1498 is isolated
-    if m < 100:  # the tie-break by index was really exercised
+    if m < 100:  # the tie-break was really exercised
         assert ties_cut
+
+
+def _star(n_items: int) -> BipartiteGraph:
+    """One context holding every item: from any source, every other item is equally likely."""
+    return build_graph(np.arange(n_items), np.zeros(n_items, dtype=np.int64), n_items, 1)
+
+
+def _tied_selection(visits: VisitTable, dense: np.ndarray):
+    """Per row: (items selected at the rank-m count, all items at that count) when the cut is a tie."""
+    out = []
+    for k in range(len(dense)):
+        theta = visits.counts[k, -1]
+        tied = np.flatnonzero(dense[k] == theta)
+        chosen = visits.items[k][visits.counts[k] == theta]
+        if theta > 0 and len(tied) > len(chosen):
+            out.append((chosen, tied))
+    return out
+
+
+def test_ties_at_the_cut_are_not_the_lowest_indices():
+    """A star: 100 equally likely neighbours, few visits each, so the top-10 cut is a large tie.
+
+    Ties broken by index keep the lowest-indexed tied items (measured with the old kernel: mean
+    index 9.9 of 0-100, relative rank in the tie 0.06); the seeded tie-break keeps a random part of
+    the tie (49.4 and 0.48).
+    """
+    graph = _star(101)
+    sources = np.arange(0, 101, 5)
+    chosen_idx, rank_in_tie = [], []
+    for seed in range(3):
+        args = (40, 0.5, 1, seed)  # 40 one-hop walks over 100 items: counts mostly 0-2
+        visits = visit_counts_topm(graph, sources, 10, *args)
+        dense = dense_visit_counts(graph, sources, *args)
+        rows = _tied_selection(visits, dense)
+        assert len(rows) >= 0.9 * len(sources)  # the cut falls inside a tie almost always
+        for chosen, tied in rows:
+            assert set(chosen) <= set(tied)
+            chosen_idx.extend(chosen)
+            rank_in_tie.append(np.searchsorted(tied, chosen).mean() / (len(tied) - 1))
+    assert 42 <= np.mean(chosen_idx) <= 58  # middle of the catalogue
+    assert 0.4 <= np.mean(rank_in_tie) <= 0.6  # middle of the tie
+
+
+def test_tie_break_deterministic_thread_independent_and_seeded():
+    graph = _star(301)
+    sources = np.arange(301)
+    args = (60, 0.5, 1)  # one-hop walks: counts 0-3, big ties at the top-20 cut in every row
+    a = visit_counts_topm(graph, sources, 20, *args, seed=4)
+    _assert_tables_equal(a, visit_counts_topm(graph, sources, 20, *args, seed=4))
+    before = numba.get_num_threads()
+    try:
+        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(threads)
+            _assert_tables_equal(visit_counts_topm(graph, sources, 20, *args, seed=4), a)
+    finally:
+        numba.set_num_threads(before)
+    sub = np.array([300, 17, 17, 0])  # other block layouts / neighbours in the call: same rows
+    _assert_tables_equal(visit_counts_topm(graph, sub, 20, *args, seed=4), VisitTable(a.items[sub], a.counts[sub]))
+    # the reference ranking: count descending, then the tie key of (seed, source, item) descending
+    dense = dense_visit_counts(graph, sources, *args, seed=4)
+    keys = tie_keys(4, sources, np.arange(301))
+    for k in range(0, 301, 30):
+        order = np.lexsort((-keys[k], -dense[k]))[:20]
+        np.testing.assert_array_equal(a.items[k], order)
+    # a different seed breaks the same ties differently: keys differ for the same (source, items) ...
+    other = tie_keys(5, sources, np.arange(301))
+    assert np.mean(np.argsort(-keys, axis=1)[:, :20] == np.argsort(-other, axis=1)[:, :20]) < 0.05
+    # ... and differ between sources (no shared order): top-20 overlaps of two sources' key rankings
+    top = np.argsort(-keys, axis=1)[:, :20]
+    overlap = [len(np.intersect1d(top[i], top[i + 1])) for i in range(300)]
+    assert np.mean(overlap) < 3  # independent rankings: 20 * 20 / 301 = 1.3 expected
+    # ... hence a different neighbourhood in tied rows even where the counts happen to agree
+    b = visit_counts_topm(graph, sources, 20, *args, seed=5)
+    assert not np.array_equal(a.items, b.items)
+
+
+def test_tie_keys_are_a_seeded_bijection():
+    items = np.concatenate([np.arange(5000), [2**31 - 1]])
+    k = tie_keys(0, [3, 4], items)
+    assert k.dtype == np.int64 and k.min() >= 0 and k.max() < 2**31
+    assert len(np.unique(k[0])) == len(items) and len(np.unique(k[1])) == len(items)
+    np.testing.assert_array_equal(k, tie_keys(0, [3, 4], items))
+    assert not np.array_equal(k[0], k[1]) and not np.array_equal(k, tie_keys(1, [3, 4], items))
+    # unrelated to the index: the key order of items 0..4999 is uncorrelated with their index
+    assert abs(np.corrcoef(np.arange(5000), k[0, :5000])[0, 1]) < 0.05
+    with pytest.raises(ValueError):
+        tie_keys(0, [0], [-1])
 
 
 def test_padding_weights_and_isolated_items():

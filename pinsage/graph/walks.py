@@ -17,11 +17,19 @@ Determinism: the random stream of a source depends only on ``(seed, item index o
 which other sources are in the same call: row k of ``visit_counts_topm(g, sources, ...)`` equals row
 ``sources[k]`` of the same call over all items.
 
+Ties: visit counts are small integers (with 200 walks per item the rank-T count is typically 2 or 3
+and shared by many items), so the order among items of equal count decides a large part of every
+neighbourhood. It is pseudo-random and seeded, never the item index (that would hand every tie to the
+catalogue's lowest ids): each source ranks its items by ``(count, tie_key)`` where
+``tie_key = pi_{seed,source}(item)`` is a keyed bijection of the 31-bit item index (:func:`tie_keys`).
+Being a bijection, the key both orders the tie and gives back the item; being a function of
+``(seed, source, item)`` only, it keeps the determinism above.
+
 Kernel layout (numba): a ``prange`` over ~4 x threads blocks of sources, handed to threads
 dynamically; each block owns ONE dense ``int32[n_items]`` counts array and a "touched" list and
 resets only the touched entries between sources, so memory beyond the output table is ``O(threads *
 n_items)`` whatever the number of sources. Within a source, 32 walks advance in lockstep so that
-their independent cache misses overlap. The top-m selection is linear (count histogram + index cut,
+their independent cache misses overlap. The top-m selection is linear (count histogram + tie-key cut,
 no heap). Weighted graphs sample through per-row alias tables (O(1) per draw) rather than a binary
 search over cumulative weights: same distribution, ~2.5x faster on power-law graphs with big hubs.
 """
@@ -60,10 +68,21 @@ _S30 = np.uint64(30)
 _S31 = np.uint64(31)
 _S32 = np.uint64(32)
 _LO32 = np.uint64(0xFFFFFFFF)
-_KEY_IDX = np.int64(0x7FFFFFFF)
+_TIE_MASK = np.uint64(0x7FFFFFFF)  # tie keys live in [0, 2^31)
+_TIE_SALT = np.uint64(0x8BB84B93962EACC9)  # tie-key stream: independent of the walk stream
+_TIE_M1 = np.uint64(0x5BD1E995)  # odd multipliers of the keyed bijection (mod 2^31) ...
+_TIE_M2 = np.uint64(0x27D4EB2F)
+_TIE_M3 = np.uint64(0x165667B1)
+_TIE_M1_INV = np.uint64(pow(0x5BD1E995, -1, 2**31))  # ... and their inverses
+_TIE_M2_INV = np.uint64(pow(0x27D4EB2F, -1, 2**31))
+_TIE_M3_INV = np.uint64(pow(0x165667B1, -1, 2**31))
+_S15 = np.uint64(15)
+_S16 = np.uint64(16)
+_TIE_SHIFT = 23  # tie key >> 23: the top 8 bits of a 31-bit tie key, its tie-cut histogram bucket
+_TIE_LOW = np.int64(0x7FFFFFFF)
 _FULL32 = np.uint64(0xFFFFFFFF)
 _HIST = 64  # count histogram buckets of the top-m threshold search (last bucket: >= 63)
-_INDEX_HIST = 256  # index histogram buckets that cut ties at the threshold count
+_TIE_HIST = 256  # tie-key histogram buckets that cut ties at the threshold count (2^(31 - 23))
 _LANES = 32  # walkers of one source advanced in lockstep (memory-level parallelism), see below
 
 
@@ -79,6 +98,66 @@ def _mix64(z):
 def _source_state(seed_u64, source):
     """Initial splitmix64 state of one source's stream: a function of (seed, source item) only."""
     return _mix64(_mix64(seed_u64 ^ _SEED_SALT) + np.uint64(source) * _GOLDEN)
+
+
+@njit(inline="always")
+def _tie_round_keys(seed_u64, source):
+    """The three 31-bit round keys of the source's tie-key bijection: a function of (seed, source)."""
+    z = _mix64(_mix64(seed_u64 ^ _TIE_SALT) + np.uint64(source) * _GOLDEN)
+    z2 = _mix64(z + _GOLDEN)
+    return z & _TIE_MASK, (z >> _S32) & _TIE_MASK, z2 & _TIE_MASK
+
+
+@njit(inline="always")
+def _tie_key(j, k0, k1, k2):
+    """Keyed bijection of [0, 2^31): item index -> tie key (three xor/add, multiply, xorshift rounds)."""
+    x = np.uint64(j)
+    x = ((x ^ k0) * _TIE_M1) & _TIE_MASK
+    x ^= x >> _S16
+    x = (((x + k1) & _TIE_MASK) * _TIE_M2) & _TIE_MASK
+    x ^= x >> _S15
+    x = ((x ^ k2) * _TIE_M3) & _TIE_MASK
+    x ^= x >> _S16
+    return np.int64(x)
+
+
+@njit(inline="always")
+def _tie_item(key, k0, k1, k2):
+    """Inverse of :func:`_tie_key`: tie key -> item index."""
+    x = np.uint64(key)
+    x ^= x >> _S16  # x ^= x >> 16 on 31 bits is its own inverse (2 * 16 >= 31)
+    x = ((x * _TIE_M3_INV) & _TIE_MASK) ^ k2
+    x ^= (x >> _S15) ^ (x >> _S30)  # inverse of x ^= x >> 15 on 31 bits
+    x = (((x * _TIE_M2_INV) & _TIE_MASK) - k1) & _TIE_MASK
+    x ^= x >> _S16
+    x = ((x * _TIE_M1_INV) & _TIE_MASK) ^ k0
+    return np.int64(x)
+
+
+@njit(cache=True)
+def _tie_keys_kernel(seed_u64, sources, items, out):
+    for r in range(sources.shape[0]):
+        k0, k1, k2 = _tie_round_keys(seed_u64, sources[r])
+        for c in range(items.shape[0]):
+            out[r, c] = _tie_key(items[c], k0, k1, k2)
+
+
+def tie_keys(seed: int, sources, items) -> np.ndarray:
+    """(len(sources), len(items)) int64 tie keys in [0, 2^31): the seeded tie-break of the walks.
+
+    Row r ranks ``items`` for source ``sources[r]``: among items of equal visit count (or score) the
+    larger key comes first. A pseudo-random bijection of the item index, keyed by (seed, source):
+    distinct items get distinct keys, and the order is unrelated to the index and differs between
+    sources and seeds. The kernels use exactly these keys; reference rankings and other top-T
+    selections (cold-start content neighbourhoods) use them to break ties the same way.
+    """
+    sources = np.ascontiguousarray(sources, dtype=np.int64).reshape(-1)
+    items = np.ascontiguousarray(items, dtype=np.int64).reshape(-1)
+    if len(items) and (items.min() < 0 or items.max() > 0x7FFFFFFF):
+        raise ValueError("items must be in [0, 2^31)")
+    out = np.empty((len(sources), len(items)), dtype=np.int64)
+    _tie_keys_kernel(np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF), sources, items, out)
+    return out
 
 
 @njit(inline="always")
@@ -252,17 +331,20 @@ def _partition_largest(keys, n, m):
 
 
 @njit(inline="always")
-def _take_topm(src, touched, n_touched, counts, m, index_shift, keys, hist, index_hist, out_items,
+def _take_topm(src, touched, n_touched, counts, m, seed_u64, keys, hist, tie_hist, out_items,
                out_counts, row):
     """Write the top-m touched items of one source into ``out_*[row]``; reset their counts.
 
-    Order: count descending, then item index ascending, via one int64 key per item
-    ``count << 32 | (2^31 - 1 - index)`` (larger = better; the source gets count 0). Linear-time
-    selection without a heap: a histogram of the (capped) counts gives the count ``theta`` of rank
-    m; when the items tied at ``theta`` overflow the m slots, a histogram of their indices' top
-    bits gives an index cut. Both cuts together are one key threshold; the keys above it (m plus a
-    few) are compacted branch-free and sorted.
+    Order: count descending, then tie key descending, via one int64 key per item
+    ``count << 32 | tie_key(item)`` (larger = better; the source gets count 0), where ``tie_key`` is the
+    source's seeded bijection of the item index (:func:`tie_keys`): distinct keys, and the item is
+    recovered from its key by the inverse bijection. Linear-time selection without a heap: a
+    histogram of the (capped) counts gives the count ``theta`` of rank m; when the items tied at
+    ``theta`` overflow the m slots, a histogram of their tie keys' top 8 bits gives a tie cut. Both
+    cuts together are one key threshold; the keys above it (m plus a few) are compacted branch-free
+    and sorted.
     """
+    k0, k1, k2 = _tie_round_keys(seed_u64, src)
     n_hist = hist.shape[0]
     hist[:] = 0
     for t in range(n_touched):
@@ -271,7 +353,7 @@ def _take_topm(src, touched, n_touched, counts, m, index_shift, keys, hist, inde
         counts[j] = 0
         if j == src:
             c = 0
-        keys[t] = (c << 32) | (_KEY_IDX - j)
+        keys[t] = (c << 32) | _tie_key(j, k0, k1, k2)
         hist[min(c, n_hist - 1)] += 1
     theta = 1  # smallest count that can make the top m (at least 1: visited)
     acc = 0  # number of items with count >= theta
@@ -281,28 +363,27 @@ def _take_topm(src, touched, n_touched, counts, m, index_shift, keys, hist, inde
             theta = c
             break
     limit = (np.int64(theta) << 32) - 1  # keep keys > limit
-    if acc > m and theta < n_hist - 1:  # too many ties at theta: keep only the lowest indices
+    if acc > m and theta < n_hist - 1:  # too many ties at theta: keep only the largest tie keys
         need = m - (acc - hist[theta])
-        index_hist[:] = 0
+        tie_hist[:] = 0
         for t in range(n_touched):
             key = keys[t]
-            j = _KEY_IDX - (key & 0xFFFFFFFF)
-            index_hist[j >> index_shift] += (key >> 32) == theta
+            tie_hist[(key & _TIE_LOW) >> _TIE_SHIFT] += (key >> 32) == theta
         cut = 0
         acc = 0
-        for bucket in range(index_hist.shape[0]):
-            acc += index_hist[bucket]
+        for bucket in range(tie_hist.shape[0] - 1, -1, -1):
+            acc += tie_hist[bucket]
             if acc >= need:
                 cut = bucket
                 break
-        # tied item j is kept iff j >> shift <= cut  <=>  j < (cut + 1) << shift
-        limit = (np.int64(theta) << 32) | (_KEY_IDX - (np.int64(cut + 1) << index_shift))
+        # tied item is kept iff tie_key >> 23 >= cut  <=>  tie_key > (cut << 23) - 1
+        limit = (np.int64(theta) << 32) + (np.int64(cut) << _TIE_SHIFT) - 1
     n_keep = 0
     for t in range(n_touched):
         key = keys[t]
         keys[n_keep] = key
         n_keep += key > limit
-    if n_keep > 4 * m + 64:  # counts beyond the histogram cap, or a crowded index bucket
+    if n_keep > 4 * m + 64:  # counts beyond the histogram cap, or a crowded tie bucket
         _partition_largest(keys, n_keep, m)
         n_keep = m
     top = keys[:n_keep]
@@ -310,7 +391,7 @@ def _take_topm(src, touched, n_touched, counts, m, index_shift, keys, hist, inde
     n_out = min(n_keep, m)
     for r in range(n_out):
         key = top[n_keep - 1 - r]
-        out_items[row, r] = np.int32(_KEY_IDX - (key & 0xFFFFFFFF))
+        out_items[row, r] = np.int32(_tie_item(key & _TIE_LOW, k0, k1, k2))
         out_counts[row, r] = np.int32(key >> 32)
     for r in range(n_out, m):
         out_items[row, r] = -1
@@ -336,16 +417,13 @@ def _topm_kernel(sources, m, item_indptr, item_contexts, item_alias, context_ind
                  context_alias, weighted, walks, restart_thresh, max_len, seed_u64, n_items,
                  n_blocks, touched_cap, out_items, out_counts, block_hops):
     n = sources.shape[0]
-    index_shift = 0  # item index >> index_shift < _INDEX_HIST
-    while (n_items - 1) >> index_shift >= _INDEX_HIST:
-        index_shift += 1
     for b in prange(n_blocks):
         lo, hi = _block_bounds(n, n_blocks, b)
         state = _block_state(n_items, touched_cap)
         counts, touched = state[0], state[1]
         keys = np.empty(touched_cap, dtype=np.int64)
         hist = np.empty(_HIST, dtype=np.int64)
-        index_hist = np.empty(_INDEX_HIST, dtype=np.int64)
+        tie_hist = np.empty(_TIE_HIST, dtype=np.int64)
         total = 0
         for k in range(lo, hi):
             src = sources[k]
@@ -354,8 +432,8 @@ def _topm_kernel(sources, m, item_indptr, item_contexts, item_alias, context_ind
                                            max_len, seed_u64, state)
             total += hops
             if m > 0:
-                _take_topm(src, touched, n_touched, counts, m, index_shift, keys, hist,
-                           index_hist, out_items, out_counts, k)
+                _take_topm(src, touched, n_touched, counts, m, seed_u64, keys, hist,
+                           tie_hist, out_items, out_counts, k)
             else:
                 for t in range(n_touched):
                     counts[touched[t]] = 0
@@ -461,8 +539,9 @@ def visit_counts_topm(graph: BipartiteGraph, sources: np.ndarray, m: int, walks_
     """Random walks with restart from each source item over item->context->item hops.
 
     Counts visits of every item reached (the source itself excluded) and keeps the top-m items by
-    visit count, ties broken by smaller item index. Deterministic for a seed, independent of thread
-    count and scheduling: each source's RNG is seeded from (seed, source item index) via splitmix64.
+    visit count, ties broken at random: by the larger :func:`tie_keys` of (seed, source, item), never
+    by item index. Deterministic for a seed, independent of thread
+    count and scheduling: each source's RNG and tie keys are seeded from (seed, source item index).
 
     Returns:
         VisitTable with (len(sources), m) int32 ``items`` (-1 padded) and ``counts`` (0 padded).

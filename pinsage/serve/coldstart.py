@@ -108,7 +108,7 @@ def extended_graph(run: RunDir, interactions: pd.DataFrame, ext_index: pd.Index,
     return g, len(touched)
 
 
-def content_neighbors(table: pa.Table, sources: np.ndarray, candidates: np.ndarray, top_t: int):
+def content_neighbors(table: pa.Table, sources: np.ndarray, candidates: np.ndarray, top_t: int, seed: int = 0):
     """Neighbourhoods for items without interactions: the ``top_t`` candidates nearest by content.
 
     Content = the vector features (annotation, and visual when present), each block L2-normalised,
@@ -116,9 +116,13 @@ def content_neighbors(table: pa.Table, sources: np.ndarray, candidates: np.ndarr
     A walk from an item without edges visits nothing, and an item with neither id vector nor
     neighbours is embedded from its own features alone, far from every trained item; borrowing the
     neighbourhood of its look-alikes lets the convolution place it among them.
+    Equal cosines (items with identical features are common: same words, no image) are ordered by the
+    walks' seeded tie keys of (seed, source, candidate) (:func:`pinsage.graph.walks.tie_keys`), never
+    by catalogue index.
     -> (items (S, T) int32, weights (S, T) float32, mask (S, T) bool)
     """
     from pinsage.features.build import VECTOR_COLUMNS
+    from pinsage.graph.walks import tie_keys
     from pinsage.util.io import column_matrix
 
     blocks = []
@@ -129,7 +133,8 @@ def content_neighbors(table: pa.Table, sources: np.ndarray, candidates: np.ndarr
     x = np.concatenate(blocks, axis=1) / np.sqrt(len(blocks))  # (N, F), rows of norm <= 1
     sims = x[sources] @ x[candidates].T  # (S, C)
     t = min(top_t, len(candidates))
-    order = np.argsort(-sims, axis=1, kind="stable")[:, :t]
+    ties = tie_keys(seed, sources, candidates)  # (S, C): larger first among equal cosines
+    order = np.lexsort((-ties, -sims), axis=1)[:, :t]
     top = np.take_along_axis(sims, order, axis=1)
     mask = top > 0
     w = np.where(mask, top, 0.0)
@@ -197,7 +202,8 @@ def embed_new_items(run_dir: str | Path, data: str | Path, out: str | Path, log=
     table = pa.concat_tables([old_table, _align_columns(new_table, old_table)])
     lonely = np.flatnonzero(~fresh.mask.any(axis=1))  # no interaction (or only isolated contexts)
     if len(lonely) and content_fallback:
-        it, wt, mk = content_neighbors(table, new_rows[lonely], np.flatnonzero(degree[:n_old] > 0), cfg.walks.top_t)
+        it, wt, mk = content_neighbors(table, new_rows[lonely], np.flatnonzero(degree[:n_old] > 0), cfg.walks.top_t,
+                                       seed=cfg.walks.seed)
         fresh.items[lonely], fresh.weights[lonely], fresh.mask[lonely] = it, wt, mk
         log(f"coldstart: {len(lonely)} new items without interactions borrow the neighbourhood of their "
             f"{cfg.walks.top_t} nearest trained items by content")
