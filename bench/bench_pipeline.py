@@ -1,6 +1,7 @@
 """The whole default pipeline on a mid-size synthetic catalogue, and training beside another training.
 
     python bench/bench_pipeline.py                         # 10,000 items, 600,000 interactions
+    python bench/bench_pipeline.py --override train.sampler.batch_size=512   # any run override
     python bench/bench_pipeline.py --items 2000 --interactions 100000 --epochs 2
     python bench/bench_pipeline.py --concurrent 2 --data data/ml-latest-small --epochs 2
 
@@ -67,6 +68,7 @@ def whole_pipeline(args) -> None:
             print(f"synthetic dataset: {args.items:,} items, ~{args.interactions:,} interactions "
                   f"(written in {time.perf_counter() - t0:.0f}s)", flush=True)
         extra = ["--seed", str(args.seed)] + (["--epochs", str(args.epochs)] if args.epochs else [])
+        extra += [a for kv in args.override for a in ("--override", kv)]
         t0 = time.perf_counter()
         stages, epochs, lines = collect(run_pipeline(data, Path(tmp) / "run", extra), echo=True)
         wall = time.perf_counter() - t0
@@ -76,6 +78,9 @@ def whole_pipeline(args) -> None:
         for name, sec in stages.items():
             print(f"| {name} | {sec:.1f} |")
         print(f"| **whole pipeline (wall, with start-up)** | **{wall:.0f}** ({wall / 60:.1f} min) |")
+        for line in lines:  # which computation graphs trained, and why training stopped
+            if "computation graphs" in line or "stopped after epoch" in line:
+                print(line.split("train: ", 1)[-1].strip())
         if epochs:
             best = max(epochs, key=lambda e: e[1])
             print(f"\n{len(epochs)} epochs, {sum(e[2] for e in epochs) / len(epochs):.0f} s each; best validation "
@@ -114,6 +119,8 @@ def main() -> None:
     p.add_argument("--data", default=None, help="a dataset directory instead of the synthetic one")
     p.add_argument("--epochs", type=int, default=None, help="default: the pipeline's own")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--override", action="append", default=[], metavar="KEY=JSON",
+                   help="passed to python -m pinsage run (e.g. train.sampler.batch_size=512)")
     p.add_argument("--concurrent", type=int, default=0, help="N runs at once, unsized vs --cpus cores/N")
     args = p.parse_args()
     concurrent(args) if args.concurrent else whole_pipeline(args)

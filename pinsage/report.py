@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pyarrow.parquet as pq
 
+from pinsage.eval.selection import run_best_baseline
 from pinsage.run.layout import RunDir
 from pinsage.util.io import write_text
 
@@ -211,14 +212,6 @@ def example_queries(run: RunDir | Path, n: int) -> list[QueryGroup]:
     return groups
 
 
-def best_baseline(metrics: dict, model: str = "pinsage") -> str | None:
-    """The method other than ``model`` with the highest *validation* MRR in metrics.json (the
-    comparison is chosen as settings are, on validation pairs; test is what is reported); None without one."""
-    methods = metrics.get("validation", {}).get("methods") or metrics["methods"]
-    others = {k: v["mrr"] for k, v in methods.items() if k != model and "mrr" in v and k in metrics["methods"]}
-    return max(others, key=others.get) if others else None
-
-
 def _signed(x: float) -> str:
     return f"{x:+.4f}".replace("-", "\u2212")
 
@@ -230,7 +223,7 @@ def _comparison_sentence(run: RunDir, metrics: dict, model: str = "pinsage") -> 
     from pinsage.eval.metrics import metrics_from_ranks
     from pinsage.eval.stats import paired_bootstrap
 
-    other = best_baseline(metrics, model)
+    other = run_best_baseline(metrics, model)  # the project's one rule: best validation MRR
     if other is None:
         return ""
     ranks = run.ranks_table("test") if run.ranks.exists() else None
@@ -275,7 +268,8 @@ def _metrics_section(run: RunDir, metrics: dict | None) -> str:
 
 def _settings_note(metrics: dict) -> str:
     """The baselines' settings chosen on validation pairs, and the baselines skipped (and why)."""
-    chosen = [f"{_esc(name)}: " + ", ".join(f"{_esc(k)} {v:g}" for k, v in params.items())
+    chosen = [f"{_esc(name)}: " + ", ".join(f"{_esc(k)} {v:g}" if isinstance(v, (int, float)) else
+                                            f"{_esc(k)} {_esc(v)}" for k, v in params.items())
               for name, params in metrics.get("hyperparameters", {}).items()]
     skipped = [f"{_esc(name)} skipped: {_esc(why)}" for name, why in metrics.get("skipped", {}).items()]
     if not chosen and not skipped:
@@ -294,9 +288,12 @@ def _training_section(history: dict | None) -> str:
     mrr = line_chart("validation MRR", xs, [e.get("validation_score") for e in epochs], mark_x=best,
                      colour=HIGHLIGHT, y_title="MRR")
     total = sum(e.get("seconds", 0) for e in epochs)
+    stopped = history.get("stopped") or {}
+    why = (f" Training stopped on its {_esc(stopped['reason'])} rule: {_esc(stopped.get('detail', ''))}."
+           if stopped.get("reason") else "")
     return (f"<h2>Training</h2><p>{len(epochs)} epochs, {total:.0f} s; the kept model is epoch "
             f"{_esc(best)} (validation MRR {history.get('best_validation_mrr', float('nan')):.4f}, dashed "
-            f"line).</p><div class=\"charts\"><div class=\"chart\">{loss}</div><div class=\"chart\">{mrr}"
+            f"line).{why}</p><div class=\"charts\"><div class=\"chart\">{loss}</div><div class=\"chart\">{mrr}"
             "</div></div>")
 
 

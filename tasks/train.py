@@ -34,7 +34,11 @@ def run(ref: dict, features: str | None = None, neighbors: str | None = None) ->
         history = s.run.read_json(s.run.history)
         for record in history["epochs"]:  # epochs finished before a resume were logged by that attempt
             on_epoch_end(record)
-        tracking.log_metrics(s.client, s.mlflow_run_id, {"best_epoch": history["best_epoch"]})
+        tracking.log_metrics(s.client, s.mlflow_run_id, {"best_epoch": history["best_epoch"],
+                                                         "epochs_trained": len(history["epochs"])})
+        stopped = history.get("stopped") or {}
+        s.client.set_tag(s.mlflow_run_id, "pinsage.training_stopped",
+                         f"{stopped.get('reason', 'unknown')}: {stopped.get('detail', '')}")
         for name in CHECKPOINT_FILES:
             s.log_artifacts(s.run.train / name, CHECKPOINT_ARTIFACTS)
         s.result = {"model_dir": str(s.run.train), "model_uri": f"runs:/{s.mlflow_run_id}/{CHECKPOINT_ARTIFACTS}",

@@ -108,7 +108,7 @@ def test_the_forms_show_their_rows_with_json_schema():
     assert set(daily) == {p.name for p in PARAMS if "pinsage_daily" in p.form} | {"overrides"}
     assert set(refresh) == {"data", "model_name", "experiment", "max_mrr_loss"}
     default, schema = daily["epochs"]
-    assert default == 8 and schema["type"] == "integer" and schema["minimum"] == 1 and schema["section"] == "Training"
+    assert default == 40 and schema["type"] == "integer" and schema["minimum"] == 1 and schema["section"] == "Training"
     assert daily["max_timestamp"][1]["type"] == ["null", "integer"]
     assert refresh["data"][1]["description"] == "new items" and "section" not in refresh["data"][1]
 

@@ -8,6 +8,7 @@ densely and gather its features, while the consumer (GPU or CPU) runs the model.
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -40,13 +41,22 @@ class TensorBlock:
                            self.mask.to(device, non_blocking=non_blocking))
 
 
-def computation_graph(targets: np.ndarray, neighbors: Neighbors, n_layers: int):
+def computation_graph(targets: np.ndarray, neighbors: Neighbors, n_layers: int,
+                      full: np.ndarray | None = None):
     """The K-hop computation graph of ``targets`` (unique catalogue indices).
 
     Returns ``(input_nodes, blocks)``: ``input_nodes`` (N_0,) catalogue indices whose first
     ``len(targets)`` entries are ``targets`` in order; ``blocks`` from the input layer to the output.
     Each layer's nodes are deduplicated, so a node shared by many targets is computed once.
+
+    ``full``: the catalogue items a minibatch can reach (:func:`reachable_items`, sorted; they must
+    hold the targets). Every layer below the output is then all of them (targets first, then the rest
+    in index order), so a step computes each item's lower-layer vectors once, with gradients, without
+    tracing which of them the targets reach. The targets' outputs are the sampled graph's to float
+    rounding: the same vectors feed them, only more are computed (:func:`full_pass_pays`).
     """
+    if full is not None:
+        return _full_graph(np.asarray(targets, dtype=np.int64), neighbors, n_layers, full)
     dst = np.asarray(targets, dtype=np.int64)
     n_items = len(neighbors.items)
     blocks: list[Block] = []
@@ -75,6 +85,75 @@ def computation_graph(targets: np.ndarray, neighbors: Neighbors, n_layers: int):
         dst = src
     blocks.reverse()
     return dst, blocks
+
+
+def reachable_items(neighbors: Neighbors, candidates: np.ndarray) -> np.ndarray:
+    """(R,) sorted catalogue indices a minibatch can touch: the negative candidates, every item with
+    neighbours (queries, positives and hard negatives have some) and every neighbour of those.
+    Items outside (no training interaction, never a negative) are never computed by the full pass."""
+    return np.union1d(np.union1d(candidates, np.flatnonzero(neighbors.mask.any(axis=1))),
+                      neighbors.items[neighbors.mask])
+
+
+def _full_graph(targets: np.ndarray, neighbors: Neighbors, n_layers: int, reachable: np.ndarray):
+    """``computation_graph(full=...)``: the output block convolves the targets, every block below it
+    all ``reachable`` items, over one node order (targets first)."""
+    if n_layers == 0:
+        return targets, []
+    n_items = len(neighbors.items)
+    rest = np.zeros(n_items, dtype=bool)
+    rest[reachable] = True
+    if not rest[targets].all():
+        raise ValueError("full computation graph: a target is not among the reachable items")
+    rest[targets] = False
+    nodes = np.concatenate([targets, np.flatnonzero(rest)])  # (R,) the reachable items, targets first
+    row = np.full(n_items, -1, dtype=np.int64)
+    row[nodes] = np.arange(len(nodes))
+    blocks = []
+    for k in range(n_layers):
+        dst = nodes if k < n_layers - 1 else targets
+        mask = neighbors.mask[dst]  # (n_dst, T)
+        local = np.where(mask, row[neighbors.items[dst]], row[dst][:, None])  # (n_dst, T) rows into nodes
+        blocks.append(Block(len(dst), local, neighbors.weights[dst].astype(np.float32), mask))
+    return nodes, blocks
+
+
+def full_pass_pays(sampled_inputs: int, n_reachable: int) -> bool:
+    """Whether the full-catalogue graph replaces the sampled one: when a sampled minibatch's input
+    layer already holds at least half of the reachable items, the full pass computes at most twice
+    the input vectors and needs no per-step graph tracing (docs/figures.md, "Training cost")."""
+    return 2 * sampled_inputs >= n_reachable
+
+
+@dataclass
+class BatchPlan:
+    """How training builds its minibatches, decided once on the first epoch's pairs."""
+
+    batch_size: int
+    full: bool  # full-catalogue lower layers (:func:`computation_graph`) or sampled graphs
+    sampled_inputs: int  # input nodes of a sampled first batch at the paper's batch size
+    reachable: int  # items a batch can reach (:func:`reachable_items`)
+
+    def describe(self) -> str:
+        kind = "full-catalogue" if self.full else "sampled"
+        return (f"{kind} computation graphs, batches of {self.batch_size} (a sampled batch of {PAPER_BATCH} "
+                f"reaches {self.sampled_inputs} of the {self.reachable} items any batch can reach)")
+
+
+def plan_batches(pairs: np.ndarray, features: np.ndarray, neighbors: Neighbors, candidates: np.ndarray,
+                 n_layers: int, config: "SamplerConfig") -> BatchPlan:
+    """The full pass when a sampled batch of the paper's size already reaches half of the reachable
+    items (:func:`full_pass_pays`); then a step costs about the same whatever the batch holds, so the
+    automatic batch is a quarter of the reachable items, between 512 and ``MAX_AUTO_BATCH``: an epoch
+    takes several times fewer steps for about the same cost per step. ``config.batch_size`` > 0 is
+    kept as given. Sampled graphs (large catalogues) keep the paper's 512."""
+    probe = MinibatchProducer(pairs, features, neighbors, None,
+                              dataclasses.replace(config, batch_size=PAPER_BATCH), 0, 0, candidates, n_layers)
+    sampled = probe.sampled_inputs(0) if len(pairs) else 0
+    reachable = len(probe.reachable)
+    full = len(pairs) > 0 and full_pass_pays(sampled, reachable)
+    batch = config.batch_size or (min(MAX_AUTO_BATCH, max(PAPER_BATCH, reachable // 4)) if full else PAPER_BATCH)
+    return BatchPlan(batch, full, sampled, reachable)
 
 
 def positive_pairs(context_codes: np.ndarray, item_codes: np.ndarray, window: int, ordered: bool,
@@ -155,9 +234,14 @@ class Minibatch:
         return Minibatch(**moved)
 
 
+PAPER_BATCH = 512  # the paper's minibatch per GPU; learning_rate and warmup_steps are stated for it
+MAX_AUTO_BATCH = 4096  # the automatic batch's ceiling (the loss's logits and hard negatives grow with it)
+
+
 @dataclass
 class SamplerConfig:
-    batch_size: int = 512  # paper: 512 per GPU
+    # 0: chosen by :func:`plan_batches` (the paper's 512 on sampled graphs; larger on full passes)
+    batch_size: int = 0
     n_shared_negatives: int = 500  # paper: 500 negatives shared by the minibatch
     hard_negatives: bool = True  # curriculum: epoch e adds e-1 hard negatives per query (paper)
     max_hard_negatives: int = 6  # cap for long runs (the paper trains few epochs)
@@ -179,8 +263,11 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
 
     def __init__(self, pairs: np.ndarray, features: np.ndarray, neighbors: Neighbors,
                  visits: VisitTable | None, config: SamplerConfig, epoch: int, seed: int,
-                 candidate_items: np.ndarray, n_layers: int, rank: int = 0, world_size: int = 1):
+                 candidate_items: np.ndarray, n_layers: int, rank: int = 0, world_size: int = 1,
+                 full: bool = False):
         super().__init__()
+        if config.batch_size <= 0:
+            raise ValueError(f"batch_size must be > 0 here (0 is resolved by plan_batches), got {config.batch_size}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         self.rank, self.world_size = rank, world_size
@@ -193,6 +280,8 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
         self.seed = seed
         self.candidates = candidate_items
         self.n_layers = n_layers  # K of the model: the computation graph has K hops
+        self.reachable = reachable_items(neighbors, candidate_items)  # what the full pass computes
+        self.full = full  # full-catalogue lower layers (computation_graph(full=self.reachable))
         self.n_batches = -(-len(pairs) // config.batch_size)
         self.band = hard_negative_band(len(features), None if visits is None else visits.items.shape[1])
 
@@ -229,7 +318,8 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
             queries, positives, hard = queries[share], positives[share], hard[share]
         wanted = np.concatenate([queries, positives, negatives, hard.reshape(-1)])
         targets, inverse = np.unique(wanted, return_inverse=True)
-        input_nodes, blocks = computation_graph(targets, self.neighbors, self.n_layers)
+        input_nodes, blocks = computation_graph(targets, self.neighbors, self.n_layers,
+                                                  self.reachable if self.full else None)
         nq, nn_ = len(queries), len(negatives)
         return Minibatch(
             x=torch.from_numpy(self.features[input_nodes]),
@@ -242,6 +332,14 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
             hard=torch.from_numpy(inverse[2 * nq + nn_:].reshape(nq, hard.shape[1])),  # (B * H,) -> (B, H)
             positive_item=torch.from_numpy(positives), negative_item=torch.from_numpy(negatives),
             hard_item=torch.from_numpy(hard), share=len(queries) / n_batch)
+
+    def sampled_inputs(self, b: int = 0) -> int:
+        """How many input nodes batch ``b``'s sampled computation graph holds (N_0)."""
+        full, self.full = self.full, False
+        try:
+            return len(self.make_batch(b).item_index)
+        finally:
+            self.full = full
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()

@@ -4,6 +4,7 @@ resumable checkpoints, data-parallel over processes (DDP) and bf16 autocast."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import time
@@ -22,12 +23,19 @@ from pinsage.model.losses import max_margin_loss, sampled_softmax_loss
 from pinsage.model.network import PinSage
 from pinsage.util.progress import track
 from pinsage.util.resources import resolve_device
-from pinsage.model.sampler import MinibatchProducer, SamplerConfig, collate_identity
+from pinsage.model.sampler import PAPER_BATCH, MinibatchProducer, SamplerConfig, collate_identity, plan_batches
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 8  # paper: trains until convergence; early stopping on validation MRR picks the epoch
+    # The pair budget: at most this many epochs. Training stops earlier by ``patience``; the budget
+    # scales with the catalogue because an epoch does (``epoch_pairs``). 40 epochs of the default
+    # decay leave 0.8^40 < 1e-3 of the peak rate: past it nothing more is learned.
+    epochs: int = 40
+    # Stop when validation MRR has not gained ``min_gain`` (relative) over the best for this many
+    # evaluations (one per epoch). The paper trains "until convergence"; this is that rule, stated.
+    patience: int = 3
+    min_gain: float = 0.01  # below 1% of the best, a gain is within the noise of a few thousand pairs
     # An epoch draws at most max(MIN_EPOCH_PAIRS, this x catalogue size) of the positive pairs (a fresh
     # random subset each epoch; 0: all). Its cost then grows with the catalogue, not with the number
     # of interactions: once a minibatch's 2-hop graph covers the catalogue, every step costs the same.
@@ -67,6 +75,15 @@ def learning_rate_at(step: int, steps_per_epoch: int, config: TrainConfig) -> fl
     return config.learning_rate * config.decay_per_epoch ** epochs_after
 
 
+def scaled_schedule(config: TrainConfig, batch_size: int) -> TrainConfig:
+    """``learning_rate`` and ``warmup_steps`` are stated for the paper's batch of 512 pairs: a batch of
+    B steps at lr sqrt(B / 512) (square-root scaling, as for Adam) and warms up over the same number
+    of pairs."""
+    ratio = batch_size / PAPER_BATCH
+    return dataclasses.replace(config, learning_rate=config.learning_rate * math.sqrt(ratio),
+                               warmup_steps=max(1, round(config.warmup_steps / ratio)) if config.warmup_steps else 0)
+
+
 @dataclass
 class TrainState:
     epoch: int  # epochs completed
@@ -74,12 +91,29 @@ class TrainState:
     best_score: float
     best_epoch: int
     history: list  # one dict per completed epoch
+    gain_epoch: int = 0  # the last epoch that gained at least ``min_gain`` over the best before it
+    stopped: dict = field(default_factory=dict)  # why training ended: {"reason", "epoch", "detail"}
+
+
+def stop_reason(state: TrainState, config: TrainConfig) -> dict | None:
+    """Why training ends after ``state.epoch`` epochs, or None to go on: ``patience`` when the last
+    ``config.patience`` evaluations gained less than ``min_gain`` over the best, ``budget`` when the
+    epoch budget is spent first."""
+    if config.patience > 0 and state.epoch - state.gain_epoch >= config.patience:
+        return {"reason": "patience", "epoch": state.epoch,
+                "detail": f"no validation gain of {config.min_gain:.0%} over the best for {config.patience} "
+                          f"epochs after epoch {state.gain_epoch}"}
+    if state.epoch >= config.epochs:
+        return {"reason": "budget", "epoch": state.epoch,
+                "detail": f"the epoch budget ({config.epochs}) was spent; validation last gained at epoch "
+                          f"{state.gain_epoch}"}
+    return None
 
 
 def save_checkpoint(path: Path, model: PinSage, optimizer, state: TrainState, best_state: dict) -> None:
     payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                "best_model": best_state, "epoch": state.epoch, "step": state.step,
-               "best_score": state.best_score, "best_epoch": state.best_epoch,
+               "best_score": state.best_score, "best_epoch": state.best_epoch, "gain_epoch": state.gain_epoch,
                "history_json": json.dumps(state.history)}
     with atomic_path(path, ".pt") as tmp:
         torch.save(payload, tmp)
@@ -90,7 +124,8 @@ def load_checkpoint(path: Path, model: PinSage, optimizer) -> tuple[TrainState, 
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     state = TrainState(int(payload["epoch"]), int(payload["step"]), float(payload["best_score"]),
-                       int(payload["best_epoch"]), json.loads(payload["history_json"]))
+                       int(payload["best_epoch"]), json.loads(payload["history_json"]),
+                       int(payload.get("gain_epoch", payload["best_epoch"])))
     return state, payload["best_model"]
 
 
@@ -164,13 +199,19 @@ def _train(model, data: TrainData, config: TrainConfig, checkpoint_dir, evaluate
     if ckpt is not None and ckpt.exists():
         state, best_state = load_checkpoint(ckpt, model, optimizer)
         log(f"resumed from {ckpt} after epoch {state.epoch}")
-    sampler_cfg = config.sampler
-    for epoch in range(state.epoch, config.epochs):
+    # Decided on the first epoch's pairs, so a resumed run decides the same.
+    plan = plan_batches(data.pairs_for_epoch(0), data.features, data.neighbors, data.candidate_items,
+                        model.config.n_layers, config.sampler)
+    log(plan.describe())
+    sampler_cfg = dataclasses.replace(config.sampler, batch_size=plan.batch_size)
+    schedule = scaled_schedule(config, plan.batch_size)
+    while (stopped := stop_reason(state, config)) is None:
+        epoch = state.epoch
         t0 = time.perf_counter()
         pairs = data.pairs_for_epoch(epoch)
         producer = MinibatchProducer(pairs, data.features, data.neighbors, data.visits, sampler_cfg, epoch,
                                      config.seed, data.candidate_items, model.config.n_layers,
-                                     rank=group.rank, world_size=group.world_size)
+                                     rank=group.rank, world_size=group.world_size, full=plan.full)
         loader = torch.utils.data.DataLoader(
             producer, batch_size=None, collate_fn=collate_identity, num_workers=config.num_workers,
             pin_memory=device.type == "cuda", prefetch_factor=4 if config.num_workers else None,
@@ -178,9 +219,9 @@ def _train(model, data: TrainData, config: TrainConfig, checkpoint_dir, evaluate
         model.train()
         total, n_batches = torch.zeros((), device=device), 0  # summed on the device: no per-step sync
         steps_per_epoch = len(producer)
-        for batch in track(loader, steps_per_epoch, f"train epoch {epoch + 1}/{config.epochs}", "batches",
+        for batch in track(loader, steps_per_epoch, f"train epoch {epoch + 1} (at most {config.epochs})", "batches",
                            enabled=None if group.is_main else False):  # one bar, not one per process
-            lr = learning_rate_at(state.step, steps_per_epoch, config)
+            lr = learning_rate_at(state.step, steps_per_epoch, schedule)
             for param_group in optimizer.param_groups:
                 param_group["lr"] = lr
             batch = batch.to(device)
@@ -215,8 +256,10 @@ def _train(model, data: TrainData, config: TrainConfig, checkpoint_dir, evaluate
         record = {"epoch": epoch + 1, "loss": mean_loss, "validation_score": score,
                   "seconds": time.perf_counter() - t0, "learning_rate": lr if n_batches else 0.0,
                   "hard_negatives": producer.n_hard(), "examples": int(len(pairs)),
-                  "processes": group.world_size}
+                  "processes": group.world_size, "full_graph": plan.full, "batch_size": plan.batch_size}
         if score > state.best_score:
+            if state.best_score == -math.inf or score >= state.best_score + config.min_gain * abs(state.best_score):
+                state.gain_epoch = epoch + 1
             state.best_score, state.best_epoch = score, epoch + 1
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         state.epoch = epoch + 1
@@ -228,6 +271,9 @@ def _train(model, data: TrainData, config: TrainConfig, checkpoint_dir, evaluate
             f"val {score:.4f}  {record['seconds']:.1f}s")
         if on_epoch_end is not None:
             on_epoch_end(record)
+    state.stopped = stopped
+    log(f"stopped after epoch {state.epoch} ({stopped['reason']}): {stopped['detail']}; "
+        f"kept epoch {state.best_epoch} (validation {state.best_score:.4f})")
     model.load_state_dict(best_state)
     model.to("cpu").eval()
     return model, state

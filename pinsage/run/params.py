@@ -158,11 +158,17 @@ PARAMS: tuple[Param, ...] = (
     Param("input_skip", "model.input_skip", _B, True, "Final layers see h^0",
           "G1 [h^K ; h^0] instead of the paper's G1 h^K (docs/paper_differences.md)."),
     # -- training -------------------------------------------------------------------------------------
-    Param("epochs", "train.epochs", _I, 8, "Epochs",
-          "Training epochs; the epoch with the best validation MRR is kept.", TRAINING, minimum=1,
+    Param("epochs", "train.epochs", _I, 40, "Most epochs",
+          "The budget: at most this many epochs of max(100,000, 10 x catalogue) pairs. Training stops "
+          "earlier when validation MRR stops rising (patience); the best epoch is kept.", TRAINING, minimum=1,
           form=DAILY, cli=True),
+    Param("patience", "train.patience", _I, 3, "Patience",
+          "Stop after this many epochs without a validation gain of min_gain over the best (0: train "
+          "the whole budget).", TRAINING, minimum=0, form=DAILY, cli=True),
+    Param("min_gain", "train.min_gain", _F, 0.01, "Least gain",
+          "The relative gain in validation MRR that counts as progress for the patience rule.", minimum=0),
     Param("learning_rate", "train.learning_rate", _F, 0.003, "Learning rate",
-          "Peak Adam learning rate after warm-up.", TRAINING, above=0, form=DAILY, cli=True),
+          "Peak Adam learning rate after warm-up, for a batch of 512 (a batch of B uses it x sqrt(B/512)).", TRAINING, above=0, form=DAILY, cli=True),
     Param("loss", "train.loss", _S, "softmax", "Loss",
           "'softmax': sampled softmax over the negatives; 'max_margin': the paper's eq. (1).", TRAINING,
           choices=("softmax", "max_margin"), form=DAILY, cli=True),
@@ -190,8 +196,9 @@ PARAMS: tuple[Param, ...] = (
           "Exponential learning-rate decay per epoch after warm-up.", above=0, maximum=1),
     Param("weight_decay", "train.weight_decay", _F, 0.0, "Weight decay", "Adam weight decay.", minimum=0),
     Param("margin", "train.margin", _F, 0.3, "Margin", "Delta of the max-margin loss.", above=0),
-    Param("batch_size", "train.sampler.batch_size", _I, 512, "Batch size",
-          "Global minibatch (paper: 512 per GPU).", minimum=1),
+    Param("batch_size", "train.sampler.batch_size", _I, 0, "Batch size",
+          "Global minibatch; 0: the paper's 512 on sampled graphs, a quarter of the reachable items "
+          "(512 to 4,096) on full-catalogue passes (docs/paper_differences.md).", minimum=0),
     Param("shared_negatives", "train.sampler.n_shared_negatives", _I, 500, "Shared negatives",
           "Negatives shared by a minibatch (paper: 500).", minimum=1),
     Param("hard_negatives", "train.sampler.hard_negatives", _B, True, "Hard negatives",

@@ -513,7 +513,7 @@ def test_a_person_triggers_from_the_airflow_form_and_browses_the_result_in_the_m
             assert not _form_field(dialog, "epochs").is_visible()
             _form_field(dialog, "data").fill(str(data))
             dialog.get_by_role("button", name="Training", exact=True).click()
-            assert _form_field(dialog, "epochs").input_value() == "8"
+            assert _form_field(dialog, "epochs").input_value() == "40"
             _form_field(dialog, "epochs").fill("1")
             dialog.get_by_role("button", name="Registry", exact=True).click()
             _form_field(dialog, "model_name").fill(model)

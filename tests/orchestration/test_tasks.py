@@ -56,6 +56,10 @@ def test_a_run_records_tags_params_metric_histories_and_every_artifact(module_st
     history = json.loads((Path(ref["run_dir"]) / "train" / "history.json").read_text())
     logged = {m.step: m.value for m in c.get_metric_history(run.info.run_id, "train_loss")}
     assert logged == pytest.approx({e["epoch"]: e["loss"] for e in history["epochs"]})
+    # three epochs of a budget of three, never four without gain: the budget stopped it, and MLflow says so
+    assert history["stopped"]["reason"] == "budget"
+    assert tags["pinsage.training_stopped"] == f"budget: {history['stopped']['detail']}"
+    assert run.data.metrics["epochs_trained"] == 3
     metrics = json.loads((Path(ref["run_dir"]) / "metrics.json").read_text())
     assert run.data.metrics["validation_mrr"] == pytest.approx(metrics["validation"]["methods"]["pinsage"]["mrr"])
     assert run.data.metrics["test.popularity.hr_at_10"] == pytest.approx(metrics["methods"]["popularity"]["hr@10"])

@@ -91,6 +91,9 @@ def test_headless_chromium_shows_the_charts_and_the_example_titles(served, tmp_p
             for title in answer.loc[answer["query_item_id"] == q, "title"]:
                 assert f'<span class="title">{title}</span>' in text, (q, title)
     assert "PinSage against the baselines" in text and "validation MRR" in text
+    stopped = json.loads((served["run_dir"] / "train" / "history.json").read_text())["stopped"]
+    assert stopped["reason"] in ("patience", "budget")
+    assert f"Training stopped on its {stopped['reason']} rule" in text  # why training ended, as written
     chosen = json.loads((served["run_dir"] / "metrics.json").read_text())["hyperparameters"]
     assert f"ease: lambda {chosen['ease']['lambda']:g}" in text and "rp3beta: alpha" in text  # chosen on validation
 

@@ -1,0 +1,112 @@
+"""Training's two computation paths and its stopping rule."""
+
+import numpy as np
+import pytest
+import torch
+
+from pinsage.graph.neighbors import Neighbors
+from pinsage.model.losses import sampled_softmax_loss
+from pinsage.model.network import ModelConfig, build_model
+from pinsage.model.sampler import MinibatchProducer, SamplerConfig, full_pass_pays
+from pinsage.model.train import TrainConfig, TrainData, TrainState, stop_reason, train_model
+
+
+def random_graph(n=200, t=6, f=12, seed=0):
+    rng = np.random.default_rng(seed)
+    mask = np.sort(rng.random((n, t)) < 0.7, axis=1)[:, ::-1].copy()  # real neighbours first
+    mask[:20] = False  # some items without neighbours
+    weights = rng.random((n, t)).astype(np.float32) * mask
+    weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
+    nbrs = Neighbors(rng.integers(0, n, (n, t)).astype(np.int32), weights.astype(np.float32), mask)
+    return nbrs, rng.normal(size=(n, f)).astype(np.float32), rng.integers(0, n, (400, 2)).astype(np.int64)
+
+
+def batch_loss(model, batch):
+    z = model(batch.x, batch.item_index, batch.blocks)  # (N_targets, D)
+    return sampled_softmax_loss(z[batch.query], z[batch.positive], z[batch.negative], 0.05, z_hard=z[batch.hard],
+                                negative_mask=batch.negative_item[None, :] != batch.positive_item[:, None],
+                                hard_mask=batch.hard_item != batch.positive_item[:, None])
+
+
+@pytest.mark.parametrize("layers", [0, 1, 2])
+def test_full_catalogue_graph_gives_the_sampled_loss_and_gradients(layers):
+    nbrs, feats, pairs = random_graph(n=2000, t=2)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden_dim=16, output_dim=8, n_layers=layers), feats)
+    with torch.no_grad():  # non-zero id vectors, so a wrong row would show
+        model.id_embedding.weight.normal_()
+    visits = None
+    cfg = SamplerConfig(batch_size=16, n_shared_negatives=10)
+    # items 0..19 have no neighbours and are no negative candidates: the full pass leaves out those
+    # that are nobody's neighbour either
+    pairs, candidates = pairs[(pairs >= 20).all(axis=1)], np.arange(20, len(feats))
+    unreachable = np.setdiff1d(np.arange(20), nbrs.items[nbrs.mask])
+    assert len(unreachable)
+    losses, grads = [], []
+    for full in (False, True):
+        producer = MinibatchProducer(pairs, feats, nbrs, visits, cfg, 0, 0, candidates, layers, full=full)
+        assert np.array_equal(producer.reachable, np.setdiff1d(np.arange(len(feats)), unreachable))
+        batch = producer.make_batch(2)
+        if full and layers:  # every reachable item computed below the output layer
+            assert np.array_equal(np.sort(batch.item_index.numpy()), producer.reachable)
+        model.zero_grad()
+        loss = batch_loss(model, batch)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5, abs=1e-6)
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+    # and the two paths are not trivially the same graph
+    sampled = MinibatchProducer(pairs, feats, nbrs, visits, cfg, 0, 0, candidates, layers)
+    if layers:
+        assert len(sampled.make_batch(2).item_index) < len(feats)
+
+
+def test_the_switch_is_half_the_catalogue_in_a_sampled_batch():
+    assert full_pass_pays(5000, 10_000) and not full_pass_pays(4999, 10_000)
+    nbrs, feats, pairs = random_graph(n=2000, t=4)
+    small = MinibatchProducer(pairs, feats, nbrs, None, SamplerConfig(batch_size=4, n_shared_negatives=2), 0, 0,
+                              np.arange(len(feats)), 2)
+    large = MinibatchProducer(pairs, feats, nbrs, None, SamplerConfig(batch_size=400, n_shared_negatives=200), 0, 0,
+                              np.arange(len(feats)), 2)
+    assert not full_pass_pays(small.sampled_inputs(0), len(feats))
+    assert full_pass_pays(large.sampled_inputs(0), len(feats))
+
+
+def scripted_training(scores, config):
+    """Train a tiny model with a validation score read from ``scores`` epoch after epoch."""
+    nbrs, feats, pairs = random_graph(n=60)
+    data = TrainData(lambda epoch: pairs[:64], feats, nbrs, None, np.arange(len(feats)))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden_dim=8, output_dim=4, n_layers=1), feats)
+    it = iter(scores)
+    logs = []
+    _, state = train_model(model, data, config, evaluate_fn=lambda m: next(it), log=logs.append)
+    return state, logs
+
+
+def tiny(**kw):
+    return TrainConfig(device="cpu", num_workers=0, warmup_steps=1,
+                       sampler=SamplerConfig(batch_size=32, n_shared_negatives=8), **kw)
+
+
+def test_training_stops_on_patience_and_keeps_the_best_epoch():
+    # gains of 10%, then 0.5% (below min_gain: the best moves, patience does not restart), then nothing
+    scores = [0.10, 0.11, 0.1105, 0.109, 0.108, 0.5]
+    state, logs = scripted_training(scores, tiny(epochs=20, patience=3, min_gain=0.01))
+    assert state.epoch == 5 and state.best_epoch == 3 and state.gain_epoch == 2
+    assert state.stopped["reason"] == "patience" and state.stopped["epoch"] == 5
+    assert "kept epoch 3" in logs[-1]
+
+
+def test_training_stops_on_the_budget_when_it_still_gains():
+    state, _ = scripted_training([0.1, 0.2, 0.3, 0.4, 0.5], tiny(epochs=4, patience=3))
+    assert state.epoch == 4 and state.best_epoch == 4 and state.stopped["reason"] == "budget"
+
+
+def test_stop_rule_without_patience_and_on_resume():
+    config = TrainConfig(epochs=5, patience=0)
+    assert stop_reason(TrainState(4, 0, 0.1, 1, [], gain_epoch=1), config) is None  # patience off
+    assert stop_reason(TrainState(5, 0, 0.1, 1, [], gain_epoch=1), config)["reason"] == "budget"
+    # a run resumed after it had stopped on patience stops again at once
+    assert stop_reason(TrainState(4, 0, 0.1, 1, [], gain_epoch=1), TrainConfig(epochs=9, patience=3))["reason"] == "patience"
