@@ -243,8 +243,7 @@ def evaluate(cfg: PipelineConfig, log: Log = print) -> dict:
         "annotation": baselines.annotation(blocks["annotation"]),
         "combined": baselines.combined(blocks),
         "pixie": baselines.pixie(g, cfg.pixie_walks_per_item, w.restart_prob, w.max_walk_length, cfg.seed),
-        "itemknn": baselines.itemknn(g),
-    }
+    }  # itemknn, ease, rp3beta: tuned on validation below (weights and grids)
     if "visual" in blocks:
         scorers["visual"] = baselines.annotation(blocks["visual"])
     t_tune = time.perf_counter()

@@ -190,9 +190,9 @@ def version_description(*, promoted: bool, reason: str, metrics: dict, ref: dict
     """The model version's description: the gate's decision, the figures beside the best baseline."""
     pin_v = metrics.get("validation", {}).get("methods", {}).get("pinsage", {})
     pin_t = metrics.get("methods", {}).get("pinsage", {})
-    from pinsage.report import best_baseline
+    from pinsage.eval.selection import run_best_baseline
 
-    base = best_baseline(metrics)
+    base = run_best_baseline(metrics)
     base_t = metrics["methods"].get(base, {}) if base else {}
     base_v = metrics.get("validation", {}).get("methods", {}).get(base, {}) if base else {}
 

@@ -65,8 +65,8 @@ def run(ref: dict, embeddings_dir: str | None = None, index_dir: str | None = No
         # on the run and on its logged model (filled by register), linked to the evaluation dataset
         tracking.log_metrics(c, rid, values, dataset=(ref.get("datasets") or {}).get("evaluation"),
                              model_id=browse.logged_model(c, ref))
-        # the baselines' settings chosen on validation (EASE's lambda, RP3beta's alpha and beta)
-        tracking.log_params(c, rid, {f"baselines.{name}.{k}": f"{v:g}"
+        # the baselines' settings chosen on validation (weights, EASE's lambda, RP3beta's alpha and beta, ...)
+        tracking.log_params(c, rid, {f"baselines.{name}.{k}": f"{v:g}" if isinstance(v, (int, float)) else str(v)
                                      for name, params in metrics.get("hyperparameters", {}).items()
                                      for k, v in params.items()})
         for path in (s.run.metrics, s.run.metrics_table, s.run.ranks):  # ranks: paired comparisons across runs

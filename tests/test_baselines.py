@@ -89,9 +89,10 @@ def test_ease_skip_above_the_limit():
     assert reason == "5 items with training interactions (catalogue of 6) exceed the dense-inverse limit of 4"
     tuned = baselines.tuned_baselines(g, np.array([0, 1]), np.array([1, 2]), ease_max_items=4)
     assert tuned.skipped == {"ease": reason}
-    assert set(tuned.scorers) == {"rp3beta"} and "ease" not in tuned.hyperparameters
+    # itemknn is tuned too now (weights, shrinkage), beside rp3beta
+    assert set(tuned.scorers) == {"rp3beta", "itemknn"} and "ease" not in tuned.hyperparameters
     assert set(baselines.tuned_baselines(g, np.array([0]), np.array([1]), ease_max_items=5).scorers) == \
-        {"ease", "rp3beta"}
+        {"ease", "rp3beta", "itemknn"}
 
 
 # Four items: c0 = {0, 1}, c1 = {0, 1, 2}, c2 = {2, 3}.
@@ -193,12 +194,21 @@ def test_evaluate_reports_the_validation_choice(tmp_path, monkeypatch):
     cfg = small_config(data, tmp_path / "out")
     pipeline.run_all(cfg, log=lambda s: None)
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    n_valid = m["validation"]["n_pairs"]
+    assert n_valid <= baselines.VALIDATION_SAMPLE  # every validation pair scores the grid here
     for name, grid_size in (("ease", len(baselines.EASE_LAMBDAS)),
-                            ("rp3beta", len(baselines.RP3BETA_ALPHAS) * len(baselines.RP3BETA_BETAS))):
-        grid = m["selection"][name]
-        assert len(grid) == grid_size
-        best = max(grid, key=lambda p: p["validation_mrr"])
+                            ("rp3beta", len(baselines.RP3BETA_ALPHAS) * len(baselines.RP3BETA_BETAS)),
+                            ("itemknn", len(baselines.ITEMKNN_SHRINKS))):
+        sel = m["selection"][name]
+        grid = sel["grid"]
+        assert (sel["validation_pairs"], sel["of_validation_pairs"]) == (n_valid, n_valid)
+        # the initial grid under each weight treatment, then any extension past an edge
+        for weights in baselines.WEIGHTS:
+            assert sum(p["weights"] == weights for p in grid) >= grid_size
+        assert len(grid) <= len(baselines.WEIGHTS) * (grid_size + 2 * 2 * baselines.MAX_EXTENSIONS)
+        best = next(p for p in grid if p["validation_mrr"] == max(q["validation_mrr"] for q in grid))
         assert m["hyperparameters"][name] == {k: v for k, v in best.items() if k != "validation_mrr"}
+        assert list(m["hyperparameters"][name])[-1] == "weights"
         assert m["validation"]["methods"][name]["mrr"] == pytest.approx(best["validation_mrr"])
         assert set(m["methods"][name]) == {"mrr", "hr@10", "hr@50", "hr@100"}
     assert m["skipped"] == {}
@@ -210,7 +220,8 @@ def test_evaluate_reports_the_validation_choice(tmp_path, monkeypatch):
         assert metrics_from_ranks(r)["mrr"] == pytest.approx(block["ease"]["mrr"])
     table = (tmp_path / "out" / "metrics.md").read_text()
     assert table.count("| ease |") == 2 and table.count("| rp3beta |") == 2
-    assert f"- ease: lambda {m['hyperparameters']['ease']['lambda']:g}" in table
+    chosen = m["hyperparameters"]["ease"]
+    assert f"- ease: lambda {chosen['lambda']:g}, weights {chosen['weights']} (best validation MRR of" in table
 
     monkeypatch.setattr(baselines, "EASE_MAX_ITEMS", 10)
     pipeline.evaluate(cfg, log=lambda s: None)
@@ -218,3 +229,170 @@ def test_evaluate_reports_the_validation_choice(tmp_path, monkeypatch):
     assert "ease" not in m["methods"] and "ease" not in m["hyperparameters"]
     assert m["skipped"]["ease"].endswith("exceed the dense-inverse limit of 10")
     assert "- ease: skipped, " in (tmp_path / "out" / "metrics.md").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# Grids that extend past an edge, the weight treatment, content-only `combined`
+
+def ranked_at(k_of: "callable", n_items: int = 40):
+    """A Grid model whose scorer puts every validation target at rank k_of(params) exactly (k - 1
+    items above it, the rest below), so the validation MRR is 1 / k_of(params): a known peak."""
+    def model(params):
+        k = int(k_of(params))
+
+        def score(q):
+            s = np.full((len(q), n_items), -1.0, np.float32)
+            for row, query in enumerate(q):
+                s[row, (query + 1) % n_items] = 0.0  # the target (see PAIRS)
+                above = [i for i in range(n_items) if i not in (query, (query + 1) % n_items)][:k - 1]
+                s[row, above] = 1.0
+            return s
+        return score
+    return model
+
+
+PAIRS = (np.arange(5), np.arange(1, 6))  # target = query + 1
+
+
+def test_grid_extends_past_the_edge_until_the_best_is_interior():
+    # MRR peaks at lambda = 32,000 (strictly falls away from it): far above the initial grid's top
+    # (2,000), reached by x4 steps
+    k_of = lambda p: 1 + round(2 * abs(np.log(p["lambda"] / 32_000.0) / np.log(4.0)))  # noqa: E731
+    grid = baselines.Grid(lambda w: ranked_at(k_of), (baselines.Axis("lambda", baselines.EASE_LAMBDAS, factor=4.0),),
+                          weights=("binary",))
+    chosen = baselines.select_on_validation(grid, *PAIRS)
+    assert chosen.params == {"lambda": 32_000.0, "weights": "binary"}
+    tried = [p["lambda"] for p in chosen.grid]
+    assert tried == list(baselines.EASE_LAMBDAS) + [8_000.0, 32_000.0, 128_000.0]  # stops once interior
+    assert chosen.cap_hit == {} and chosen.grid[-1]["validation_mrr"] == pytest.approx(1 / 3)
+    # with one extension allowed the search stops on the edge and says so
+    capped = baselines.select_on_validation(dataclasses.replace(grid, max_extensions=1), *PAIRS)
+    assert capped.params["lambda"] == 8_000.0 and capped.cap_hit == {"lambda": "upper"}
+    assert capped.record()["cap_hit"] == {"lambda": "upper"}
+
+
+def test_grid_extends_each_axis_both_ways_and_respects_a_domain_bound():
+    # RP3beta's axes; the peak is at alpha = 4 (above the grid) and beta = -0.5 (below it)
+    k_of = lambda p: 1 + abs(np.log2(p["alpha"] / 4.0)) + abs(p["beta"] + 0.5) / 0.25  # noqa: E731
+    axes = (baselines.Axis("alpha", baselines.RP3BETA_ALPHAS, factor=2.0),
+            baselines.Axis("beta", baselines.RP3BETA_BETAS, step=0.25))
+    chosen = baselines.select_on_validation(baselines.Grid(lambda w: ranked_at(k_of), axes, weights=("raw",)), *PAIRS)
+    assert chosen.params == {"alpha": 4.0, "beta": -0.5, "weights": "raw"}
+    assert chosen.grid[-1]["validation_mrr"] < 1.0 and chosen.cap_hit == {}
+    # shrinkage cannot go below 0: a best point there is on its domain bound, not extended
+    shrink = baselines.Axis("shrink", baselines.ITEMKNN_SHRINKS, factor=10.0, lower=0.0)
+    at_zero = baselines.select_on_validation(
+        baselines.Grid(lambda w: ranked_at(lambda p: 1 + p["shrink"]), (shrink,), weights=("raw",)), *PAIRS)
+    assert at_zero.params["shrink"] == 0.0 and at_zero.at_bound == {"shrink": 0.0}
+    assert len(at_zero.grid) == len(baselines.ITEMKNN_SHRINKS)
+
+
+def noisy_weights_graph(seed: int = 0):
+    """Eight communities of six items; each context takes four items of one community (weight 1 to 3)
+    and one item of another community with a huge weight (1,000: a bot, a song on repeat). The counts
+    point at the noise, the binary structure at the community. Validation pairs: each item and the
+    next item of its community."""
+    rng = np.random.default_rng(seed)
+    n_comm, size = 8, 6
+    contexts, weights = [], {}
+    for c in range(160):
+        comm = int(rng.integers(n_comm))
+        members = [int(i) for i in comm * size + rng.choice(size, 4, replace=False)]
+        noise = int((comm + rng.integers(1, n_comm)) % n_comm * size + rng.integers(size))
+        contexts.append(members + [noise])
+        weights.update({(c, i): float(rng.integers(1, 4)) for i in members})
+        weights[(c, noise)] = 1000.0
+    g = graph_from(contexts, n_comm * size, weights)
+    q = np.arange(n_comm * size)
+    t = (q // size) * size + (q % size + 1) % size  # the next item of the same community
+    return g, q, t
+
+
+def test_the_weight_treatment_is_chosen_on_validation_and_binary_wins_over_noisy_counts():
+    g, q, t = noisy_weights_graph()
+    tuned = baselines.tuned_baselines(g, q, t, ease_max_items=100)
+    models = {"ease": baselines._ease_model, "rp3beta": baselines._rp3beta_model, "itemknn": baselines._itemknn_model}
+    for name in ("ease", "rp3beta", "itemknn"):
+        chosen = tuned.hyperparameters[name]
+        by_weights = {w: max(p["validation_mrr"] for p in tuned.selection[name]["grid"] if p["weights"] == w)
+                      for w in baselines.WEIGHTS}
+        assert max(by_weights.values()) == by_weights[chosen["weights"]]
+        assert by_weights["raw"] < 0.5 * by_weights[chosen["weights"]], (name, by_weights)  # raw counts mislead
+        # the chosen scorer is that treatment's model at the chosen settings
+        params = {k: v for k, v in chosen.items() if k != "weights"}
+        model = models[name](g, chosen["weights"])
+        assert np.array_equal(evaluate_scorer(tuned.scorers[name], q, t), evaluate_scorer(model(params), q, t))
+    # EASE and ItemKNN are cosine/regression on the counts themselves: binary wins outright. (RP3beta
+    # normalises each context's weights and raises them to alpha, which can mute the noise: there
+    # log1p and binary come close, and raw loses, as asserted above.)
+    assert tuned.hyperparameters["ease"]["weights"] == "binary"
+    assert tuned.hyperparameters["itemknn"]["weights"] == "binary"
+
+
+def test_rp3beta_binary_weights_ignore_a_heavy_decoy():
+    # query 0 shares three contexts with its target 1 (with fillers 10..15, weight 1), and meets each
+    # decoy 20, 21, 22 once, in a context where the decoy has weight 1,000
+    contexts = [[0, 1, 10, 11], [0, 1, 12, 13], [0, 1, 14, 15], [0, 20], [0, 21], [0, 22]]
+    weights = {(3, 20): 1000.0, (4, 21): 1000.0, (5, 22): 1000.0}
+    g = graph_from(contexts, 23, weights)
+    q, t = np.array([0]), np.array([1])
+    ranks = {w: evaluate_scorer(next(baselines.rp3beta_scorers(g, [1.0], [0.0], weights=w))[1], q, t)[0]
+             for w in baselines.WEIGHTS}
+    assert ranks["binary"] == 1.0 and ranks["raw"] == 4.0 and ranks["log1p"] == 4.0
+
+
+def test_validation_subsample_is_seeded_and_bounded():
+    q, t = np.arange(100), np.arange(100) + 1000
+    a = baselines.validation_subsample(q, t, max_pairs=30, seed=0)
+    b = baselines.validation_subsample(q, t, max_pairs=30, seed=0)
+    assert len(a[0]) == 30 and np.array_equal(a[0], b[0]) and np.array_equal(a[1] - 1000, a[0])
+    assert np.all(np.diff(a[0]) > 0)  # original order
+    assert baselines.validation_subsample(q, t, max_pairs=100)[0] is q
+    chosen = baselines.select_on_validation([({"k": 1.0}, lambda x: np.zeros((len(x), 1100), np.float32))], q, t,
+                                            max_pairs=30)
+    assert (chosen.n_pairs, chosen.n_pairs_total) == (30, 100)
+
+
+def test_itemknn_weights_and_shrinkage():
+    g = graph_from(WALK, 5, {(1, 2): 3.0})
+    s = baselines.itemknn(g)(np.array([0]))[0]  # binary: |C_0 & C_j| / sqrt(|C_0| |C_j|)
+    assert np.allclose(s, [1.0, 1.0, 1 / 2, 0, 0])
+    raw = baselines.itemknn(g, weights="raw")(np.array([0]))[0]  # item 2's vector (3, 1) over c1, c2
+    assert raw[2] == pytest.approx(3 / (np.sqrt(2) * np.sqrt(10)))
+    shrunk = baselines.itemknn(g, shrink=10.0)(np.array([0]))[0]
+    assert shrunk[1] == pytest.approx(2 / (2 + 10)) and shrunk[2] == pytest.approx(1 / (2 + 10))
+
+
+def test_interaction_matrix_treatments():
+    g = graph_from(WALK, 4, {(1, 2): 3.0})
+    assert baselines.interaction_matrix(g, "raw")[1, 2] == 3.0
+    assert baselines.interaction_matrix(g, "log1p")[1, 2] == pytest.approx(np.log(4.0))
+    assert baselines.interaction_matrix(g, "binary")[1, 2] == 1.0
+    with pytest.raises(ValueError, match="weights must be one of"):
+        baselines.interaction_matrix(g, "sqrt")
+
+
+def test_combined_is_content_only():
+    rng = np.random.default_rng(0)
+    annotation = rng.normal(size=(6, 8)).astype(np.float32)
+    annotation[2] = annotation[1]  # items 1 and 2: the same content ...
+    log_degree = np.log1p(np.array([3, 0, 50, 4, 7, 1], np.float32))[:, None]  # ... very different degrees
+    blocks = {"annotation": annotation, "has_image": np.zeros((6, 1), np.float32), "log_degree": log_degree}
+    s = baselines.combined(blocks)(np.array([0, 3]))
+    assert np.allclose(s[:, 1], s[:, 2])  # the degree block is ignored
+    assert np.allclose(s, baselines.combined({"annotation": annotation})(np.array([0, 3])))
+    # without images: the cosine of the standardised annotation vectors
+    z = (annotation - annotation.mean(0)) / annotation.std(0)
+    assert np.allclose(s, baselines.annotation(z)(np.array([0, 3])), atol=1e-5)
+    # with images both content blocks count, each unit-scaled
+    visual = rng.normal(size=(6, 30)).astype(np.float32)
+    both = baselines.combined({**blocks, "visual": visual})(np.array([0]))
+    assert not np.allclose(both, s[:1])
+    with pytest.raises(ValueError, match="no content block"):
+        baselines.combined({"log_degree": log_degree})
+
+
+def test_content_blocks_are_the_feature_tables_vector_columns():
+    from pinsage.features.build import VECTOR_COLUMNS
+
+    assert baselines.CONTENT_BLOCKS == VECTOR_COLUMNS

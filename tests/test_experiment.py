@@ -1,7 +1,9 @@
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -78,7 +80,7 @@ def test_experiment_runs_variants_over_seeds(tmp_path):
 
 
 def _report(pinsage_mrr, pinsage_hr, knn_ci_lo, k0_ci_lo, sparse_ci_lo=0.001, valid=(0.04, 0.039)):
-    return {"best_baseline": "itemknn",
+    return {"best_baseline": "itemknn", "baselines": ["itemknn", "popularity"],
             "table1": {"itemknn": {"mrr": [0.030, 0.0], "hr@10": [0.050, 0.0]},
                        "popularity": {"mrr": [0.020, 0.0], "hr@10": [0.060, 0.0]},
                        "pinsage": {"mrr": pinsage_mrr, "hr@10": pinsage_hr, "valid_mrr": [valid[0], 0.0]},
@@ -135,3 +137,93 @@ def test_variant_settings_apply_to_a_copy_and_refuse_unknown_keys(tmp_path):
     assert Variant.of("x", walks__top_t=7).changes_neighbors and not Variant.of("x", model__n_layers=0).changes_neighbors
     with pytest.raises(ValueError, match="no setting 'model.n_layerz'"):
         Variant.of("x", model__n_layerz=1).apply(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# "Best baseline" is best on validation MRR, everywhere (pinsage.eval.selection)
+
+# itemknn is the best baseline on test, ease on validation: every caller must pick ease
+VALID_MRR = {"pinsage": 0.05, "popularity": 0.01, "itemknn": 0.02, "ease": 0.04}
+TEST_MRR = {"pinsage": 0.05, "popularity": 0.01, "itemknn": 0.06, "ease": 0.03}
+
+
+def _metrics(model_mrr: float | None = None) -> dict:
+    test = {m: {"mrr": v, "hr@10": v, "hr@50": v} for m, v in TEST_MRR.items()}
+    valid = {m: {"mrr": v, "hr@10": v, "hr@50": v} for m, v in VALID_MRR.items()}
+    if model_mrr is not None:
+        test["pinsage"]["mrr"] = valid["pinsage"]["mrr"] = model_mrr
+    return {"n_pairs": 40, "methods": test, "validation": {"n_pairs": 40, "methods": valid}}
+
+
+def test_best_baseline_is_chosen_on_validation():
+    from pinsage.eval.selection import baseline_methods, best_baseline, run_best_baseline
+
+    assert best_baseline(VALID_MRR) == "ease" and best_baseline(TEST_MRR) == "itemknn"
+    assert best_baseline({"pinsage": 0.1}) is None
+    assert best_baseline({"a": 0.1, "b": 0.1}) == "a"  # ties: the first
+    assert best_baseline({"a": float("nan"), "b": 0.0}) == "b"
+    assert baseline_methods(["pinsage", "popularity", "K=0", "ease"], exclude=("pinsage", "K=0")) == \
+        ["popularity", "ease"]
+    assert run_best_baseline(_metrics()) == "ease"
+    assert run_best_baseline({"methods": _metrics()["methods"]}) is None  # no validation figures: no choice
+
+
+def test_report_and_version_description_name_the_validation_best(tmp_path):
+    from pinsage.report import _comparison_sentence
+    from pinsage.run.layout import RunDir
+    from tasks.browse import version_description
+
+    rng = np.random.default_rng(0)
+    ranks = pd.DataFrame({"split": "test", "query": np.arange(40), "target": np.arange(40) + 1,
+                          **{m: rng.integers(1, 100, 40).astype(float) for m in TEST_MRR}})
+    ranks.to_parquet(tmp_path / "ranks.parquet", index=False)
+    sentence = _comparison_sentence(RunDir(tmp_path), _metrics())
+    assert sentence.startswith('<p class="bootstrap">PinSage vs ease on 40 test pairs')
+    assert "ease is the best baseline by validation MRR" in sentence
+    text = version_description(promoted=True, reason="first", metrics=_metrics(), ref={"dag_id": "d", "run_key": "k"},
+                               commit="c", report_uri=None)
+    assert "| best baseline (ease) | 0.0400 | 0.0300 |" in text
+
+
+def test_experiment_compares_against_the_validation_best(tmp_path, monkeypatch):
+    """run_experiment over fabricated runs (no training): the best baseline, and with it the bootstrap
+    rows and the bar's interval, come from the mean validation MRR over seeds."""
+    from pinsage import pipeline
+    from pinsage.experiments import runner
+    from pinsage.graph.bipartite import build_graph
+    from pinsage.run.config import PipelineConfig
+    from pinsage.run.layout import RunDir
+
+    def graph_stage(cfg, log=None):
+        run = RunDir(cfg.out)
+        run.graph.mkdir(parents=True, exist_ok=True)
+        build_graph(np.arange(41) % 41, np.zeros(41, int), 41, 1).save(run.graph_file)
+        return {}
+
+    for stage in ("prepare", "features", "neighbors"):
+        monkeypatch.setitem(pipeline.STAGES, stage, lambda cfg, log=None: {})
+    monkeypatch.setitem(pipeline.STAGES, "graph", graph_stage)
+
+    def fake_variant(cfg, variant, log):
+        out = Path(cfg.out) / variant.name.replace(" ", "_")
+        out.mkdir(parents=True, exist_ok=True)
+        model = 0.07 if variant.name == "pinsage" else 0.035
+        (out / "metrics.json").write_text(json.dumps(_metrics(model)))
+        rng = np.random.default_rng(len(variant.name))
+        pd.DataFrame({"split": "test", "query": np.arange(40), "target": np.arange(40) + 1,
+                      **{m: rng.integers(1, 60, 40).astype(float) for m in TEST_MRR}}).to_parquet(
+            out / "ranks.parquet", index=False)
+        return {"out": str(out), "train_seconds": 1.0}
+
+    monkeypatch.setattr(runner, "run_variant", fake_variant)
+    cfg = PipelineConfig(data=str(tmp_path / "data"), out=str(tmp_path / "exp"))
+    variants = (Variant.of("no convolution (K=0)", model__n_layers=0), Variant("pinsage"))
+    report = run_experiment(cfg, seeds=2, log=lambda s: None, t_values=(), variants=variants, draws=20)
+    assert report["baselines"] == ["popularity", "itemknn", "ease"]  # every method but the variants
+    assert report["table1"]["itemknn"]["mrr"][0] > report["table1"]["ease"]["mrr"][0]  # best on test ...
+    assert report["best_baseline"] == "ease"  # ... but ease on validation is the one compared against
+    assert "no convolution (K=0) vs ease" in report["bootstrap_95"]
+    assert "no convolution (K=0) vs itemknn" not in report["bootstrap_95"]
+    assert report["bar"]["best_baseline"] == "ease"
+    md = (tmp_path / "exp" / "experiment.md").read_text()
+    assert "best baseline (best mean validation MRR; the bootstrap rows compare against it): ease" in md
