@@ -62,8 +62,8 @@ def test_full_catalogue_graph_gives_the_sampled_loss_and_gradients(layers):
         assert len(sampled.make_batch(2).item_index) < len(feats)
 
 
-def test_the_switch_is_half_the_catalogue_in_a_sampled_batch():
-    assert full_pass_pays(5000, 10_000) and not full_pass_pays(4999, 10_000)
+def test_the_switch_is_a_sampled_batch_reaching_nine_tenths_of_the_reachable_items():
+    assert full_pass_pays(9000, 10_000) and not full_pass_pays(8999, 10_000)
     nbrs, feats, pairs = random_graph(n=2000, t=4)
     small = MinibatchProducer(pairs, feats, nbrs, None, SamplerConfig(batch_size=4, n_shared_negatives=2), 0, 0,
                               np.arange(len(feats)), 2)

@@ -4,7 +4,6 @@ resumable checkpoints, data-parallel over processes (DDP) and bf16 autocast."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 import time
@@ -23,7 +22,7 @@ from pinsage.model.losses import max_margin_loss, sampled_softmax_loss
 from pinsage.model.network import PinSage
 from pinsage.util.progress import track
 from pinsage.util.resources import resolve_device
-from pinsage.model.sampler import PAPER_BATCH, MinibatchProducer, SamplerConfig, collate_identity, plan_batches
+from pinsage.model.sampler import MinibatchProducer, SamplerConfig, collate_identity, full_pass_pays
 
 
 @dataclass
@@ -73,15 +72,6 @@ def learning_rate_at(step: int, steps_per_epoch: int, config: TrainConfig) -> fl
         return config.learning_rate * (step + 1) / config.warmup_steps
     epochs_after = (step - config.warmup_steps) / max(1, steps_per_epoch)
     return config.learning_rate * config.decay_per_epoch ** epochs_after
-
-
-def scaled_schedule(config: TrainConfig, batch_size: int) -> TrainConfig:
-    """``learning_rate`` and ``warmup_steps`` are stated for the paper's batch of 512 pairs: a batch of
-    B steps at lr sqrt(B / 512) (square-root scaling, as for Adam) and warms up over the same number
-    of pairs."""
-    ratio = batch_size / PAPER_BATCH
-    return dataclasses.replace(config, learning_rate=config.learning_rate * math.sqrt(ratio),
-                               warmup_steps=max(1, round(config.warmup_steps / ratio)) if config.warmup_steps else 0)
 
 
 @dataclass
@@ -186,6 +176,21 @@ def _loss(config: TrainConfig) -> tuple[Callable, float]:
     return (sampled_softmax_loss, config.temperature) if config.loss == "softmax" else (max_margin_loss, config.margin)
 
 
+def choose_graphs(data: TrainData, n_layers: int, sampler: SamplerConfig, log: Callable[[str], None]) -> bool:
+    """Full-catalogue computation graphs or sampled ones (:func:`full_pass_pays`), decided once on
+    the first epoch's first batch, so a resumed run decides the same."""
+    pairs = data.pairs_for_epoch(0)
+    if len(pairs) == 0 or n_layers == 0:
+        return False
+    probe = MinibatchProducer(pairs, data.features, data.neighbors, None, sampler, 0, 0, data.candidate_items,
+                              n_layers)
+    sampled, reachable = probe.sampled_inputs(0), len(probe.reachable)
+    full = full_pass_pays(sampled, reachable)
+    log(f"{'full-catalogue' if full else 'sampled'} computation graphs (a sampled batch reaches {sampled} "
+        f"of the {reachable} items any batch can reach)")
+    return full
+
+
 def _train(model, data: TrainData, config: TrainConfig, checkpoint_dir, evaluate_fn, on_epoch_end, log,
            device, group) -> tuple[PinSage, TrainState]:
     loss_fn, scale = _loss(config)  # validated before any work
@@ -199,19 +204,14 @@ def _train(model, data: TrainData, config: TrainConfig, checkpoint_dir, evaluate
     if ckpt is not None and ckpt.exists():
         state, best_state = load_checkpoint(ckpt, model, optimizer)
         log(f"resumed from {ckpt} after epoch {state.epoch}")
-    # Decided on the first epoch's pairs, so a resumed run decides the same.
-    plan = plan_batches(data.pairs_for_epoch(0), data.features, data.neighbors, data.candidate_items,
-                        model.config.n_layers, config.sampler)
-    log(plan.describe())
-    sampler_cfg = dataclasses.replace(config.sampler, batch_size=plan.batch_size)
-    schedule = scaled_schedule(config, plan.batch_size)
+    full = choose_graphs(data, model.config.n_layers, config.sampler, log)
     while (stopped := stop_reason(state, config)) is None:
         epoch = state.epoch
         t0 = time.perf_counter()
         pairs = data.pairs_for_epoch(epoch)
-        producer = MinibatchProducer(pairs, data.features, data.neighbors, data.visits, sampler_cfg, epoch,
+        producer = MinibatchProducer(pairs, data.features, data.neighbors, data.visits, config.sampler, epoch,
                                      config.seed, data.candidate_items, model.config.n_layers,
-                                     rank=group.rank, world_size=group.world_size, full=plan.full)
+                                     rank=group.rank, world_size=group.world_size, full=full)
         loader = torch.utils.data.DataLoader(
             producer, batch_size=None, collate_fn=collate_identity, num_workers=config.num_workers,
             pin_memory=device.type == "cuda", prefetch_factor=4 if config.num_workers else None,
@@ -221,7 +221,7 @@ def _train(model, data: TrainData, config: TrainConfig, checkpoint_dir, evaluate
         steps_per_epoch = len(producer)
         for batch in track(loader, steps_per_epoch, f"train epoch {epoch + 1} (at most {config.epochs})", "batches",
                            enabled=None if group.is_main else False):  # one bar, not one per process
-            lr = learning_rate_at(state.step, steps_per_epoch, schedule)
+            lr = learning_rate_at(state.step, steps_per_epoch, config)
             for param_group in optimizer.param_groups:
                 param_group["lr"] = lr
             batch = batch.to(device)
@@ -256,7 +256,7 @@ def _train(model, data: TrainData, config: TrainConfig, checkpoint_dir, evaluate
         record = {"epoch": epoch + 1, "loss": mean_loss, "validation_score": score,
                   "seconds": time.perf_counter() - t0, "learning_rate": lr if n_batches else 0.0,
                   "hard_negatives": producer.n_hard(), "examples": int(len(pairs)),
-                  "processes": group.world_size, "full_graph": plan.full, "batch_size": plan.batch_size}
+                  "processes": group.world_size, "full_graph": full}
         if score > state.best_score:
             if state.best_score == -math.inf or score >= state.best_score + config.min_gain * abs(state.best_score):
                 state.gain_epoch = epoch + 1

@@ -95,9 +95,10 @@ def test_new_items_land_among_their_own_community_without_retraining(trained):
 
     answer = Catalogue.from_run(out).related(trained["new_ids"], 10)
     assert answer["error"].isna().all()
-    for q, group in answer.groupby("query_item_id"):
-        same = sum(community(i) == community(q) for i in group["item_id"])
-        assert same >= 6, (q, group["item_id"].tolist())
+    same = {q: sum(community(i) == community(q) for i in group["item_id"])
+            for q, group in answer.groupby("query_item_id")}
+    # chance is about 2.5 of 10; every new item well above it, and most of them all but perfect
+    assert min(same.values()) >= 5 and np.mean(list(same.values())) >= 8, sorted(same.items())
     # and the new items are found from the existing ones' side too (the index is symmetric)
     back = Catalogue.from_run(out).related([f"c{c}_0" for c in range(4)], 30)
     assert back["item_id"].str.startswith("new").any()
