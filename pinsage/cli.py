@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--out", required=True)
     exp.add_argument("--seeds", type=int, default=3)
     exp.add_argument("--t-values", default="10,20,50", help="comma-separated T values for Table 4")
+    exp.add_argument("--rows", default=None, metavar="NAME;NAME",
+                     help="only these Table 1 rows (';'-separated names, e.g. 'pinsage;no convolution (K=0)'); "
+                          "default: every row")
     exp.add_argument("--only-seeds", default=None, metavar="I,J",
                      help="train only these seed indices and write no report (run seeds side by side, "
                           "each with --cpus set to its share; a last call without it writes the report)")
@@ -90,9 +93,11 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 from pinsage.experiments.runner import run_experiment
 
+                from pinsage.experiments.runner import table1_rows
+
                 only = None if args.only_seeds is None else tuple(int(i) for i in args.only_seeds.split(",") if i)
                 run_experiment(cfg, args.seeds, log=_log, t_values=tuple(int(t) for t in args.t_values.split(",") if t),
-                               only_seeds=only)
+                               only_seeds=only, variants=table1_rows(args.rows))
                 _log(f"done: {Path(args.out) / 'experiment.md'}")
         except ParamError as err:
             print(_error(err), file=sys.stderr)

@@ -202,10 +202,10 @@ def test_evaluate_reports_the_validation_choice(tmp_path, monkeypatch):
         sel = m["selection"][name]
         grid = sel["grid"]
         assert (sel["validation_pairs"], sel["of_validation_pairs"]) == (n_valid, n_valid)
-        # the initial grid under each weight treatment, then any extension past an edge
-        for weights in baselines.WEIGHTS:
-            assert sum(p["weights"] == weights for p in grid) >= grid_size
-        assert len(grid) <= len(baselines.WEIGHTS) * (grid_size + 2 * 2 * baselines.MAX_EXTENSIONS)
+        # unweighted data: one treatment (the three differ by a constant factor), its initial grid,
+        # then any extension past an edge
+        assert {p["weights"] for p in grid} == {"binary"}
+        assert grid_size <= len(grid) <= grid_size + 2 * 2 * baselines.MAX_EXTENSIONS
         best = next(p for p in grid if p["validation_mrr"] == max(q["validation_mrr"] for q in grid))
         assert m["hyperparameters"][name] == {k: v for k, v in best.items() if k != "validation_mrr"}
         assert list(m["hyperparameters"][name])[-1] == "weights"
@@ -396,3 +396,13 @@ def test_content_blocks_are_the_feature_tables_vector_columns():
     from pinsage.features.build import VECTOR_COLUMNS
 
     assert baselines.CONTENT_BLOCKS == VECTOR_COLUMNS
+
+
+def test_weight_treatments_are_searched_only_where_weights_differ():
+    from pinsage.graph.bipartite import build_graph
+
+    items, contexts = np.array([0, 1, 1, 2]), np.array([0, 0, 1, 1])
+    assert baselines.weight_treatments(build_graph(items, contexts, 3, 2)) == ("binary",)
+    assert baselines.weight_treatments(build_graph(items, contexts, 3, 2, weights=np.full(4, 3.0))) == ("binary",)
+    weighted = build_graph(items, contexts, 3, 2, weights=np.array([1.0, 5.0, 2.0, 1.0]))
+    assert baselines.weight_treatments(weighted) == baselines.WEIGHTS

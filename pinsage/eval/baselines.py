@@ -364,18 +364,29 @@ class Grid:
     max_extensions: int = MAX_EXTENSIONS
 
 
+def weight_treatments(graph: BipartiteGraph) -> tuple[str, ...]:
+    """The treatments worth searching: all three on a weighted graph; on one whose edges all weigh
+    the same they differ by a constant factor (which the grids' scale-free parameters absorb), so
+    ``binary`` alone."""
+    w = graph.item_weights
+    return WEIGHTS if len(w) and w.min() != w.max() else ("binary",)
+
+
 def ease_grid(graph: BipartiteGraph, lambdas: Iterable[float] = EASE_LAMBDAS) -> Grid:
-    return Grid(lambda w: _ease_model(graph, w), (Axis("lambda", tuple(lambdas), factor=4.0),))
+    return Grid(lambda w: _ease_model(graph, w), (Axis("lambda", tuple(lambdas), factor=4.0),),
+                weight_treatments(graph))
 
 
 def rp3beta_grid(graph: BipartiteGraph) -> Grid:
     # beta extends by steps (it starts at 0); below 0 it favours popular items, which is allowed
     return Grid(lambda w: _rp3beta_model(graph, w),
-                (Axis("alpha", RP3BETA_ALPHAS, factor=2.0), Axis("beta", RP3BETA_BETAS, step=0.25)))
+                (Axis("alpha", RP3BETA_ALPHAS, factor=2.0), Axis("beta", RP3BETA_BETAS, step=0.25)),
+                weight_treatments(graph))
 
 
 def itemknn_grid(graph: BipartiteGraph) -> Grid:
-    return Grid(lambda w: _itemknn_model(graph, w), (Axis("shrink", ITEMKNN_SHRINKS, factor=10.0, lower=0.0),))
+    return Grid(lambda w: _itemknn_model(graph, w), (Axis("shrink", ITEMKNN_SHRINKS, factor=10.0, lower=0.0),),
+                weight_treatments(graph))
 
 
 @dataclass

@@ -74,6 +74,18 @@ TABLE1_VARIANTS = (
     Variant.of(FEATURES_ONLY, model__id_embedding=False),
     Variant("pinsage"),
 )
+def table1_rows(names: str | None) -> tuple[Variant, ...]:
+    """The Table 1 rows named in ``names`` (';'-separated; None: all), in the table's order."""
+    if names is None:
+        return TABLE1_VARIANTS
+    wanted = [n.strip() for n in names.split(";") if n.strip()]
+    known = {v.name for v in TABLE1_VARIANTS}
+    unknown = [n for n in wanted if n not in known]
+    if unknown or "pinsage" not in wanted:
+        raise ValueError(f"--rows: unknown {unknown} or no 'pinsage' row; the rows: {sorted(known)}")
+    return tuple(v for v in TABLE1_VARIANTS if v.name in wanted)
+
+
 # (model, its K=0 ablation with the same inputs): each pair gets a bootstrap comparison and a bar line
 ABLATION_PAIRS = (("pinsage", "no convolution (K=0)"), (FEATURES_ONLY, FEATURES_ONLY_K0))
 TABLE4_T = (10, 20, 50)
