@@ -406,3 +406,17 @@ def test_weight_treatments_are_searched_only_where_weights_differ():
     assert baselines.weight_treatments(build_graph(items, contexts, 3, 2, weights=np.full(4, 3.0))) == ("binary",)
     weighted = build_graph(items, contexts, 3, 2, weights=np.array([1.0, 5.0, 2.0, 1.0]))
     assert baselines.weight_treatments(weighted) == baselines.WEIGHTS
+
+
+def test_grid_stops_extending_on_a_plateau_and_says_so():
+    # lambda 8,000 lifts MRR by a quarter; 32,000 by 0.25% more (below PLATEAU_GAIN): the curve has
+    # reached its limit, so the search stops there instead of running to the extension cap
+    ranks = {10.0: 520, 50.0: 519, 200.0: 518, 500.0: 517, 1000.0: 510, 2000.0: 500, 8000.0: 402}
+    k_of = lambda p: ranks.get(p["lambda"], 401)  # noqa: E731
+    grid = baselines.Grid(lambda w: ranked_at(k_of, n_items=600),
+                          (baselines.Axis("lambda", baselines.EASE_LAMBDAS, factor=4.0),), weights=("binary",))
+    chosen = baselines.select_on_validation(grid, *PAIRS)
+    assert [p["lambda"] for p in chosen.grid] == list(baselines.EASE_LAMBDAS) + [8_000.0, 32_000.0]
+    assert chosen.params["lambda"] == 32_000.0
+    assert chosen.plateau == {"lambda": "upper"} and chosen.cap_hit == {}
+    assert chosen.record()["plateau"] == {"lambda": "upper"}

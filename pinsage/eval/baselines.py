@@ -105,6 +105,9 @@ RP3BETA_BETAS = (0.0, 0.25, 0.5, 0.75)
 ITEMKNN_SHRINKS = (0.0, 10.0, 100.0)
 WEIGHTS = ("raw", "log1p", "binary")  # treatments of the interaction weights, chosen on validation too
 MAX_EXTENSIONS = 4  # steps past either end of an axis's initial values, at most (a best point there: cap recorded)
+# An edge whose last step gained less than this (relative validation MRR) is a plateau, not an edge to
+# extend: EASE's lambda and ItemKNN's shrinkage tend to a limit (co-occurrence counts) as they grow.
+PLATEAU_GAIN = 0.005
 VALIDATION_SAMPLE = 5_000  # grid points are scored on at most this many validation pairs (seeded subsample)
 
 Params = dict[str, Union[float, str]]
@@ -406,11 +409,12 @@ class Selection:
     n_pairs_total: int = 0
     cap_hit: dict = field(default_factory=dict)
     at_bound: dict = field(default_factory=dict)
+    plateau: dict = field(default_factory=dict)  # axis -> edge where the curve flattened (PLATEAU_GAIN)
 
     def record(self) -> dict:
         """What metrics.json keeps of the selection."""
         return {"grid": self.grid, "validation_pairs": self.n_pairs, "of_validation_pairs": self.n_pairs_total,
-                "cap_hit": self.cap_hit, "at_bound": self.at_bound}
+                "cap_hit": self.cap_hit, "at_bound": self.at_bound, "plateau": self.plateau}
 
 
 def validation_subsample(queries: np.ndarray, targets: np.ndarray, max_pairs: int | None = VALIDATION_SAMPLE,
@@ -458,13 +462,14 @@ def _search(grid: Grid, evaluate: Callable[[Scorer], float]) -> Selection:
     best's), the next value of that axis's ladder past it (``Axis.ladder``: at most
     ``grid.max_extensions`` steps past either end of the initial values). A best point still on the
     end of a ladder is recorded: ``cap_hit`` (the extension cap stopped the search) or ``at_bound``
-    (the parameter's domain bound). The best over every treatment wins (first on ties: treatments in
+    (the parameter's domain bound); an extension that gained less than ``PLATEAU_GAIN`` over the
+    point before it ends that direction as ``plateau`` (the curve has reached its limit). The best over every treatment wins (first on ties: treatments in
     ``grid.weights`` order). Only the overall best scorer is kept: at most it, the one being scored
     and one treatment's model (its Gram matrix or factorisation) are alive."""
     names = [a.name for a in grid.axes]
     ladders = [a.ladder(grid.max_extensions) for a in grid.axes]
     records: list[dict] = []
-    overall = None  # [mrr, params, scorer, cap_hit, at_bound]
+    overall = None  # [mrr, params, scorer, cap_hit, at_bound, plateau]
     for weights in grid.weights:
         model = grid.build(weights)
         seen: dict[tuple, float] = {}  # point -> validation MRR, this treatment
@@ -480,7 +485,7 @@ def _search(grid: Grid, evaluate: Callable[[Scorer], float]) -> Selection:
             if not best or mrr > best[0]:
                 best[:] = [mrr, point]
             if overall is None or mrr > overall[0]:
-                overall = [mrr, params, scorer, {}, {}]
+                overall = [mrr, params, scorer, {}, {}, {}]
             del scorer
 
         for point in itertools.product(*(a.values for a in grid.axes)):
@@ -488,14 +493,19 @@ def _search(grid: Grid, evaluate: Callable[[Scorer], float]) -> Selection:
             if point not in seen:
                 run(point)
         while True:
-            todo, cap_hit, at_bound = None, {}, {}
+            todo, cap_hit, at_bound, plateau = None, {}, {}, {}
             point = best[1]
             for k, axis in enumerate(grid.axes):
-                line = [p[k] for p in seen if all(p[j] == point[j] for j in range(len(names)) if j != k)]
+                line = sorted(p[k] for p in seen if all(p[j] == point[j] for j in range(len(names)) if j != k))
                 at = ladders[k].index(point[k])
-                for d, edge in ((-1, min(line)), (1, max(line))):
+                for d, edge in ((-1, line[0]), (1, line[-1])):
                     if point[k] != edge or not (axis.factor or axis.step):
                         continue
+                    if len(line) > 1 and point[k] not in axis.values:  # an extension that gained next to nothing
+                        inner = point[:k] + (line[1] if d < 0 else line[-2],) + point[k + 1:]
+                        if seen[point] - seen[inner] < PLATEAU_GAIN * abs(seen[inner]):
+                            plateau[axis.name] = "lower" if d < 0 else "upper"
+                            continue
                     if 0 <= at + d < len(ladders[k]):
                         todo = point[:k] + (ladders[k][at + d],) + point[k + 1:]
                         break
@@ -509,11 +519,11 @@ def _search(grid: Grid, evaluate: Callable[[Scorer], float]) -> Selection:
                 break
             run(todo)
         if overall[1]["weights"] == weights:  # the overall best is this treatment's: its edges
-            overall[3], overall[4] = cap_hit, at_bound
+            overall[3], overall[4], overall[5] = cap_hit, at_bound, plateau
         del model, run
     if overall is None:
         raise ValueError("empty hyperparameter grid")
-    return Selection(overall[1], overall[2], records, cap_hit=overall[3], at_bound=overall[4])
+    return Selection(overall[1], overall[2], records, cap_hit=overall[3], at_bound=overall[4], plateau=overall[5])
 
 
 @dataclass
@@ -567,6 +577,8 @@ def settings_note(tuned: TunedBaselines) -> str:
         notes = [f"{axis} at the {edge} edge after {MAX_EXTENSIONS} extensions (cap)"
                  for axis, edge in sel["cap_hit"].items()]
         notes += [f"{axis} at its domain bound {v:g}" for axis, v in sel["at_bound"].items()]
+        notes += [f"{axis} on a plateau at the {edge} edge (last step gained < {PLATEAU_GAIN:.1%})"
+                  for axis, edge in sel.get("plateau", {}).items()]
         lines.append(f"- {name}: " + ", ".join(f"{k} {_value(v)}" for k, v in params.items())
                      + f" (best validation MRR of {len(sel['grid'])} settings on {pairs}"
                      + "".join(f"; {n}" for n in notes) + ")")

@@ -29,8 +29,9 @@ def markdown_report(report: dict) -> str:
     for name, m in report["table1"].items():
         valid = mean_std(m["valid_mrr"]) if "valid_mrr" in m else ""
         lines.append(f"| {name} | " + " | ".join(mean_std(m[k]) for k in TABLE_METRICS) + f" | {valid} |")
-    lines += ["", f"#### Table 4 shape: neighbourhood size T (test pairs, {seeds} seeds)", "",
-              "| T | MRR | HR@10 | validation MRR | training time (s) |", "|---|---:|---:|---:|---:|"]
+    if report["table4"]:  # none with --t-values ''
+        lines += ["", f"#### Table 4 shape: neighbourhood size T (test pairs, {seeds} seeds)", "",
+                  "| T | MRR | HR@10 | validation MRR | training time (s) |", "|---|---:|---:|---:|---:|"]
     for name, m in report["table4"].items():
         valid = mean_std(m["valid_mrr"]) if "valid_mrr" in m else ""
         lines.append(f"| {name.split('=')[-1]} | {mean_std(m['mrr'])} | {mean_std(m['hr@10'])} | {valid} | "
