@@ -40,6 +40,24 @@ def test_evaluate_scorer_chunks_consistently():
     assert np.array_equal(evaluate_scorer(fn, q, t, chunk=7), evaluate_scorer(fn, q, t, chunk=1000))
 
 
+def test_evaluate_scorer_scores_each_query_once_and_keeps_the_pairs_order():
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=(40, 3))
+    q = rng.integers(0, 6, 200)  # few distinct queries, many pairs each, in shuffled order
+    t = np.where(rng.integers(0, 40, 200) == q, (q + 1) % 40, rng.integers(0, 40, 200))
+    t = np.where(t == q, (t + 1) % 40, t)
+    asked = []
+
+    def fn(qq):
+        asked.extend(qq.tolist())
+        return emb[qq] @ emb.T
+
+    ranks = evaluate_scorer(fn, q, t, chunk=4)
+    assert sorted(asked) == sorted(set(q.tolist()))  # every distinct query scored exactly once
+    by_pair = np.concatenate([ranks_from_scores(emb[[a]] @ emb.T, np.array([a]), np.array([b])) for a, b in zip(q, t)])
+    assert np.array_equal(ranks, by_pair)  # pair by pair, in the pairs' order
+
+
 def test_markdown_table_sorted_by_mrr():
     text = markdown_table({"a": metrics_from_ranks(np.array([5.0])), "b": metrics_from_ranks(np.array([1.0]))},
                           1, "Test")

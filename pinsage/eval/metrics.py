@@ -43,10 +43,27 @@ def metrics_from_ranks(ranks: np.ndarray) -> dict[str, float]:
 
 def evaluate_scorer(score_fn: Callable[[np.ndarray], np.ndarray], queries: np.ndarray,
                     targets: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """Ranks of ``targets`` under ``score_fn(query chunk) -> (q, N) scores``, chunked for memory."""
-    ranks = [ranks_from_scores(score_fn(queries[s:s + chunk]), queries[s:s + chunk], targets[s:s + chunk])
-             for s in range(0, len(queries), chunk)]
-    return np.concatenate(ranks) if ranks else np.zeros(0)
+    """Ranks of ``targets`` under ``score_fn(query chunk) -> (q, N) scores``, in the pairs' order.
+
+    Each distinct query is scored once, ``chunk`` distinct queries at a time (memory: (chunk, N)
+    scores): under ``tail`` a query item precedes a dozen targets on average, and a scorer's cost
+    (walks, sparse products) is per query. ``score_fn`` must score a query the same whatever else is
+    in its chunk (every scorer here does: walks are seeded per source).
+    """
+    queries, targets = np.asarray(queries), np.asarray(targets)
+    ranks = np.zeros(len(queries))
+    if len(queries) == 0:
+        return ranks
+    unique, inverse = np.unique(queries, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")  # pairs grouped by distinct query
+    first = np.searchsorted(inverse[order], np.arange(len(unique) + 1))  # (U + 1,) group starts
+    for s in range(0, len(unique), chunk):
+        scores = score_fn(unique[s:s + chunk])  # (c, N)
+        pairs = order[first[s]:first[min(s + chunk, len(unique))]]  # every pair of these queries
+        for p in range(0, len(pairs), chunk):  # (chunk, N) rows at a time
+            idx = pairs[p:p + chunk]
+            ranks[idx] = ranks_from_scores(scores[inverse[idx] - s], queries[idx], targets[idx])
+    return ranks
 
 
 def embedding_scorer(embeddings: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
