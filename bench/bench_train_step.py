@@ -53,8 +53,10 @@ def main() -> None:
         feats, nbrs = pipeline._load_inputs(run)
         v = read_npz(run.visits)
         rows = run.interactions(["context", "item"])
+        rng = np.random.default_rng(0)
         pairs = positive_pairs(rows["context"].to_numpy(), rows["item"].to_numpy(), 3,
-                               run.summary()["has_timestamps"], np.random.default_rng(0))
+                               run.summary()["has_timestamps"], rng)
+        pairs = pairs[rng.permutation(len(pairs))]  # an epoch's order, as training draws it
         cand = negative_candidates(np.bincount(rows["item"].to_numpy(), minlength=len(feats)), cfg.train.sampler)
         torch.manual_seed(0)
         model = build_model(cfg.model, feats)

@@ -74,6 +74,8 @@ TABLE1_VARIANTS = (
     Variant.of(FEATURES_ONLY, model__id_embedding=False),
     Variant("pinsage"),
 )
+
+
 def table1_rows(names: str | None) -> tuple[Variant, ...]:
     """The Table 1 rows named in ``names`` (';'-separated; None: all), in the table's order."""
     if names is None:
