@@ -22,12 +22,13 @@ def ranks_from_scores(scores: np.ndarray, queries: np.ndarray, targets: np.ndarr
     Returns:
         (Q,) float64 ranks, 1 = best; half ranks appear where the target ties with other items.
     """
-    scores = np.array(scores, dtype=np.float64, copy=True)
+    # float32 scores stay float32 (comparisons are exact in their own type; half the memory traffic)
+    scores = np.array(scores, dtype=np.result_type(np.asarray(scores).dtype, np.float32), copy=True)
     rows = np.arange(len(queries))
     scores[rows, queries] = np.nan  # the query is not a candidate: NaN compares false both ways
     target_score = scores[rows, targets][:, None]  # (Q, 1)
-    higher = (scores > target_score).sum(axis=1)
-    ties = (scores == target_score).sum(axis=1) - 1  # minus the target itself
+    higher = np.count_nonzero(scores > target_score, axis=1)
+    ties = np.count_nonzero(scores == target_score, axis=1) - 1  # minus the target itself
     return 1.0 + higher + 0.5 * ties
 
 
