@@ -7,7 +7,7 @@ import torch
 from pinsage.graph.neighbors import Neighbors
 from pinsage.model.losses import sampled_softmax_loss
 from pinsage.model.network import ModelConfig, build_model
-from pinsage.model.sampler import MinibatchProducer, SamplerConfig, full_pass_pays
+from pinsage.model.sampler import MinibatchProducer, SamplerConfig, full_pass_pays, reachable_items
 from pinsage.model.train import TrainConfig, TrainData, TrainState, stop_reason, train_model
 
 
@@ -44,11 +44,13 @@ def test_full_catalogue_graph_gives_the_sampled_loss_and_gradients(layers):
     assert len(unreachable)
     losses, grads = [], []
     for full in (False, True):
-        producer = MinibatchProducer(pairs, feats, nbrs, visits, cfg, 0, 0, candidates, layers, full=full)
-        assert np.array_equal(producer.reachable, np.setdiff1d(np.arange(len(feats)), unreachable))
+        reachable = reachable_items(nbrs, candidates)
+        assert np.array_equal(reachable, np.setdiff1d(np.arange(len(feats)), unreachable))
+        producer = MinibatchProducer(pairs, feats, nbrs, visits, cfg, 0, 0, candidates, layers,
+                                     full=reachable if full else None)
         batch = producer.make_batch(2)
         if full and layers:  # every reachable item computed below the output layer
-            assert np.array_equal(np.sort(batch.item_index.numpy()), producer.reachable)
+            assert np.array_equal(np.sort(batch.item_index.numpy()), reachable)
         model.zero_grad()
         loss = batch_loss(model, batch)
         loss.backward()
@@ -69,8 +71,8 @@ def test_the_switch_is_a_sampled_batch_reaching_nine_tenths_of_the_reachable_ite
                               np.arange(len(feats)), 2)
     large = MinibatchProducer(pairs, feats, nbrs, None, SamplerConfig(batch_size=400, n_shared_negatives=200), 0, 0,
                               np.arange(len(feats)), 2)
-    assert not full_pass_pays(small.sampled_inputs(0), len(feats))
-    assert full_pass_pays(large.sampled_inputs(0), len(feats))
+    assert not full_pass_pays(len(small.make_batch(0).item_index), len(feats))
+    assert full_pass_pays(len(large.make_batch(0).item_index), len(feats))
 
 
 def scripted_training(scores, config):

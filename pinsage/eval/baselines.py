@@ -148,7 +148,7 @@ def ease_scorers(graph: BipartiteGraph, lambdas: Iterable[float] = EASE_LAMBDAS,
     exactly 0 (left out of P). ``lambdas`` are multiplied by the mean squared (treated) edge weight
     (1 for binary), so a global rescaling of the weights does not change B.
 
-    The n x n inverse is factorised on whichever Gram matrix is smaller: ``_ease_primal`` (Cholesky
+    The n x n inverse is factorised on whichever Gram matrix is smaller: ``_ease_primal_solver`` (Cholesky
     of G + lam I per lambda) when there are at least half as many contexts as items, else
     ``_ease_dual`` (one eigendecomposition of X X^T, (C, C), serves every lambda).
     """
@@ -182,13 +182,6 @@ def _gram(m: sp.spmatrix, dtype=np.float64) -> np.ndarray:
 Rows = Callable[[np.ndarray], np.ndarray]
 
 
-def _ease_primal(x: sp.csr_matrix, lambdas: list[float]) -> Iterator[Rows]:
-    """``_ease_primal_solver`` at each of ``lambdas`` in turn."""
-    solve = _ease_primal_solver(x)
-    for lam in lambdas:
-        yield solve(lam)
-
-
 def _ease_primal_solver(x: sp.csr_matrix) -> Callable[[float], Rows]:
     """G = X^T X once; per lambda: P = (G + lam I)^-1 by LAPACK potrf + potri in float32 (potri fills
     the lower triangle only: P[i, j] = c[max(i, j), min(i, j)]). Returns ``lam -> rows``, with
@@ -217,13 +210,6 @@ def _ease_primal_solver(x: sp.csr_matrix) -> Callable[[float], Rows]:
         return rows
 
     return solve
-
-
-def _ease_dual(x: sp.csr_matrix, lambdas: list[float]) -> Iterator[Rows]:
-    """``_ease_dual_solver`` at each of ``lambdas`` in turn."""
-    solve = _ease_dual_solver(x)
-    for lam in lambdas:
-        yield solve(lam)
 
 
 def _ease_dual_solver(x: sp.csr_matrix) -> Callable[[float], Rows]:
@@ -463,8 +449,8 @@ def _search(grid: Grid, evaluate: Callable[[Scorer], float]) -> Selection:
     ``grid.max_extensions`` steps past either end of the initial values). A best point still on the
     end of a ladder is recorded: ``cap_hit`` (the extension cap stopped the search) or ``at_bound``
     (the parameter's domain bound); an extension that gained less than ``PLATEAU_GAIN`` over the
-    point before it ends that direction as ``plateau`` (the curve has reached its limit). The best over every treatment wins (first on ties: treatments in
-    ``grid.weights`` order). Only the overall best scorer is kept: at most it, the one being scored
+    point before it ends that direction as ``plateau`` (the curve has reached its limit). The best
+    over every treatment wins (first on ties: treatments in ``grid.weights`` order). Only the overall best scorer is kept: at most it, the one being scored
     and one treatment's model (its Gram matrix or factorisation) are alive."""
     names = [a.name for a in grid.axes]
     ladders = [a.ladder(grid.max_extensions) for a in grid.axes]

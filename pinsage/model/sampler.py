@@ -8,7 +8,6 @@ densely and gather its features, while the consumer (GPU or CPU) runs the model.
 from __future__ import annotations
 
 import math
-import dataclasses
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -236,10 +235,10 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
     def __init__(self, pairs: np.ndarray, features: np.ndarray, neighbors: Neighbors,
                  visits: VisitTable | None, config: SamplerConfig, epoch: int, seed: int,
                  candidate_items: np.ndarray, n_layers: int, rank: int = 0, world_size: int = 1,
-                 full: bool = False):
+                 full: np.ndarray | None = None):
         super().__init__()
         if config.batch_size <= 0:
-            raise ValueError(f"batch_size must be > 0 here (0 is resolved by plan_batches), got {config.batch_size}")
+            raise ValueError(f"batch_size must be > 0, got {config.batch_size}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         self.rank, self.world_size = rank, world_size
@@ -252,8 +251,9 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
         self.seed = seed
         self.candidates = candidate_items
         self.n_layers = n_layers  # K of the model: the computation graph has K hops
-        self.reachable = reachable_items(neighbors, candidate_items)  # what the full pass computes
-        self.full = full  # full-catalogue lower layers (computation_graph(full=self.reachable))
+        # None: sampled graphs; else the reachable items (:func:`reachable_items`), computed below the
+        # output layer at every step (computation_graph(full=...))
+        self.full = full
         self.n_batches = -(-len(pairs) // config.batch_size)
         self.band = hard_negative_band(len(features), None if visits is None else visits.items.shape[1])
 
@@ -290,8 +290,7 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
             queries, positives, hard = queries[share], positives[share], hard[share]
         wanted = np.concatenate([queries, positives, negatives, hard.reshape(-1)])
         targets, inverse = np.unique(wanted, return_inverse=True)
-        input_nodes, blocks = computation_graph(targets, self.neighbors, self.n_layers,
-                                                  self.reachable if self.full else None)
+        input_nodes, blocks = computation_graph(targets, self.neighbors, self.n_layers, self.full)
         nq, nn_ = len(queries), len(negatives)
         return Minibatch(
             x=torch.from_numpy(self.features[input_nodes]),
@@ -304,14 +303,6 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
             hard=torch.from_numpy(inverse[2 * nq + nn_:].reshape(nq, hard.shape[1])),  # (B * H,) -> (B, H)
             positive_item=torch.from_numpy(positives), negative_item=torch.from_numpy(negatives),
             hard_item=torch.from_numpy(hard), share=len(queries) / n_batch)
-
-    def sampled_inputs(self, b: int = 0) -> int:
-        """How many input nodes batch ``b``'s sampled computation graph holds (N_0)."""
-        full, self.full = self.full, False
-        try:
-            return len(self.make_batch(b).item_index)
-        finally:
-            self.full = full
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()

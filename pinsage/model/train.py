@@ -22,7 +22,7 @@ from pinsage.model.losses import max_margin_loss, sampled_softmax_loss
 from pinsage.model.network import PinSage
 from pinsage.util.progress import track
 from pinsage.util.resources import resolve_device
-from pinsage.model.sampler import MinibatchProducer, SamplerConfig, collate_identity, full_pass_pays
+from pinsage.model.sampler import MinibatchProducer, SamplerConfig, collate_identity, full_pass_pays, reachable_items
 
 
 @dataclass
@@ -176,19 +176,21 @@ def _loss(config: TrainConfig) -> tuple[Callable, float]:
     return (sampled_softmax_loss, config.temperature) if config.loss == "softmax" else (max_margin_loss, config.margin)
 
 
-def choose_graphs(data: TrainData, n_layers: int, sampler: SamplerConfig, log: Callable[[str], None]) -> bool:
-    """Full-catalogue computation graphs or sampled ones (:func:`full_pass_pays`), decided once on
-    the first epoch's first batch, so a resumed run decides the same."""
+def choose_graphs(data: TrainData, n_layers: int, sampler: SamplerConfig,
+                  log: Callable[[str], None]) -> np.ndarray | None:
+    """Full-catalogue computation graphs (-> the reachable items they compute) or sampled ones (-> None),
+    by :func:`full_pass_pays` on the first epoch's first batch, so a resumed run decides the same."""
     pairs = data.pairs_for_epoch(0)
     if len(pairs) == 0 or n_layers == 0:
-        return False
+        return None
+    reachable = reachable_items(data.neighbors, data.candidate_items)
     probe = MinibatchProducer(pairs, data.features, data.neighbors, None, sampler, 0, 0, data.candidate_items,
                               n_layers)
-    sampled, reachable = probe.sampled_inputs(0), len(probe.reachable)
-    full = full_pass_pays(sampled, reachable)
+    sampled = len(probe.make_batch(0).item_index)
+    full = full_pass_pays(sampled, len(reachable))
     log(f"{'full-catalogue' if full else 'sampled'} computation graphs (a sampled batch reaches {sampled} "
-        f"of the {reachable} items any batch can reach)")
-    return full
+        f"of the {len(reachable)} items any batch can reach)")
+    return reachable if full else None
 
 
 def _train(model, data: TrainData, config: TrainConfig, checkpoint_dir, evaluate_fn, on_epoch_end, log,
@@ -256,7 +258,7 @@ def _train(model, data: TrainData, config: TrainConfig, checkpoint_dir, evaluate
         record = {"epoch": epoch + 1, "loss": mean_loss, "validation_score": score,
                   "seconds": time.perf_counter() - t0, "learning_rate": lr if n_batches else 0.0,
                   "hard_negatives": producer.n_hard(), "examples": int(len(pairs)),
-                  "processes": group.world_size, "full_graph": full}
+                  "processes": group.world_size, "full_graph": full is not None}
         if score > state.best_score:
             if state.best_score == -math.inf or score >= state.best_score + config.min_gain * abs(state.best_score):
                 state.gain_epoch = epoch + 1
