@@ -268,8 +268,9 @@ def _metrics_section(run: RunDir, metrics: dict | None) -> str:
 
 def _settings_note(metrics: dict) -> str:
     """The baselines' settings chosen on validation pairs, and the baselines skipped (and why)."""
-    chosen = [f"{_esc(name)}: " + ", ".join(f"{_esc(k)} {v:g}" if isinstance(v, (int, float)) else
-                                            f"{_esc(k)} {_esc(v)}" for k, v in params.items())
+    from pinsage.eval.baselines import setting_text
+
+    chosen = [f"{_esc(name)}: " + ", ".join(f"{_esc(k)} {_esc(setting_text(v))}" for k, v in params.items())
               for name, params in metrics.get("hyperparameters", {}).items()]
     skipped = [f"{_esc(name)} skipped: {_esc(why)}" for name, why in metrics.get("skipped", {}).items()]
     if not chosen and not skipped:

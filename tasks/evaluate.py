@@ -39,6 +39,7 @@ def metric_values(metrics: dict) -> dict[str, float]:
 def _report(c, ref: dict, cfg) -> str | None:
     """Render and log ``report.html``; on failure record why (tag) and carry on. -> its path or None"""
     from pinsage import pipeline
+    from pinsage.eval.baselines import setting_text
 
     rid = ref["mlflow_run_id"]
     link = browse.run_link(tracking.configure_mlflow(), ref["experiment_id"], rid)
@@ -54,6 +55,7 @@ def _report(c, ref: dict, cfg) -> str | None:
 
 def run(ref: dict, embeddings_dir: str | None = None, index_dir: str | None = None) -> dict:
     from pinsage import pipeline
+    from pinsage.eval.baselines import setting_text
 
     with stage_step(ref, "evaluate", handed={"embeddings": embeddings_dir, "index": index_dir}) as s:
         c, rid = s.client, s.mlflow_run_id
@@ -66,7 +68,7 @@ def run(ref: dict, embeddings_dir: str | None = None, index_dir: str | None = No
         tracking.log_metrics(c, rid, values, dataset=(ref.get("datasets") or {}).get("evaluation"),
                              model_id=browse.logged_model(c, ref))
         # the baselines' settings chosen on validation (weights, EASE's lambda, RP3beta's alpha and beta, ...)
-        tracking.log_params(c, rid, {f"baselines.{name}.{k}": f"{v:g}" if isinstance(v, (int, float)) else str(v)
+        tracking.log_params(c, rid, {f"baselines.{name}.{k}": setting_text(v)
                                      for name, params in metrics.get("hyperparameters", {}).items()
                                      for k, v in params.items()})
         for path in (s.run.metrics, s.run.metrics_table, s.run.ranks):  # ranks: paired comparisons across runs

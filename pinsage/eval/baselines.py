@@ -549,7 +549,8 @@ def tuned_baselines(g: BipartiteGraph, valid_queries: np.ndarray, valid_targets:
     return out
 
 
-def _value(v) -> str:
+def setting_text(v) -> str:
+    """A chosen setting as written in metrics.md, the report and MLflow params: numbers ``:g``, else as is."""
     return f"{v:g}" if isinstance(v, (int, float)) else str(v)
 
 
@@ -565,7 +566,7 @@ def settings_note(tuned: TunedBaselines) -> str:
         notes += [f"{axis} at its domain bound {v:g}" for axis, v in sel["at_bound"].items()]
         notes += [f"{axis} on a plateau at the {edge} edge (last step gained < {PLATEAU_GAIN:.1%})"
                   for axis, edge in sel.get("plateau", {}).items()]
-        lines.append(f"- {name}: " + ", ".join(f"{k} {_value(v)}" for k, v in params.items())
+        lines.append(f"- {name}: " + ", ".join(f"{k} {setting_text(v)}" for k, v in params.items())
                      + f" (best validation MRR of {len(sel['grid'])} settings on {pairs}"
                      + "".join(f"; {n}" for n in notes) + ")")
     lines += [f"- {name}: skipped, {why}" for name, why in tuned.skipped.items()]
