@@ -8,7 +8,7 @@ from pinsage.graph.neighbors import Neighbors
 from pinsage.model.losses import sampled_softmax_loss
 from pinsage.model.network import ModelConfig, build_model
 from pinsage.model.sampler import MinibatchProducer, SamplerConfig, full_pass_pays, reachable_items
-from pinsage.model.train import TrainConfig, TrainData, TrainState, stop_reason, train_model
+from pinsage.model.train import TrainConfig, TrainData, TrainState, producer_processes, stop_reason, train_model
 
 
 def random_graph(n=200, t=6, f=12, seed=0):
@@ -112,3 +112,13 @@ def test_stop_rule_without_patience_and_on_resume():
     assert stop_reason(TrainState(5, 0, 0.1, 1, [], gain_epoch=1), config)["reason"] == "budget"
     # a run resumed after it had stopped on patience stops again at once
     assert stop_reason(TrainState(4, 0, 0.1, 1, [], gain_epoch=1), TrainConfig(epochs=9, patience=3))["reason"] == "patience"
+
+
+def test_producers_auto_samples_inline_on_the_cpu_and_feeds_a_gpu_from_one_process():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert producer_processes(TrainConfig(), cpu) == 0
+    assert producer_processes(TrainConfig(), gpu) == 1
+    assert producer_processes(TrainConfig(num_workers=2), cpu) == 2
+    assert producer_processes(TrainConfig(num_workers=0), gpu) == 0
+    with pytest.raises(ValueError, match="num_workers must be >= 0, or -1"):
+        producer_processes(TrainConfig(num_workers=-2), cpu)

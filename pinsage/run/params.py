@@ -183,9 +183,9 @@ PARAMS: tuple[Param, ...] = (
     Param("training_processes", "train.nproc", _I, 1, "Training processes",
           "Data-parallel training processes on the worker (torchrun + DDP): one per GPU; 1 trains in the "
           "task's own process.", TRAINING, minimum=1, form=DAILY, cli=True),
-    Param("workers", "train.num_workers", _I, 1, "Minibatch producers",
-          "Processes building minibatches beside training (0: in the training process).", TRAINING,
-          minimum=0, form=DAILY, cli=True),
+    Param("workers", "train.num_workers", _I, -1, "Minibatch producers",
+          "Processes building minibatches beside training (0: in the training process; -1: auto, 0 on "
+          "the CPU, 1 on a GPU).", TRAINING, minimum=-1, form=DAILY, cli=True),
     Param("precision", "train.precision", _S, "fp32", "Precision",
           "bf16 autocasts the network's matmuls (for GPUs); weights stay fp32.", TRAINING,
           choices=("fp32", "bf16"), form=DAILY, cli=True),

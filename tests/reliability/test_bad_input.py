@@ -270,7 +270,7 @@ PARAMS = [
      ">= 1"),
     ("restart_probability_above_one", {"overrides": {"walks.restart_prob": 1.5}}, "override 'walks.restart_prob'",
      "<= 1"),
-    ("negative_workers", {"workers": -1}, "DAG parameter 'workers' (train.num_workers)", ">= 0"),
+    ("negative_workers", {"workers": -2}, "DAG parameter 'workers' (train.num_workers)", ">= -1"),
     ("negative_warmup", {"overrides": {"train.warmup_steps": -1}}, "override 'train.warmup_steps'", ">= 0"),
     ("negative_max_timestamp", {"max_timestamp": -5}, "DAG parameter 'max_timestamp'", ">= 0"),
     ("removed_option", {"overrides": {"walks.holdout_folds": 4}}, "'walks.holdout_folds'", "removed after measurement"),
