@@ -26,7 +26,7 @@ prepare ─┬─ features ───────────────┐
 
 `train` takes a slot of the pool `pinsage_train` (one training at a time per worker pool). A task
 that fails for good logs one line naming the DAG, run, task and error, and POSTs it as JSON to
-`$PINSAGE_FAILURE_WEBHOOK` when that is set.
+the https webhook of the Airflow Connection `pinsage_failure_webhook` when it exists.
 
 Trigger with a config from the UI's form or the REST API (`conf` overrides any parameter;
 `overrides` takes dotted `PipelineConfig` keys, e.g. `{"features.word2vec_dim": 64}`). The form's

@@ -9,7 +9,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, BaseNotifier
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,10 +32,13 @@ def form_params(dag_id: str, **descriptions: str) -> dict:
     return {name: Param(default, **schema) for name, (default, schema) in rows.items()}
 
 
-def _on_failure(context) -> None:
-    """A task failed for good: log one clear line, and POST it to $PINSAGE_FAILURE_WEBHOOK when set."""
-    _project_on_path()
-    importlib.import_module("tasks.notify").notify_failure(context)
+class FailureNotifier(BaseNotifier):
+    """A task failed for good: one clear line in its log and, when the Airflow Connection
+    ``pinsage_failure_webhook`` exists, a POST of its ids and error type there (``tasks/notify.py``)."""
+
+    def notify(self, context) -> None:
+        _project_on_path()
+        importlib.import_module("tasks.notify").notify_failure(context)
 
 
 DEFAULT_ARGS = {
@@ -45,7 +48,7 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=10),
     "execution_timeout": timedelta(hours=1),
-    "on_failure_callback": _on_failure,
+    "on_failure_callback": FailureNotifier(),
 }
 
 

@@ -8,9 +8,17 @@ SECRET_KEY = re.compile(r"(^|[._-])(password|passwd|pwd|secret|token|credentials
 URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@:\s]*):(?P<pw>[^/@\s]+)@")
 
 
+# ``password=hunter2``, ``api_key: abc``, ``"token": "abc"``, ``--secret xyz`` is not covered (no separator)
+KEY_VALUE = re.compile(r"""(?P<key>["']?[A-Za-z0-9_.-]*(?:password|passwd|pwd|secret|token|credentials?|api_?key|"""
+                       r"""private_?key)[A-Za-z0-9_.-]*["']?)(?P<sep>\s*[=:]\s*)(?P<value>"[^"]*"|'[^']*'|[^\s,;&)}\]]+)""",
+                       re.I)
+
+
 def redact(text: str) -> str:
-    """Hide the password of any ``scheme://user:password@host`` in ``text``."""
-    return URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", str(text))
+    """Hide the password of any ``scheme://user:password@host`` and the value of any secret-looking
+    ``key=value`` or ``key: value`` in ``text``."""
+    text = URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", str(text))
+    return KEY_VALUE.sub(lambda m: f"{m['key']}{m['sep']}***", text)
 
 
 def redact_obj(obj):

@@ -169,7 +169,8 @@ def register(embedded: dict) -> dict:
     loss = settings["max_mrr_loss"] * (same["champion"] if same and math.isfinite(same["champion"]) else 0.0)
     # the gate takes these scores as they are while that version is still champion (no second download)
     promoted, reason = gate(c, name, version, same["candidate"] if same else math.nan, -loss, out.root,
-                            scored=None if same is None else (str(champ.version), same))
+                            scored=None if same is None else (str(champ.version), same),
+                            parent=embedded["parent_version"])  # refused if the champion moved meanwhile
     c.update_model_version(name, version, description=(
         f"Refresh of version {embedded['parent_version']}: {embedded['n_new']} new items embedded without "
         f"retraining (existing items' embeddings unchanged). Gate: {reason}"))

@@ -13,10 +13,14 @@ gate decides:
 Like with like: both MRRs are measured on *this run's* validation pairs (those whose items the
 champion knows), the champion with the embeddings it serves (from the registry), so new data or a
 change of evaluation protocol cannot promote or block a version by accident. The version tag
-``pinsage.gate`` records both figures and the pair counts. A champion without embeddings (an older
-version) is compared by its recorded validation MRR.
+``pinsage.gate`` records both figures and the pair counts. Only a champion registered without
+embeddings (an older version) is compared by its recorded validation MRR, and the reason says so; a
+failure to fetch the embeddings (a 5xx, a timeout) fails the step, so Airflow retries it.
 
-A missing or non-finite validation MRR never moves the alias. Aliases and tags only; no stages.
+The gate refuses, with the reason on the version, when it cannot compare: a champion that knows none
+of this run's validation items (a run on the wrong ``data`` under the same model name), a champion
+with neither embeddings nor a recorded MRR, a missing or non-finite validation MRR. A refresh
+(``parent``) replaces only the version it refreshed: if the champion moved meanwhile, it is refused. Aliases and tags only; no stages.
 Re-running the step finds the version it already registered for this MLflow run (no duplicate) and
 keeps the decision already recorded on it. Two runs registering at once (two DAG runs, a backfill
 beside the daily run) take the gate one at a time: read the champion, compare, move the alias under
@@ -96,20 +100,24 @@ def gate_lock(name: str, timeout_s: float = 600.0):
 
 
 def champion_embeddings(name: str, version: str):
-    """(item ids, embeddings) the registered version serves, from its artifacts; None if it has none."""
+    """(item ids, embeddings) the registered version serves, from its artifacts.
+
+    None only when the version holds no ``artifacts/embeddings`` (registered before they were logged).
+    Any other failure (a 5xx once MLflow's own retries are spent, a timeout, an unreadable file)
+    raises: the step fails and Airflow retries it, rather than decide on the weaker rule.
+    """
     import tempfile
 
     import mlflow
 
     from pinsage.export.embeddings import read_embeddings
 
+    listed = mlflow.artifacts.list_artifacts(artifact_uri=f"models:/{name}/{version}/artifacts")
+    if not any(Path(f.path).name == "embeddings" and f.is_dir for f in listed):
+        return None
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}/artifacts/embeddings", dst_path=tmp)
-            return read_embeddings(local)
-        except Exception as err:  # noqa: BLE001  (an older version without embeddings: fall back, say so)
-            log.warning("champion version %s: no embeddings to score (%s)", version, err)
-            return None
+        local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}/artifacts/embeddings", dst_path=tmp)
+        return read_embeddings(local)
 
 
 def like_with_like(out: Path, name: str, champ) -> dict | None:
@@ -142,7 +150,7 @@ def like_with_like(out: Path, name: str, champ) -> dict | None:
 
 
 def gate(c, name: str, version: str, candidate_mrr, margin: float, out: Path | None = None,
-         scored: tuple[str, dict] | None = None) -> tuple[bool, str]:
+         scored: tuple[str, dict] | None = None, parent: str | None = None) -> tuple[bool, str]:
     """Decide and apply: move ``champion`` to ``version`` or tag why not. Returns (promoted, reason).
 
     With ``out`` (the candidate's run directory) the two versions are compared like with like
@@ -150,14 +158,15 @@ def gate(c, name: str, version: str, candidate_mrr, margin: float, out: Path | N
     version by accident. Without it, or for a champion without embeddings, the recorded validation
     MRRs are compared. Runs under :func:`gate_lock`: concurrent register steps decide one after the other.
     ``scored``: (champion version, :func:`like_with_like` result) already computed by the caller; used
-    only if that version is still the champion under the lock.
+    only if that version is still the champion under the lock. ``parent``: the version a refresh
+    started from; the refresh is refused unless that version is still the champion under the lock.
     """
     with gate_lock(name):
-        return _gate(c, name, version, candidate_mrr, margin, out, scored)
+        return _gate(c, name, version, candidate_mrr, margin, out, scored, parent)
 
 
 def _gate(c, name: str, version: str, candidate_mrr, margin: float, out: Path | None,
-          scored: tuple[str, dict] | None = None) -> tuple[bool, str]:
+          scored: tuple[str, dict] | None = None, parent: str | None = None) -> tuple[bool, str]:
     version = str(version)
     mv = c.get_model_version(name, version)
     decided = mv.tags.get("pinsage.promotion")
@@ -167,6 +176,10 @@ def _gate(c, name: str, version: str, candidate_mrr, margin: float, out: Path | 
     champ = champion_version(c, name)
     if champ is not None and str(champ.version) == version:
         promoted, reason = True, f"version {version} is already {CHAMPION}"
+    elif parent is not None and (champ is None or str(champ.version) != str(parent)):
+        now = f"version {champ.version}" if champ is not None else "no version"
+        promoted, reason = False, (f"a refresh replaces only the version it refreshed: {CHAMPION} was version "
+                                   f"{parent} when this refresh began and is now {now}")
     elif not math.isfinite(mrr):
         promoted, reason = False, (f"no valid evaluation (validation MRR {candidate_mrr!r}): "
                                    f"{CHAMPION} never moves without one")
@@ -180,8 +193,10 @@ def _gate(c, name: str, version: str, candidate_mrr, margin: float, out: Path | 
         on = (f"on the {same['n_pairs']} of this run's {same['n_total']} validation pairs that both versions "
               "can answer")
         if same["n_pairs"] == 0:
-            promoted, reason = True, (f"validation MRR {mrr:.4f}; {CHAMPION} version {champ.version} knows none "
-                                      "of this run's validation pairs' items")
+            promoted, reason = False, (f"{CHAMPION} version {champ.version} knows none of this run's validation "
+                                       f"pairs' items, so the two cannot be compared: is this run's data the "
+                                       f"catalogue {name!r} serves? Register another catalogue under another "
+                                       "model name")
         elif same["candidate"] > same["champion"] + margin:
             promoted, reason = True, (f"validation MRR {same['candidate']:.4f} beats {CHAMPION} version "
                                       f"{champ.version} ({same['champion']:.4f}) {on}, by more than the margin "
@@ -192,15 +207,20 @@ def _gate(c, name: str, version: str, candidate_mrr, margin: float, out: Path | 
                                        f"{margin:g}")
     else:
         cm = champion_mrr(c, champ)
+        # the weaker rule, said on the record: figures from different pairs, possibly another protocol
+        how = ("recorded validation MRRs, measured on different pairs: " + (
+            f"{CHAMPION} version {champ.version} serves no embeddings to rank this run's pairs with"
+            if out is not None else "no run directory to score both versions on"))
         if not math.isfinite(cm):
-            promoted, reason = True, (f"validation MRR {mrr:.4f}; {CHAMPION} version {champ.version} has no "
-                                      "recorded validation MRR")
+            promoted, reason = False, (f"validation MRR {mrr:.4f}; {CHAMPION} version {champ.version} has no "
+                                       "recorded validation MRR and no embeddings to score, so the two cannot be "
+                                       f"compared; move the alias by hand if this version should serve")
         elif mrr > cm + margin:
             promoted, reason = True, (f"validation MRR {mrr:.4f} beats {CHAMPION} version {champ.version} "
-                                      f"({cm:.4f}) by more than the margin {margin:g}")
+                                      f"({cm:.4f}) by more than the margin {margin:g} ({how})")
         else:
             promoted, reason = False, (f"validation MRR {mrr:.4f} does not beat {CHAMPION} version "
-                                       f"{champ.version} ({cm:.4f}) by more than the margin {margin:g}")
+                                       f"{champ.version} ({cm:.4f}) by more than the margin {margin:g} ({how})")
     if promoted:
         c.set_registered_model_alias(name, CHAMPION, version)
         if champ is not None and str(champ.version) != version:

@@ -422,3 +422,29 @@ def test_grid_stops_extending_on_a_plateau_and_says_so():
     assert chosen.params["lambda"] == 32_000.0
     assert chosen.plateau == {"lambda": "upper"} and chosen.cap_hit == {}
     assert chosen.record()["plateau"] == {"lambda": "upper"}
+
+
+def test_popularity_gives_every_query_the_items_by_training_interactions():
+    g = graph_from(FIVE, 6)  # degrees: item 0 in 3 contexts, 1: 3, 2: 3, 3: 2, 4: 2, 5: none
+    s = baselines.popularity(g)(np.array([4, 0]))
+    assert s.shape == (2, 6)
+    assert s[0].tolist() == s[1].tolist() == [3, 3, 3, 2, 2, 0]
+
+
+def test_annotation_is_the_cosine_of_the_word_vectors():
+    v = np.array([[1, 0], [1, 1], [0, 2], [0, 0]], dtype=np.float32)  # item 3 has no known word
+    s = baselines.annotation(v)(np.array([0, 1, 3]))
+    h = np.sqrt(0.5)
+    assert np.allclose(s, [[1, h, 0, 0], [h, 1, h, 0], [0, 0, 0, 0]], atol=1e-6)
+
+
+def test_pixie_scores_are_visit_counts_of_walks_from_the_query():
+    # items 0-1 share a context, items 2-3 another; item 4 shares one with 1 only
+    g = graph_from([[0, 1], [2, 3], [1, 4]], 5)
+    s = baselines.pixie(g, walks_per_item=2000, restart_prob=0.5, max_walk_length=4, seed=0)(np.array([0, 2]))
+    assert s.shape == (2, 5)
+    assert s[0, 0] == 0 and s[1, 2] == 0  # the query itself is not counted
+    assert s[0, 1] > s[0, 4] > 0 and s[0, 2] == s[0, 3] == 0  # 1 is one hop away, 4 two; 2, 3 unreachable
+    assert s[1].tolist() == [0, 0, 0, s[1, 3], 0] and s[1, 3] > 0
+    again = baselines.pixie(g, walks_per_item=2000, restart_prob=0.5, max_walk_length=4, seed=0)(np.array([0, 2]))
+    assert np.array_equal(s, again)  # seeded

@@ -37,6 +37,38 @@ def test_paired_bootstrap_interval():
     assert worse["mrr"][1] < 0
 
 
+def _correlated_ranks(rng, n):
+    """Method b's ranks, and a's: the same pairs, each moved by a few places (strongly correlated)."""
+    b = rng.integers(1, 30, size=n).astype(float)
+    a = np.maximum(1.0, b + rng.integers(-3, 2, size=n))
+    return a, b
+
+
+def test_paired_bootstrap_matches_the_analytic_interval_and_pairing_narrows_it():
+    rng = np.random.default_rng(1)
+    a, b = _correlated_ranks(rng, 2000)
+    d = 1 / a - 1 / b
+    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))  # the normal interval of a mean of 2,000 differences
+    lo, hi = paired_bootstrap([a], [b], draws=2000)["mrr"]
+    assert (hi - lo) == pytest.approx(2 * half, rel=0.1)
+    assert (lo + hi) / 2 == pytest.approx(d.mean(), abs=0.1 * half)
+    # unpaired, the two methods' own spreads add up: pairing cancels the pair-to-pair variation
+    unpaired = 1.96 * np.sqrt((1 / a).var(ddof=1) / len(a) + (1 / b).var(ddof=1) / len(b))
+    assert hi - lo < 0.5 * 2 * unpaired
+
+
+def test_paired_bootstrap_covers_the_true_difference_95_times_in_100():
+    rng = np.random.default_rng(2)
+    a, b = _correlated_ranks(rng, 1_000_000)
+    truth = np.mean(1 / a - 1 / b)  # the population's mean difference (to ~1e-4 of its spread)
+    covered = []
+    for k in range(200):
+        a, b = _correlated_ranks(rng, 300)
+        lo, hi = paired_bootstrap([a], [b], draws=400, seed=k)["mrr"]
+        covered.append(lo <= truth <= hi)
+    assert 0.90 <= np.mean(covered) <= 0.99, np.mean(covered)  # 95% +- 2.2 binomial standard errors
+
+
 @pytest.mark.slow
 def test_experiment_runs_variants_over_seeds(tmp_path):
     data = make_community_dataset(tmp_path / "data", n_items=40, n_contexts=60)
@@ -227,3 +259,33 @@ def test_experiment_compares_against_the_validation_best(tmp_path, monkeypatch):
     assert report["bar"]["best_baseline"] == "ease"
     md = (tmp_path / "exp" / "experiment.md").read_text()
     assert "best baseline (best mean validation MRR; the bootstrap rows compare against it): ease" in md
+
+
+@pytest.mark.slow
+def test_the_new_items_experiment_trains_without_them_and_compares_on_their_pairs(tmp_path):
+    from pinsage.experiments.newitems import FEATURES_K0, run_new_items_experiment
+    from pinsage.run.layout import RunDir
+
+    data = make_community_dataset(tmp_path / "data", n_items=60, n_contexts=120)
+    cfg = small_config(data, tmp_path / "exp", epochs=2)
+    report = run_new_items_experiment(cfg, seeds=1, log=lambda s: None, revealed=(0, 3), draws=100)
+    saved = json.loads((tmp_path / "exp" / "new_items.json").read_text())
+    assert set(saved["revealed"]) == {"0", "3"}
+    trained = set(RunDir(tmp_path / "exp" / "seed0" / "pinsage").item_ids().astype(str))
+    assert len(trained) == 54  # 10% of the 60 items with interactions are held back, model and all
+    for r, rep in report["revealed"].items():
+        c = rep["counts"]
+        assert c["new_items"] == 6 and c["items"] == 60 and c["revealed_interactions"] == 6 * r
+        assert c["test_pairs"] > 0 and c["valid_pairs"] > 0
+        table = rep["table"]
+        assert {"pinsage", FEATURES_K0, "annotation", "combined", "popularity", "pixie", "itemknn", "ease",
+                "rp3beta"} <= set(table)
+        # the best baseline is the one best on validation, and the ratio is on test
+        others = {m: t["valid_mrr"][0] for m, t in table.items() if m not in ("pinsage", FEATURES_K0)}
+        assert rep["best_other"] == max(others, key=others.get)
+        assert rep["ratio"] == pytest.approx(table["pinsage"]["mrr"][0] / table[rep["best_other"]]["mrr"][0])
+        lo, hi = rep["bootstrap_95"][f"pinsage vs {rep['best_other']}"]["mrr"]
+        assert lo <= table["pinsage"]["mrr"][0] - table[rep["best_other"]]["mrr"][0] <= hi
+        assert rep["bar"]["interval_above_zero"] == (lo > 0)
+    md = (tmp_path / "exp" / "new_items.md").read_text()
+    assert md.count("#### new-items, r = ") == 2 and "pinsage vs " in md

@@ -316,3 +316,25 @@ def test_new_items_seeded_share_and_no_timestamps():
     assert set(a.train["item_id"]).isdisjoint(a.new_items["item_id"])
     with pytest.raises(DatasetError, match="expected at least 2"):
         split_new_items(df.head(3), False, seed=0, new_items=["i0"])
+
+
+def test_tail_without_timestamps_holds_out_a_seeded_chain_of_each_contexts_last_fifth():
+    rng = np.random.default_rng(5)
+    n = 3000
+    df = pd.DataFrame({"context_id": rng.integers(0, 60, n).astype(str),
+                       "item_id": rng.integers(0, 400, n).astype(str), "weight": np.ones(n), "row": np.arange(n)})
+    a, b, c = (split_interactions(df, False, seed=s) for s in (3, 3, 4))
+    pd.testing.assert_frame_equal(a.valid, b.valid)
+    pd.testing.assert_frame_equal(a.test, b.test)
+    assert not a.test.equals(c.test) and len(a.test) == len(c.test)  # the order differs, not the counts
+    dedup = df.drop_duplicates(["context_id", "item_id"], keep="last")
+    for ctx, items in dedup.groupby("context_id")["item_id"]:
+        size, h = len(items), max(2, round(0.2 * len(items)))
+        tr = a.train[a.train["context_id"] == ctx]
+        v = a.valid[a.valid["context_id"] == ctx]
+        t = a.test[a.test["context_id"] == ctx]
+        assert sorted(tr["order"]) == list(range(size - h)) and (len(v), len(t)) == (h // 2, h - h // 2)
+        # one chain: the latest training item -> the validation targets -> the test targets
+        chain = [tr.loc[tr["order"].idxmax(), "item_id"]] + list(v["target_item"]) + list(t["target_item"])
+        assert list(pd.concat([v, t])["query_item"]) == chain[:-1]
+        assert set(tr["item_id"]) | set(chain) == set(items) and len(set(chain[1:])) == h

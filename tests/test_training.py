@@ -122,3 +122,44 @@ def test_producers_auto_samples_inline_on_the_cpu_and_feeds_a_gpu_from_one_proce
     assert producer_processes(TrainConfig(num_workers=0), gpu) == 0
     with pytest.raises(ValueError, match="num_workers must be >= 0, or -1"):
         producer_processes(TrainConfig(num_workers=-2), cpu)
+
+
+def test_learning_rate_warms_up_linearly_then_decays_per_epoch():
+    from pinsage.model.train import learning_rate_at
+
+    cfg = TrainConfig(learning_rate=0.01, warmup_steps=10, decay_per_epoch=0.5)
+    assert learning_rate_at(0, 100, cfg) == pytest.approx(0.001)
+    assert learning_rate_at(4, 100, cfg) == pytest.approx(0.005)
+    assert learning_rate_at(9, 100, cfg) == pytest.approx(0.01)  # the peak at the end of the warm-up
+    assert learning_rate_at(10, 100, cfg) == pytest.approx(0.01)
+    assert learning_rate_at(60, 100, cfg) == pytest.approx(0.01 * 0.5 ** 0.5)  # half an epoch after it
+    assert learning_rate_at(210, 100, cfg) == pytest.approx(0.01 * 0.25)  # two epochs after it
+
+
+def test_hard_negatives_grow_by_one_per_epoch_up_to_the_cap_from_the_visit_rank_band():
+    from pinsage.graph.neighbors import VisitTable
+    from pinsage.model.sampler import hard_negative_band
+
+    n = 200
+    lo, hi = hard_negative_band(n)
+    assert (lo, hi) == (4, 10)  # 2%-5% of the catalogue
+    ranks = np.arange(12)
+    visits = VisitTable(items=((np.arange(n)[:, None] + 1 + ranks[None, :]) % n).astype(np.int32),
+                        counts=np.broadcast_to(100 - ranks, (n, 12)).astype(np.int32))
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(n, 4)).astype(np.float32)
+    nbrs = Neighbors(items=rng.integers(0, n, size=(n, 2)).astype(np.int32),
+                     weights=np.full((n, 2), 0.5, dtype=np.float32), mask=np.ones((n, 2), dtype=bool))
+    pairs = np.stack([np.arange(n), (np.arange(n) + 1) % n], axis=1).astype(np.int64)
+    cfg = SamplerConfig(batch_size=50, n_shared_negatives=10, max_hard_negatives=3)
+    seen = []
+    for epoch in range(6):
+        batch = MinibatchProducer(pairs, features, nbrs, visits, cfg, epoch, 0, np.arange(n), 1).make_batch(0)
+        hard, queries = batch.hard_item.numpy(), batch.positive_item.numpy() - 1  # positive = query + 1
+        seen.append(hard.shape[1])
+        # each one from its own query's visit ranks lo..hi-1: items query + 1 + lo .. query + hi
+        offset = (hard - queries[:, None]) % n
+        assert np.all((offset >= 1 + lo) & (offset <= hi)), epoch
+    assert seen == [0, 1, 2, 3, 3, 3]  # epoch e (1-based) adds e - 1, capped at max_hard_negatives
+    off = SamplerConfig(batch_size=50, n_shared_negatives=10, hard_negatives=False)
+    assert MinibatchProducer(pairs, features, nbrs, visits, off, 4, 0, np.arange(n), 1).make_batch(0).hard_item.shape[1] == 0

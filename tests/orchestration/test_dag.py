@@ -48,7 +48,7 @@ PARSE = textwrap.dedent("""
                                   "retry_delay": t.retry_delay.total_seconds(),
                                   "timeout": t.execution_timeout.total_seconds() if t.execution_timeout else None,
                                   "pool": t.pool, "outlets": [getattr(o, "name", str(o)) for o in t.outlets],
-                                  "on_failure": [getattr(cb, "__name__", str(cb)) for cb in
+                                  "on_failure": [type(cb).__name__ for cb in
                                                  (t.on_failure_callback if isinstance(t.on_failure_callback, list)
                                                   else [t.on_failure_callback] if t.on_failure_callback else [])]}
                       for t in dag.tasks},
@@ -189,7 +189,7 @@ def test_the_form_is_grouped_into_sections(parsed):
 def test_description_failure_notification_pool_and_champion_asset(parsed):
     assert "champion" in parsed["description"] and "MLflow" in parsed["description"]
     for task_id, t in parsed["tasks"].items():
-        assert t["on_failure"] == ["_on_failure"], task_id
+        assert t["on_failure"] == ["FailureNotifier"], task_id
     assert parsed["tasks"]["train"]["pool"] == "pinsage_train"
     assert {t["pool"] for k, t in parsed["tasks"].items() if k != "train"} == {"default_pool"}
     assert parsed["tasks"]["announce_champion"]["outlets"] == ["pinsage_champion"]
@@ -212,8 +212,10 @@ def test_the_forms_are_the_parameter_table(parsed):
                 assert schema.get(key) == value, (p.name, key)
 
 
-def _webhook_server():
-    """A real HTTP endpoint on 127.0.0.1 that records the JSON bodies POSTed to it."""
+def _webhook_server(tmp_path):
+    """A real https endpoint on 127.0.0.1 (a self-signed certificate, returned for the client to trust)
+    that records the JSON bodies POSTed to it."""
+    import ssl
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -228,9 +230,17 @@ def _webhook_server():
         def log_message(self, *args):
             pass
 
+    cert, key = tmp_path / "hook.crt", tmp_path / "hook.key"
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                           "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                           "-keyout", str(key), "-out", str(cert)], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
     server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return received, server
+    return received, server, cert
 
 
 @pytest.mark.slow
@@ -259,11 +269,14 @@ def test_airflow_dags_test_runs_the_dag_on_sqlite(tmp_path):
     assert tags["airflow.logical_date"]
     # a bad dataset path fails prepare at once (no retries for errors a retry cannot fix), and the
     # failure notification reaches the configured webhook
-    received, server = _webhook_server()
+    received, server, cert = _webhook_server(tmp_path)
+    token = "T0KEN-in-the-path-8d1f"  # as in a Slack hook: the path is the secret
+    hook = {"AIRFLOW_CONN_PINSAGE_FAILURE_WEBHOOK": f"https://127.0.0.1:{server.server_port}/hook/{token}",
+            "SSL_CERT_FILE": str(cert)}  # the workers trust the hook's certificate
     try:
         bad = subprocess.run([sys.executable, "-m", "airflow", "dags", "test", "pinsage_daily", "-c",
                               json.dumps({"data": str(tmp_path / "missing"), "model_name": "pinsage-dags-test"})],
-                             env=dict(env, PINSAGE_FAILURE_WEBHOOK=f"http://127.0.0.1:{server.server_port}/hook"),
+                             env=dict(env, **hook),
                              cwd=tmp_path, capture_output=True, text=True, timeout=600)
     finally:
         server.shutdown()
@@ -274,5 +287,8 @@ def test_airflow_dags_test_runs_the_dag_on_sqlite(tmp_path):
     assert "pinsage: task prepare of pinsage_daily run manual__" in out, out[-5000:]
     assert len(received) == 1, received
     assert received[0]["task_id"] == "prepare" and received[0]["try_number"] == 1
-    assert "DatasetError" in received[0]["error"] and str(tmp_path / "missing") in received[0]["error"]
+    assert received[0]["error_type"] == "DatasetError" and received[0]["dag_id"] == "pinsage_daily"
+    assert str(tmp_path / "missing") not in json.dumps(received[0])  # ids and the type only leave the machine
+    assert f"failure notification sent to https://127.0.0.1:{server.server_port} (HTTP 204)" in out, out[-5000:]
+    assert token not in out  # the log names the hook's scheme and host, never its path
     assert str(c.get_model_version_by_alias("pinsage-dags-test", "champion").version) == str(mv.version)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 
 from tasks import register
@@ -195,3 +196,80 @@ def test_the_gate_scores_both_versions_on_this_runs_pairs_not_their_recorded_fig
     promoted, reason = register.gate(store.client(), name, v3, 0.99, margin=0.0, out=out)
     assert not promoted and "does not beat champion version 2" in reason and "42 of this run's 42" in reason, reason
     assert str(champion(store, name).version) == v2
+
+
+def _clusters(n=40, seed=0):
+    """Item ids and unit vectors in 8 clusters of 5, and pairs within a cluster."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    ids = np.array([f"i{k}" for k in range(n)])
+    vectors = np.zeros((n, 8), dtype=np.float32)
+    vectors[np.arange(n), np.arange(n) // 5] = 1.0
+    vectors += 0.01 * rng.standard_normal(vectors.shape).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    pairs = [(f"i{k}", f"i{(k // 5) * 5 + (k + 1) % 5}") for k in range(n)]
+    return ids, vectors, pairs
+
+
+def test_a_run_on_other_data_never_takes_champion_from_a_champion_that_knows_none_of_its_items(
+        store, tmp_path, name):
+    """A run triggered on the wrong ``data`` under the same model name: the champion knows none of its
+    validation items, so nothing can be compared, and it is refused, however high its own MRR."""
+    ids, vectors, pairs = _clusters()
+    v1 = make_version(store, tmp_path, name, 0.05, embeddings=(ids, vectors))
+    assert register.gate(store.client(), name, v1, 0.05, margin=0.0)[0]
+    other = np.char.add("x", ids)  # another catalogue: no id in common
+    v2 = make_version(store, tmp_path, name, 0.90, embeddings=(other, vectors))
+    out = _run_dir(tmp_path, other, vectors, [(f"x{q}", f"x{t}") for q, t in pairs])
+    promoted, reason = register.gate(store.client(), name, v2, 0.90, margin=0.0, out=out)
+    assert not promoted and f"champion version {v1} knows none of this run's validation pairs' items" in reason
+    assert str(champion(store, name).version) == v1
+    assert tags_of(store, name, v2)["pinsage.promotion"] == "rejected"
+    assert tags_of(store, name, v2)["pinsage.promotion_reason"] == reason
+
+
+def test_a_champion_with_neither_embeddings_nor_a_recorded_mrr_is_not_replaced_blindly(store, tmp_path, name):
+    c = store.client()
+    v1 = make_version(store, tmp_path, name, None)  # no run metric, no tag, no embeddings
+    c.set_registered_model_alias(name, "champion", v1)  # e.g. set by hand
+    ids, vectors, pairs = _clusters()
+    v2 = make_version(store, tmp_path, name, 0.40, embeddings=(ids, vectors))
+    out = _run_dir(tmp_path, ids, vectors, pairs)
+    promoted, reason = register.gate(c, name, v2, 0.40, margin=0.0, out=out)
+    assert not promoted and "has no recorded validation MRR and no embeddings to score" in reason
+    assert str(champion(store, name).version) == v1
+
+
+def test_a_champion_without_embeddings_is_compared_by_recorded_mrr_and_the_reason_says_so(store, tmp_path, name):
+    c = store.client()
+    v1 = make_version(store, tmp_path, name, 0.10)  # an older version: no embeddings artifact
+    register.gate(c, name, v1, 0.10, margin=0.0)
+    ids, vectors, pairs = _clusters()
+    v2 = make_version(store, tmp_path, name, 0.30, embeddings=(ids, vectors))
+    out = _run_dir(tmp_path, ids, vectors, pairs)
+    promoted, reason = register.gate(c, name, v2, 0.30, margin=0.0, out=out)
+    assert promoted and "(0.1000)" in reason
+    assert f"recorded validation MRRs, measured on different pairs: champion version {v1} serves no embeddings" \
+        in reason
+    assert "pinsage.gate" not in tags_of(store, name, v2)  # no like-with-like figures were made up
+
+
+def test_a_refresh_is_refused_when_the_champion_moved_since_it_began(store, tmp_path, name):
+    c = store.client()
+    ids, vectors, pairs = _clusters()
+    v1 = make_version(store, tmp_path, name, 0.30, embeddings=(ids, vectors))
+    register.gate(c, name, v1, 0.30, margin=0.0)
+    v2 = make_version(store, tmp_path, name, 0.40, embeddings=(ids, vectors))  # a daily retrain took over
+    c.set_registered_model_alias(name, "champion", v2)
+    v3 = make_version(store, tmp_path, name, 0.30, embeddings=(ids, vectors))  # the refresh of v1
+    out = _run_dir(tmp_path, ids, vectors, pairs)
+    promoted, reason = register.gate(c, name, v3, 0.30, margin=-0.05, out=out, parent=v1)
+    assert not promoted, reason
+    assert reason == (f"a refresh replaces only the version it refreshed: champion was version {v1} when this "
+                      f"refresh began and is now version {v2}")
+    assert str(champion(store, name).version) == v2
+    # the same refresh while its parent is still the champion goes through the usual comparison
+    v4 = make_version(store, tmp_path, name, 0.30, embeddings=(ids, vectors))
+    promoted, reason = register.gate(c, name, v4, 0.30, margin=-0.05, out=out, parent=v2)
+    assert promoted and "beats champion version" in reason

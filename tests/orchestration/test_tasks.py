@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from pinsage.data.dataset import DatasetError, data_fingerprint
-from tasks import errors, evaluate, export, flow, graph, index, prepare, provenance, register, runs, settings, train
+from tasks import errors, evaluate, export, flow, index, prepare, provenance, register, runs, settings, train
 
-from .conftest import ROOT, community_data, small_params, subprocess_env, with_new_items
+from .conftest import ROOT, community_data, small_params, subprocess_env, weak_params, with_new_items
 
 MODEL = "pinsage-tasks-test"
 
@@ -309,7 +309,31 @@ def test_steps_run_from_the_command_line(module_store, first_run, tmp_path):
     c = module_store.client()
     assert "graph/graph.npz" in _artifacts(c, ref["mlflow_run_id"])
     assert c.get_run(ref["mlflow_run_id"]).data.params["train.epochs"] == "1"
-    assert graph.run.__module__ == "tasks.graph"
+
+
+def test_a_refresh_never_replaces_a_champion_that_a_daily_run_moved_meanwhile(module_store, first_run, tmp_path):
+    """``pinsage_refresh`` and ``pinsage_daily`` at once: the refresh embeds from champion P; meanwhile
+    the daily run registers D, which takes champion; the refresh's register step, within its allowed
+    loss of P, must not replace D."""
+    from tasks import refresh
+
+    c = module_store.client()
+    weak = flow.run_chain(weak_params(first_run["data"], model_name=MODEL), run_key="manual__race_weak",
+                          dag_id="pinsage_daily")
+    p = weak["register"]["version"]
+    c.set_registered_model_alias(MODEL, "champion", p)  # a weak champion, so that D surely beats it
+    data, _ = with_new_items(first_run["data"], tmp_path / "data")
+    embedded = refresh.embed({"data": str(data), "model_name": MODEL, "max_mrr_loss": 0.5}, run_key="race_refresh")
+    assert embedded["parent_version"] == p and embedded["n_new"] == 3
+    daily = flow.run_chain(first_run["params"], run_key="manual__race_daily", dag_id="pinsage_daily")
+    d = daily["register"]["version"]
+    assert daily["register"]["promoted"], daily["register"]["reason"]
+    refused = refresh.register(embedded)
+    assert not refused["promoted"]
+    assert refused["reason"] == (f"a refresh replaces only the version it refreshed: champion was version {p} "
+                                 f"when this refresh began and is now version {d}")
+    assert str(c.get_model_version_by_alias(MODEL, "champion").version) == d
+    assert c.get_model_version(MODEL, refused["version"]).tags["pinsage.promotion"] == "rejected"
 
 
 def test_a_refresh_embeds_new_items_without_retraining_and_takes_champion_through_the_gate(

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-ray = pytest.importorskip("ray", reason="ray is in requirements.txt; the engine's test needs it installed")
+import ray  # noqa: F401  (pinned in requirements.txt: without Ray this module fails, it is not skipped)
 
 from pinsage.engines.ray_walks import random_walk_neighbors_ray
-from pinsage.engines.ray_session import ray_session, shard_bounds  # noqa: E402
-from pinsage.graph.walks import WalkConfig, random_walk_neighbors  # noqa: E402
-from test_walks import _random_graph  # noqa: E402
+from pinsage.engines.ray_session import ray_session, shard_bounds
+from pinsage.graph.walks import WalkConfig, random_walk_neighbors
+from test_walks import _random_graph
 
 pytestmark = pytest.mark.slow
 

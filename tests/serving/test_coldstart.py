@@ -65,10 +65,6 @@ def trained(tmp_path_factory):
     cfg.features.word2vec_dim, cfg.features.word2vec_epochs = 16, 20
     cfg.walks.walks_per_item, cfg.walks.top_t = 60, 5
     cfg.model.hidden_dim, cfg.model.output_dim = 16, 8
-    # The paper's final layers (G1 h^K). With the shipped skip (G1 [h^K ; h^0]) the zero id vector of a
-    # new item reaches the output directly and 2 of these 16 items land with only 3 and 5 of 10 in
-    # their community: a known cost of the skip for items without training (docs/figures.md).
-    cfg.model.input_skip = False
     cfg.train.epochs, cfg.train.num_workers, cfg.train.device, cfg.train.warmup_steps = 4, 0, "cpu", 5
     cfg.train.sampler = dataclasses.replace(cfg.train.sampler, batch_size=64, n_shared_negatives=20)
     write_json(root / "run" / "config.json", cfg.to_dict())
@@ -77,7 +73,7 @@ def trained(tmp_path_factory):
     return {"root": root, "run": root / "run", "grown": grown, "new_ids": new_ids}
 
 
-def test_new_items_land_among_their_own_community_without_retraining(trained):
+def test_new_items_are_embedded_without_retraining_or_moving_an_existing_item(trained):
     run, out = trained["run"], trained["root"] / "cold"
     weights_before = (run / "train" / "model.pt").read_bytes()
     result = embed_new_items(run, trained["grown"], out, log=lambda s: None)
@@ -92,16 +88,25 @@ def test_new_items_land_among_their_own_community_without_retraining(trained):
     assert len(ids) == 96 and set(trained["new_ids"]) <= set(ids)
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert pq.read_table(out / "index" / "ids.parquet").num_rows == 96  # they entered the index
+    # and the new items are found from the existing ones' side too (the index is symmetric)
+    back = Catalogue.from_run(out).related([f"c{c}_0" for c in range(4)], 30)
+    assert back["item_id"].str.startswith("new").any()
 
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known defect of the shipped model for items without training: the input skip (G1 [h^K ; h^0]) "
+    "carries a new item's zero id vector to the output, and some new items land mostly outside their "
+    "community (docs/figures.md); the new-items issue fixes it, and then this test passes and must lose "
+    "its mark"))
+def test_new_items_land_among_their_own_community_with_the_shipped_model(trained):
+    out = trained["root"] / "cold-quality"
+    embed_new_items(trained["run"], trained["grown"], out, log=lambda s: None)
     answer = Catalogue.from_run(out).related(trained["new_ids"], 10)
     assert answer["error"].isna().all()
     same = {q: sum(community(i) == community(q) for i in group["item_id"])
             for q, group in answer.groupby("query_item_id")}
     # chance is about 2.5 of 10; every new item well above it, and most of them all but perfect
     assert min(same.values()) >= 5 and np.mean(list(same.values())) >= 8, sorted(same.items())
-    # and the new items are found from the existing ones' side too (the index is symmetric)
-    back = Catalogue.from_run(out).related([f"c{c}_0" for c in range(4)], 30)
-    assert back["item_id"].str.startswith("new").any()
 
 
 @pytest.mark.slow  # a whole process run end to end: the full suite has it

@@ -223,3 +223,23 @@ def test_the_report_links_the_mlflow_run_only_when_given_one(served, tmp_path):
     assert path == str(run / "report.html") and len(EXTERNAL.findall(page)) == 1
     dom = _dom(tmp_path, run / "report.html")
     assert re.findall(r'<p class="mlflow">MLflow run: <a class="mlflow-run" href="([^"]*)">', dom) == [url]
+
+
+def test_hostile_titles_are_shown_as_text_and_never_run(served, tmp_path):
+    """A catalogue title carrying markup (a user-supplied dataset can hold anything) is escaped: the
+    browser shows it as text, and neither its script nor its event handler runs."""
+    run = _copy_run(served, tmp_path)
+    hostile = ('<script>document.body.setAttribute("data-pwned","script")</script>'
+               '<img src=x onerror="document.body.setAttribute(\'data-pwned\',\'img\')">"quoted" & <b>bold</b>')
+    items = pd.read_parquet(run / "prepare" / "items.parquet")
+    head = example_queries(run, 8)[0].items[0]  # the first popular query: its card is on the page
+    items.loc[items["item_id"].astype(str) == str(head), "title"] = hostile
+    items.to_parquet(run / "prepare" / "items.parquet", index=False)
+    page = tmp_path / "report.html"
+    page.write_text(render_report(run))
+    raw = page.read_text()
+    assert "<script>document" not in raw and "<img src=x" not in raw and html.escape(hostile) in raw
+    dom = _chromium(tmp_path, "--dump-dom", page.as_uri())
+    assert dom.returncode == 0, dom.stderr[-3000:]
+    assert "data-pwned" not in dom.stdout.split("<body", 1)[1].split(">", 1)[0]  # nothing ran
+    assert hostile in html.unescape(dom.stdout)  # and the title reads as it was written
