@@ -44,13 +44,23 @@ def failure_message(context) -> dict:
         "run_id": get("run_id") or getattr(dag_run, "run_id", None),
         "task_id": get("task_id"),
         "try_number": try_number,
-        "error_type": type(error).__name__ if error is not None else None,
+        "error_type": type(root_cause(error)).__name__ if error is not None else None,
         "log_url": get("log_url"),
     }
     facts["text"] = (f"pinsage: task {facts['task_id']} of {facts['dag_id']} run {facts['run_id']} failed "
                      f"(try {try_number}): {facts['error_type']}")
     facts["error"] = redact(f"{type(error).__name__}: {error}")[:2000] if error is not None else None
     return facts
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The error at the end of the ``raise ... from`` chain: the DAG's wrapper raises
+    ``AirflowFailException`` from the task's own error (a ``DatasetError``), and that is the news."""
+    seen = {id(error)}
+    while error.__cause__ is not None and id(error.__cause__) not in seen:
+        error = error.__cause__
+        seen.add(id(error))
+    return error
 
 
 def webhook_url(conn) -> str:

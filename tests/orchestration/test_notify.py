@@ -48,6 +48,16 @@ def _context(error: Exception):
     return {"ti": ti, "exception": error}
 
 
+def test_the_error_type_is_the_cause_the_dags_wrapper_raised_from():
+    try:
+        try:
+            raise KeyError("column")
+        except KeyError as err:
+            raise RuntimeError("the step failed") from err
+    except RuntimeError as wrapped:
+        assert notify.failure_message(_context(wrapped))["error_type"] == "KeyError"
+
+
 def test_the_payload_is_ids_and_the_error_type_and_the_log_keeps_the_redacted_message(caplog):
     facts = notify.failure_message(_context(RuntimeError("cannot read /secret/path: password=hunter2")))
     assert facts["error_type"] == "RuntimeError" and facts["task_id"] == "prepare" and facts["try_number"] == 2
