@@ -50,6 +50,7 @@ def fetch_champion(c, name: str, base: Path) -> dict:
     import mlflow
 
     from pinsage.run.layout import RunDir
+    from pinsage.util.io import atomic_dir
 
     from tasks.register import champion_version
 
@@ -57,9 +58,9 @@ def fetch_champion(c, name: str, base: Path) -> dict:
     if champ is None:
         raise ConfigError(f"registered model {name!r} has no 'champion' version to refresh: "
                                  "run pinsage_daily first")
-    base.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=base.parent) as tmp, tempfile.TemporaryDirectory() as scratch:
-        staged = RunDir(Path(tmp) / "run")
+    # staged beside ``base`` and swapped in whole (atomic_dir): a failed fetch leaves the last one as it was
+    with atomic_dir(base) as tmp, tempfile.TemporaryDirectory() as scratch:
+        staged = RunDir(tmp)
         for local in run_artifacts(staged):  # a single file comes down flat: into its own folder
             path = staged.relative(local)
             local.parent.mkdir(parents=True, exist_ok=True)
@@ -78,9 +79,6 @@ def fetch_champion(c, name: str, base: Path) -> dict:
             got = mlflow.artifacts.download_artifacts(f"{version_uri}/{stored[artifact]['path']}", dst_path=scratch)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(got, dest)
-        if base.exists():
-            shutil.rmtree(base)
-        shutil.move(staged.root, base)  # whole or not at all
     return {"version": str(champ.version), "run_id": champ.run_id}
 
 
@@ -89,6 +87,7 @@ def embed(params: dict, *, run_key: str, dag_id: str = DAG_ID) -> dict:
     from pinsage.data.dataset import load_dataset
     from pinsage.run.layout import RunDir
     from pinsage.serve.coldstart import embed_new_items
+    from pinsage.util.io import atomic_dir, atomic_path, write_json
 
     settings = build_settings(params)
     data = resolve_data_path(params.get("data") or "data/ml-latest-small")
@@ -110,12 +109,15 @@ def embed(params: dict, *, run_key: str, dag_id: str = DAG_ID) -> dict:
         # the layout a retrain logs, so this version can itself be refreshed later
         cfg = champion.config_dict()
         cfg.update(data=data, out=str(out.root))
-        out.config.write_text(json.dumps(cfg, indent=2) + "\n")
-        for split in ("train", "valid"):
-            shutil.copy2(champion.split(split), out.split(split))
-        shutil.copytree(champion.export_model, out.export_model)
+        write_json(out.config, cfg)
+        copies = [(champion.split(split), out.split(split)) for split in ("train", "valid")]
         if champion.word_vectors.exists():  # the fitted transform travels on
-            shutil.copy2(champion.word_vectors, out.word_vectors)
+            copies.append((champion.word_vectors, out.word_vectors))
+        for src, dst in copies:
+            with atomic_path(dst) as tmp:
+                shutil.copy2(src, tmp)
+        with atomic_dir(out.export_model) as tmp:
+            shutil.copytree(champion.export_model, tmp, dirs_exist_ok=True)
         result.update(out=str(out.root), max_abs_change_existing=summary["max_abs_change_existing"],
                       new_item_ids=summary["new_item_ids"][:20], seconds=summary["seconds"])
     write_step_record(result, "refresh_embed", result)

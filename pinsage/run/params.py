@@ -32,6 +32,7 @@ __all__ = ["ParamError", "Param", "PARAMS", "check_config", "check_catalogue", "
 DATA, MODEL, TRAINING, REGISTRY, ENGINE, ADVANCED = None, "Model", "Training", "Registry", "Engine", "Advanced"
 SEED_KEYS = ("seed", "features.seed", "walks.seed", "train.seed")  # one seed for every random stage
 DEVICE = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")
+CREDENTIALS = re.compile(r"(://[^/@:\s]*:)[^/@\s]*@")  # scheme://user:password@
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ class Param:
     maximum: float | None = None
     above: float | None = None  # exclusive minimum
     choices: tuple | None = None
+    # (regex the whole string must match, what that means in words); a refused value is shown with
+    # any ``user:password@`` hidden, since it was refused for carrying one
+    pattern: tuple[str, str] | None = None
     nullable: bool = False
     form: tuple[str, ...] = ()
     cli: bool = False
@@ -75,6 +79,8 @@ class Param:
                   f">= {self.minimum:g}" if self.minimum is not None else "",
                   f"<= {self.maximum:g}" if self.maximum is not None else ""]
         bounds = " and ".join(b for b in bounds if b)
+        if self.pattern:
+            bounds = self.pattern[1]
         return f"{kind} {bounds}".strip() + (" (or empty)" if self.nullable else "")
 
     def check(self, value: Any, where: str | None = None) -> None:
@@ -94,8 +100,11 @@ class Param:
         if ok and self.type in (int, float):
             ok = ((self.minimum is None or value >= self.minimum) and (self.maximum is None or value <= self.maximum)
                   and (self.above is None or value > self.above))
+        if ok and self.pattern:
+            ok = re.fullmatch(self.pattern[0], value) is not None
         if not ok:
-            raise ParamError(where or self.key, f"expected {self.expected()}, got {value!r}")
+            shown = CREDENTIALS.sub(r"\1***@", value) if isinstance(value, str) else value
+            raise ParamError(where or self.key, f"expected {self.expected()}, got {shown!r}")
 
     def schema(self) -> dict:
         """Airflow ``Param`` keywords (JSON schema) for the trigger form."""
@@ -109,6 +118,8 @@ class Param:
             out["enum"] = list(self.choices)
         if self.type is str and not self.nullable and not self.choices:
             out["minLength"] = 1
+        if self.pattern:
+            out["pattern"] = self.pattern[0]
         if self.section:
             out["section"] = self.section
         return out
@@ -252,8 +263,11 @@ PARAMS: tuple[Param, ...] = (
           "Where the heavy steps run. 'local': in-process (the Airflow worker). 'ray': neighbourhoods and "
           "export on a Ray cluster (other steps stay local).", ENGINE, choices=("local", "ray"), form=DAILY, cli=True),
     Param("ray_address", "ray_address", _S, None, "Ray address",
-          "Ray cluster address for engine 'ray', e.g. ray://head:10001; empty: a local Ray started for the step.",
-          ENGINE, nullable=True, form=DAILY, cli=True),
+          "Ray cluster address for engine 'ray', e.g. ray://head:10001; empty: a local Ray started for the step. "
+          "No credentials here (the DAG run's conf is plain text): the workers authenticate with $RAY_AUTH_TOKEN.",
+          ENGINE, nullable=True, form=DAILY, cli=True,
+          pattern=(r"[^@\s]*", "without credentials (no user:password@; the workers authenticate with "
+                                "$RAY_AUTH_TOKEN)")),
     Param("cpus", "cpus", _I, 0, "CPU threads per stage",
           "Threads each stage's torch and numba pools may use; 0: $PINSAGE_CPUS, else every CPU this process "
           "may use. Size it to cores / concurrent runs when runs share a worker.", ENGINE, minimum=0,

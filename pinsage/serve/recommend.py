@@ -27,6 +27,10 @@ import pyarrow.parquet as pq
 DEFAULT_K = 10
 OUTPUT_COLUMNS = ["query_item_id", "rank", "item_id", "title", "score", "error"]
 MAX_CANDIDATES = 20  # an ambiguous query lists at most this many
+# One request's bounds: the index search costs rows x the largest k, so an unbounded request (a
+# million rows, or k = 10^9) would hold a serving worker and its memory; a client pages instead.
+MAX_K = 1_000
+MAX_RESULTS = 100_000  # rows x the largest k of one request
 
 
 class ItemNotFound(LookupError):
@@ -148,7 +152,12 @@ class Catalogue:
                 errors[r] = f"unknown item_id {q!r}: not in the model's catalogue"
             elif bad_k:
                 errors[r] = f"row {r} (item_id {q!r}): k must be an integer >= 1, got {kv!r}"
+            elif kk[r] > MAX_K:
+                errors[r] = f"row {r} (item_id {q!r}): k must be <= {MAX_K}, got {kk[r]}"
         ok = np.array([e is None for e in errors], dtype=bool)
+        if ok.any() and int(ok.sum()) * int(kk[ok].max()) > MAX_RESULTS:
+            raise ValueError(f"the request asks for {int(ok.sum())} rows x k = {int(kk[ok].max())}, more than "
+                             f"{MAX_RESULTS:,} results; send fewer rows or a smaller k per request")
         hits: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         if ok.any():
             rows = self.row_of.get_indexer([queries[r] for r in np.flatnonzero(ok)])

@@ -3,7 +3,9 @@
 Every write goes to a temporary name in the destination directory and is renamed into place, so a
 killed or failed step never leaves a half-written artifact that a later step could read. Temporary
 names start with a dot (``.name.XXXX.tmp``), so no reader's glob (``part-*.parquet``) matches one; a
-killed writer leaves such a file behind, never a partial ``name``.
+killed writer leaves such a file behind, never a partial ``name``. The data is flushed to disk
+(``fsync``) before the rename and the directory after it, so a power cut or a kernel crash cannot
+leave the new name pointing at a file whose blocks never reached the disk.
 """
 
 from __future__ import annotations
@@ -31,10 +33,26 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        fsync_path(tmp_path)
         os.replace(tmp_path, path)
+        fsync_path(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def fsync_path(path: str | os.PathLike, tree: bool = False) -> None:
+    """Flush a file, or a directory's entries, to disk; ``tree``: also every file under the directory."""
+    path = Path(path)
+    if path.is_dir() and tree:
+        for child in path.rglob("*"):
+            if child.is_file() and not child.is_symlink():
+                fsync_path(child)
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -47,13 +65,16 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        fsync_path(tmp, tree=True)  # its files and its entries, before it takes the name
         if path.exists():
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)  # a kill between these two renames is undone by the next call
             os.replace(tmp, path)
+            fsync_path(path.parent)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+            fsync_path(path.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -276,6 +276,9 @@ PARAMS = [
     ("removed_option", {"overrides": {"walks.holdout_folds": 4}}, "'walks.holdout_folds'", "removed after measurement"),
     ("unknown_aggregator", {"overrides": {"model.aggregator": "sum"}}, "override 'model.aggregator'",
      "expected one of importance, mean"),
+    ("ray_address_with_credentials", {"ray_address": "ray://pinsage:pw-0c9e3b@head:10001"},
+     "DAG parameter 'ray_address'", "without credentials (no user:password@; the workers authenticate with "
+     "$RAY_AUTH_TOKEN) (or empty), got 'ray://pinsage:***@head:10001'"),
 ]
 
 
@@ -286,6 +289,7 @@ def test_bad_dag_params_are_refused_naming_the_parameter(name, params, names, ex
     with pytest.raises(errors.ConfigError) as info:
         settings.build_config(params, tmp_path / "out", max_timestamp=max_ts)
     assert names in str(info.value) and expected in str(info.value), str(info.value)
+    assert "pw-0c9e3b" not in str(info.value)  # a refused secret is not echoed into the logs
     assert isinstance(info.value, errors.permanent_errors())  # the DAG fails it at once, no retries
 
 

@@ -92,6 +92,15 @@ def test_the_champion_served_over_http_answers_and_reports_unknown_items_per_row
         assert [r["error"] for r in body["predictions"][:2]] == [None, None]
         assert "k must be an integer >= 1, got 0" in out["error"].iloc[2]
 
+        # a k above the cap is that row's error; a request for more than MAX_RESULTS results is refused
+        status, body = _post(url, {"dataframe_records": [{"item_id": "i2", "k": 1001}, {"item_id": "i3", "k": 1}]})
+        assert status == 200 and body["predictions"][0]["error"] == "row 0 (item_id 'i2'): k must be <= 1000, got 1001"
+        assert [r["item_id"] for r in body["predictions"][1:]] != [None]
+        status, body = _post(url, {"dataframe_split": {"columns": ["item_id"], "data": [["i1"]] * 101},
+                                   "params": {"k": 1000}})
+        assert status == 400 and "101 rows x k = 1000, more than 100,000 results" in body.get("stack_trace", ""), body
+        assert proc.poll() is None  # refused, and still serving
+
         # a payload without item_id is refused as a whole, with a message saying what is missing
         status, body = _post(url, {"dataframe_split": {"columns": ["id"], "data": [["i1"]]}})
         assert status == 400 and "item_id" in body.get("message", ""), body
