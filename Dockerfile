@@ -11,7 +11,7 @@ ENV PINSAGE_HOME=/opt/pinsage \
 
 USER root
 # Directories that back named volumes: a fresh volume takes the image's ownership.
-RUN mkdir -p /opt/pinsage/.pinsage/runs /mlflow/artifacts /opt/airflow/auth \
+RUN mkdir -p /opt/pinsage/.pinsage/runs /mlflow/artifacts /mlflow/auth /opt/airflow/auth \
  && chown -R airflow:0 /opt/pinsage /mlflow /opt/airflow/auth
 USER airflow
 

@@ -20,6 +20,9 @@ if [ "${PINSAGE_SKIP_INSTALL:-0}" != "1" ]; then
   "$PY" -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
 fi
 
+# From here on, what the demo writes (Airflow's and MLflow's databases, the runs) is readable by this
+# user only (the installed packages above keep the usual modes).
+umask 077
 STATE="${PINSAGE_STATE_DIR:-$ROOT/.pinsage}"
 export AIRFLOW_HOME="$STATE/airflow"
 export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"

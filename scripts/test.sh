@@ -9,8 +9,9 @@
 #    No browser is ever downloaded (no `playwright install`): the tests launch Debian's /usr/bin/chromium.
 # 3. PostgreSQL (tests/orchestration/test_e2e_production.py, trust auth): the server at $PINSAGE_E2E_PG
 #    (default "host=127.0.0.1 port=5432 user=postgres") when one answers there; otherwise a private
-#    throw-away server from Debian's binaries (apt-get installed when missing) on a free 127.0.0.1 port,
-#    with its data and socket in a temporary directory, stopped and deleted when this script exits.
+#    throw-away server from Debian's binaries (apt-get installed when missing) that listens on no TCP
+#    port, only on a unix socket in a 0700 temporary directory (so no other local user can reach its
+#    trust-authenticated superuser), with its data there too, stopped and deleted when this script exits.
 #    The system cluster is never started or changed.
 # 4. the command given (none: python3 -m pytest -q; options only: pytest with them); the script exits
 #    with its status.
@@ -63,6 +64,9 @@ if [ "${PINSAGE_SKIP_INSTALL:-0}" != "1" ]; then
   "$PY" -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
 fi
 
+# What the tests write from here on (temporary stores, logs, the private server) is this user's only.
+umask 077
+
 # 2. Chromium --------------------------------------------------------------------------------------
 if ! command -v chromium >/dev/null; then
   say "chromium: installing Debian's chromium"
@@ -111,20 +115,22 @@ else
     command -v runuser >/dev/null || die "running as root without runuser (util-linux) to run initdb/postgres as 'postgres'"
   fi
   PG_PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-  say "PostgreSQL: none at '$PINSAGE_E2E_PG', starting a private server on port $PG_PORT"
-  # under /tmp, not $TMPDIR: the postgres user must reach it, and a unix socket path has ~100 bytes at most
+  # under /tmp, not $TMPDIR: the postgres user must reach it, and a unix socket path has ~100 bytes at most;
+  # mktemp makes it 0700: only its owner (and root) can reach the socket inside
   PG_TMP="$(mktemp -d /tmp/pinsage-pg.XXXXXX)"
+  say "PostgreSQL: none at '$PINSAGE_E2E_PG', starting a private server on the socket in $PG_TMP"
   if is_root; then chown postgres: "$PG_TMP"; fi
+  chmod 700 "$PG_TMP"
   if ! as_pg "$PG_BIN/initdb" -D "$PG_TMP/data" --auth=trust -U postgres -E UTF8 --locale=C --no-sync \
       >"$PG_TMP/initdb.log" 2>&1; then
     cat "$PG_TMP/initdb.log" >&2; die "initdb failed"
   fi
   if ! as_pg "$PG_BIN/pg_ctl" -D "$PG_TMP/data" -l "$PG_TMP/postgres.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -c unix_socket_directories=$PG_TMP -c fsync=off" \
+      -o "-c listen_addresses= -p $PG_PORT -c unix_socket_directories=$PG_TMP -c unix_socket_permissions=0700 -c fsync=off" \
       start >/dev/null; then
     cat "$PG_TMP/postgres.log" >&2; die "the private PostgreSQL server did not start"
   fi
-  export PINSAGE_E2E_PG="host=127.0.0.1 port=$PG_PORT user=postgres"
+  export PINSAGE_E2E_PG="host=$PG_TMP port=$PG_PORT user=postgres"
   pg_answers "$PINSAGE_E2E_PG" || { cat "$PG_TMP/postgres.log" >&2; die "the private PostgreSQL server does not answer"; }
 fi
 

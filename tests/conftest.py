@@ -54,11 +54,12 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-
 
 
 @contextlib.contextmanager
-def chromium_page(viewport=(1400, 1100)):
+def chromium_page(viewport=(1400, 1100), http_credentials: dict | None = None):
     """A page of Debian's headless Chromium driven by Playwright (no browser download), offline.
 
     Only 127.0.0.1 is reachable: any other request is aborted, so a page that needs the internet
     shows it. Fails (never skips) without Chromium: ``scripts/test.sh`` installs it.
+    ``http_credentials``: {"username", "password"} the browser answers a server's basic-auth prompt with.
     """
     from playwright.sync_api import sync_playwright
 
@@ -69,7 +70,8 @@ def chromium_page(viewport=(1400, 1100)):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_FLAGS)
         try:
-            context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+            context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]},
+                                          http_credentials=http_credentials)
             context.route("**/*", lambda route: route.continue_()
                           if route.request.url.startswith(("http://127.0.0.1", "data:", "blob:")) else route.abort())
             yield context.new_page()

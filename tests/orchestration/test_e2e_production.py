@@ -38,9 +38,13 @@ def _pg_kv() -> dict:
 
 
 def _pg_url(db: str, driver: str = "psycopg2") -> str:
+    """A SQLAlchemy URL; a ``host`` that is a directory is a unix socket's (scripts/test.sh's private server)."""
     kv = _pg_kv()
     auth = kv.get("user", "postgres") + (f":{kv['password']}" if kv.get("password") else "")
-    return f"postgresql+{driver}://{auth}@{kv.get('host', '127.0.0.1')}:{kv.get('port', '5432')}/{db}"
+    host, port = kv.get("host", "127.0.0.1"), kv.get("port", "5432")
+    if host.startswith("/"):
+        return f"postgresql+{driver}://{auth}@/{db}?host={host}&port={port}"
+    return f"postgresql+{driver}://{auth}@{host}:{port}/{db}"
 
 
 def _admin(sql: str) -> None:
@@ -157,12 +161,21 @@ def topology(tmp_path_factory):
         mlflow_port, api_port = _free_port(), _free_port()
         mlflow_url, api_url = f"http://127.0.0.1:{mlflow_port}", f"http://127.0.0.1:{api_port}"
 
-        # MLflow tracking server: runs and registry on PostgreSQL, artifacts served by the server.
+        # MLflow tracking server: runs and registry on PostgreSQL, artifacts served by the server, basic
+        # authentication on (as docker-compose.yaml runs it): the admin's password from the environment,
+        # the database URI (its password) from the environment too, never on the command line.
+        mlflow_password = secrets.token_urlsafe(16)
+        (tmp / "mlflow-auth.ini").write_text(
+            (ROOT / "docker" / "mlflow-auth.ini").read_text().replace("/mlflow/auth/", f"{tmp}/"))
+
         def start_mlflow():
-            procs.start("mlflow", [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                                   _pg_url(mlf_db), "--artifacts-destination", (tmp / "mlflow-artifacts").as_uri(),
+            procs.start("mlflow", [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
+                                   "--artifacts-destination", (tmp / "mlflow-artifacts").as_uri(),
                                    "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"],
-                        subprocess_env(), tmp)
+                        subprocess_env({"MLFLOW_BACKEND_STORE_URI": _pg_url(mlf_db),
+                                        "MLFLOW_AUTH_CONFIG_PATH": str(tmp / "mlflow-auth.ini"),
+                                        "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+                                        "MLFLOW_AUTH_ADMIN_PASSWORD": mlflow_password}), tmp)
 
         start_mlflow()
 
@@ -188,6 +201,8 @@ def topology(tmp_path_factory):
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
             "MLFLOW_TRACKING_URI": mlflow_url,
+            "MLFLOW_TRACKING_USERNAME": "admin",  # the workers' credentials for the tracking server
+            "MLFLOW_TRACKING_PASSWORD": mlflow_password,
             "PINSAGE_RUNS_DIR": str(tmp / "runs"),
         })
         migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, cwd=tmp,
@@ -217,7 +232,10 @@ def topology(tmp_path_factory):
         inter["timestamp"] += DATA_START - 1_000_000  # context c at DATA_START + 1000 c + t, t < 8
         inter.to_csv(data / "interactions.csv", index=False)
         yield {"api": api_url, "mlflow": mlflow_url, "session": session, "procs": procs, "tmp": tmp,
-               "data": data, "start_mlflow": start_mlflow, "password": password}
+               "data": data, "start_mlflow": start_mlflow, "password": password,
+               "mlflow_auth": ("admin", mlflow_password),
+               "mlflow_env": {"MLFLOW_TRACKING_URI": mlflow_url, "MLFLOW_TRACKING_USERNAME": "admin",
+                              "MLFLOW_TRACKING_PASSWORD": mlflow_password}}
     finally:
         procs.stop_all()
         for db in created:
@@ -262,7 +280,8 @@ def _task_of(path: Path) -> str:
 def _mlflow(top, endpoint: str, **params) -> dict:
     import requests
 
-    r = requests.get(f"{top['mlflow']}/api/2.0/mlflow/{endpoint}", params=params, timeout=30)
+    r = requests.get(f"{top['mlflow']}/api/2.0/mlflow/{endpoint}", params=params, timeout=30,
+                     auth=top["mlflow_auth"])
     assert r.ok, f"{endpoint} {params}: {r.status_code} {r.text}"
     return r.json()
 
@@ -317,7 +336,7 @@ def test_triggered_runs_register_versions_and_only_the_better_one_takes_champion
         [sys.executable, "-c", "import mlflow, pandas as pd, json; m = mlflow.pyfunc.load_model('models:/pinsage@champion'); "
                                "out = m.predict(pd.DataFrame({'item_id': ['i3', 'i45']}), params={'k': 4}); "
                                "print(json.dumps(out.to_dict('records')))"],
-        env=subprocess_env({"MLFLOW_TRACKING_URI": top["mlflow"]}), cwd=top["tmp"], capture_output=True,
+        env=subprocess_env(top["mlflow_env"]), cwd=top["tmp"], capture_output=True,
         text=True, timeout=300)
     assert consumer.returncode == 0, consumer.stderr[-3000:]
     related = json.loads(consumer.stdout.strip().splitlines()[-1])
@@ -366,6 +385,36 @@ def test_triggered_runs_register_versions_and_only_the_better_one_takes_champion
     assert run_tags["data_sha256"] == tags["data_sha256"]  # the same file as the triggered runs read
 
 
+def test_the_tracking_server_lets_no_one_move_champion_without_the_right_credentials(topology):
+    """MLflow's basic auth: without credentials nothing is readable and an alias change is refused;
+    a signed-in user with the default (read) permission browses but cannot move ``champion``."""
+    import requests
+
+    top = topology
+    api = f"{top['mlflow']}/api/2.0/mlflow"
+    champion = _mlflow(top, "registered-models/alias", name="pinsage", alias="champion")["model_version"]
+    other = next(v["version"] for v in _mlflow(top, "model-versions/search", filter="name='pinsage'")["model_versions"]
+                 if v["version"] != champion["version"])
+    move = {"name": "pinsage", "alias": "champion", "version": other}
+    r = requests.get(f"{api}/registered-models/alias", params={"name": "pinsage", "alias": "champion"}, timeout=30)
+    assert r.status_code == 401, r.text
+    r = requests.post(f"{api}/registered-models/alias", json=move, timeout=30)
+    assert r.status_code == 401, r.text
+    r = requests.post(f"{api}/registered-models/alias", json=move, timeout=30, auth=("admin", "wrong password"))
+    assert r.status_code == 401, r.text
+    reader = ("reader", secrets.token_urlsafe(12))
+    r = requests.post(f"{api}/users/create", json={"username": reader[0], "password": reader[1]}, timeout=30,
+                      auth=top["mlflow_auth"])
+    assert r.ok, r.text
+    r = requests.get(f"{api}/registered-models/alias", params={"name": "pinsage", "alias": "champion"}, timeout=30,
+                     auth=reader)
+    assert r.ok and r.json()["model_version"]["version"] == champion["version"], r.text  # browsing works
+    r = requests.post(f"{api}/registered-models/alias", json=move, timeout=30, auth=reader)
+    assert r.status_code == 403, r.text
+    after = _mlflow(top, "registered-models/alias", name="pinsage", alias="champion")["model_version"]
+    assert after["version"] == champion["version"]
+
+
 def test_the_refresh_dag_adds_new_items_and_the_served_champion_answers_for_them(topology):
     """After the retrain above: pinsage_refresh under Airflow, then `mlflow models serve` on the champion."""
     import requests
@@ -390,7 +439,7 @@ def test_the_refresh_dag_adds_new_items_and_the_served_champion_answers_for_them
     port = _free_port()
     top["procs"].start("serve", [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/pinsage@champion",
                                  "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-                       subprocess_env({"MLFLOW_TRACKING_URI": top["mlflow"]}), top["tmp"])
+                       subprocess_env(top["mlflow_env"]), top["tmp"])
     try:
         _wait("the model server", lambda: requests.get(f"http://127.0.0.1:{port}/ping", timeout=5).ok, 180,
               top["procs"])
@@ -553,7 +602,8 @@ def test_a_person_triggers_from_the_airflow_form_and_browses_the_result_in_the_m
         "logged model": [model, "Airflow DAG pinsage_daily, task register", "Datasets used",
                          "ui-data (tail: evaluation pairs)", "test_mrr"],
     }
-    with chromium_page() as page:
+    user, pw = top["mlflow_auth"]
+    with chromium_page(http_credentials={"username": user, "password": pw}) as page:
         for name, url in pages.items():
             page.goto(url)
             try:
