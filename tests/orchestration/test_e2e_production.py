@@ -164,7 +164,7 @@ def topology(tmp_path_factory):
         # MLflow tracking server: runs and registry on PostgreSQL, artifacts served by the server, basic
         # authentication on (as docker-compose.yaml runs it): the admin's password from the environment,
         # the database URI (its password) from the environment too, never on the command line.
-        mlflow_password = secrets.token_urlsafe(16)
+        mlflow_password, flask_secret = secrets.token_urlsafe(16), secrets.token_urlsafe(32)
         (tmp / "mlflow-auth.ini").write_text(
             (ROOT / "docker" / "mlflow-auth.ini").read_text().replace("/mlflow/auth/", f"{tmp}/"))
 
@@ -175,7 +175,8 @@ def topology(tmp_path_factory):
                         subprocess_env({"MLFLOW_BACKEND_STORE_URI": _pg_url(mlf_db),
                                         "MLFLOW_AUTH_CONFIG_PATH": str(tmp / "mlflow-auth.ini"),
                                         "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
-                                        "MLFLOW_AUTH_ADMIN_PASSWORD": mlflow_password}), tmp)
+                                        "MLFLOW_AUTH_ADMIN_PASSWORD": mlflow_password,
+                                        "MLFLOW_FLASK_SERVER_SECRET_KEY": flask_secret}), tmp)
 
         start_mlflow()
 

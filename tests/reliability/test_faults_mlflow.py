@@ -288,22 +288,26 @@ def test_mlflow_server_down_fails_clearly_retries_and_registers_once(mlflow_serv
 
 
 def test_the_champion_gate_waits_for_a_concurrent_gate(store, tmp_path):
-    """Two register steps at once: the second gate blocks until the first has decided, so both can
-    never read "no champion yet" (the lock is a file in the runs directory every worker shares)."""
+    """Two register steps at once: the second gate decides only after the first has, on what the first
+    left (the lock is a file in the runs directory every worker shares). Here the first "gate" is this
+    test holding the lock while it makes v0 the champion; a gate that did not wait would have read "no
+    champion yet" and promoted v1."""
     import threading
 
     from orchestration.test_registry import make_version
 
     c = store.client()
+    v0 = make_version(store, tmp_path, "gate-lock", 0.5)
     v1 = make_version(store, tmp_path, "gate-lock", 0.1)
     results = []
     with register.gate_lock("gate-lock") as path:
         assert path.parent == Path(store.env["PINSAGE_RUNS_DIR"]).resolve() / ".locks"
         worker = threading.Thread(target=lambda: results.append(register.gate(c, "gate-lock", v1, 0.1, 0.0)))
         worker.start()
-        time.sleep(1.0)
-        assert worker.is_alive() and results == []  # waiting for the lock
-        assert register.champion_version(c, "gate-lock") is None
+        time.sleep(1.0)  # a gate that ignored the lock would have decided by now (it takes ~0.1 s here)
+        c.set_registered_model_alias("gate-lock", "champion", v0)  # what the first gate decided
+        c.set_model_version_tag("gate-lock", v0, "pinsage.promotion", "champion")
     worker.join(timeout=60)
-    assert results and results[0][0] is True
-    assert str(register.champion_version(c, "gate-lock").version) == v1
+    assert results and results[0][0] is False, results
+    assert f"does not beat champion version {v0} (0.5000)" in results[0][1]
+    assert str(register.champion_version(c, "gate-lock").version) == v0
