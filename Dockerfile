@@ -11,8 +11,8 @@ ENV PINSAGE_HOME=/opt/pinsage \
 
 USER root
 # Directories that back named volumes: a fresh volume takes the image's ownership.
-RUN mkdir -p /opt/pinsage/.pinsage/runs /mlflow/artifacts /mlflow/auth /opt/airflow/auth \
- && chown -R airflow:0 /opt/pinsage /mlflow /opt/airflow/auth
+RUN mkdir -p /opt/pinsage/.pinsage/runs /mlflow/artifacts /mlflow/auth \
+ && chown -R airflow:0 /opt/pinsage /mlflow
 USER airflow
 
 COPY --chown=airflow:0 requirements.txt constraints.txt /opt/pinsage/

@@ -180,8 +180,7 @@ def topology(tmp_path_factory):
 
         start_mlflow()
 
-        password = secrets.token_urlsafe(16)
-        (tmp / "passwords.json").write_text(json.dumps({"admin": password}))
+        password, viewer_password = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
         airflow_home = tmp / "airflow"
         airflow_home.mkdir()
         env = subprocess_env({
@@ -192,8 +191,7 @@ def topology(tmp_path_factory):
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__FERNET_KEY": __import__("cryptography.fernet").fernet.Fernet.generate_key().decode(),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp / "passwords.json"),
+            "AIRFLOW__CORE__AUTH_MANAGER": "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
             "AIRFLOW__API__BASE_URL": api_url,
             "AIRFLOW__API__WORKERS": "1",
@@ -213,6 +211,14 @@ def topology(tmp_path_factory):
                                "one PinSage training at a time"], env=env, cwd=tmp, capture_output=True, text=True,
                               timeout=300)
         assert pool.returncode == 0, pool.stdout[-3000:] + pool.stderr[-3000:]
+        # per-user accounts (FAB), created as docker-compose.yaml's airflow-init does: the password on stdin
+        for user, role, pw in (("admin", "Admin", password), ("viewer", "Viewer", viewer_password)):
+            made = subprocess.run([sys.executable, "-m", "airflow", "users", "create", "--username", user, "--role",
+                                   role, "--firstname", user, "--lastname", "PinSage", "--email",
+                                   f"{user}@pinsage.invalid"], input=f"{pw}\n{pw}\n", env=env, cwd=tmp,
+                                  capture_output=True, text=True, timeout=300)
+            assert made.returncode == 0 and f'User "{user}" created with role "{role}"' in made.stdout, \
+                made.stdout[-3000:] + made.stderr[-3000:]
         procs.start("api-server", [sys.executable, "-m", "airflow", "api-server", "--host", "127.0.0.1",
                                    "--port", str(api_port), "--workers", "1"], env, tmp)
         procs.start("scheduler", [sys.executable, "-m", "airflow", "scheduler"], env, tmp)
@@ -234,6 +240,7 @@ def topology(tmp_path_factory):
         inter.to_csv(data / "interactions.csv", index=False)
         yield {"api": api_url, "mlflow": mlflow_url, "session": session, "procs": procs, "tmp": tmp,
                "data": data, "start_mlflow": start_mlflow, "password": password,
+               "viewer_password": viewer_password,
                "mlflow_auth": ("admin", mlflow_password),
                "mlflow_env": {"MLFLOW_TRACKING_URI": mlflow_url, "MLFLOW_TRACKING_USERNAME": "admin",
                               "MLFLOW_TRACKING_PASSWORD": mlflow_password}}
@@ -384,6 +391,27 @@ def test_triggered_runs_register_versions_and_only_the_better_one_takes_champion
                       if {t["key"]: t["value"] for t in d["tags"]}["mlflow.data.context"] == "evaluation")
     assert json.loads(evaluation["profile"])["validation_pairs"] == 87
     assert run_tags["data_sha256"] == tags["data_sha256"]  # the same file as the triggered runs read
+
+
+def test_airflow_accounts_have_roles_a_viewer_browses_but_cannot_trigger(topology):
+    """The FAB auth manager: each person signs in with an account of their own; a Viewer reads the DAG
+    but is refused a trigger, and a wrong password gets no token."""
+    import requests
+
+    top = topology
+    api = top["api"]
+    r = requests.post(f"{api}/auth/token", json={"username": "viewer", "password": "wrong"}, timeout=30)
+    assert r.status_code == 401, r.text
+    r = requests.post(f"{api}/auth/token", json={"username": "viewer", "password": top["viewer_password"]},
+                      timeout=30)
+    assert r.ok, r.text
+    viewer = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    assert requests.get(f"{api}/api/v2/dags/{DAG_ID}", headers=viewer, timeout=30).status_code == 200
+    refused = requests.post(f"{api}/api/v2/dags/{DAG_ID}/dagRuns", headers=viewer, timeout=30,
+                            json={"dag_run_id": "viewer_try", "logical_date": None, "conf": {}})
+    assert refused.status_code == 403, refused.text
+    runs = top["session"].get(f"{api}/api/v2/dags/{DAG_ID}/dagRuns", timeout=30).json()["dag_runs"]
+    assert "viewer_try" not in {run["dag_run_id"] for run in runs}
 
 
 def test_the_tracking_server_lets_no_one_move_champion_without_the_right_credentials(topology):

@@ -42,12 +42,14 @@ def test_airflow_authentication_is_on_with_the_password_required_from_env(compos
     services = compose["services"]
     for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
         env = services[name]["environment"]
-        assert env.get("AIRFLOW__CORE__AUTH_MANAGER", "simple").lower().endswith(("simple", "simpleauthmanager")), name
-        assert str(env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False")).lower() == "false", name
-        assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"], name
+        # FAB: per-user accounts with roles (the simple auth manager is documented for development only)
+        assert env["AIRFLOW__CORE__AUTH_MANAGER"] == "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+        assert not [k for k in env if "SIMPLE_AUTH_MANAGER" in k], name
         assert str(env.get("AIRFLOW__API__EXPOSE_CONFIG", "False")).lower() == "false", name
     init_env = services["airflow-init"]["environment"]
     assert init_env["AIRFLOW_ADMIN_PASSWORD"].startswith("${AIRFLOW_ADMIN_PASSWORD:?")
+    init = services["airflow-init"]["command"][0]
+    assert "| airflow users create --username admin --role Admin" in init and "--password" not in init
     # no literal credential anywhere: every password in a URL is a required ${VAR:?...}
     for user, password in re.findall(r"://([^:/@\s]+):([^@\s]+)@", text):
         assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]*\}", password), (user, password)
