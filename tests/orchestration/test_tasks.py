@@ -221,7 +221,7 @@ def test_a_failed_evaluation_marks_the_run_failed_and_never_moves_champion(modul
     for step in ("features", "graph", "neighbors", "train", "export", "index"):
         __import__(f"tasks.{step}", fromlist=["run"]).run(ref)
     (Path(ref["run_dir"]) / "prepare" / "valid.parquet").unlink()  # evaluation cannot run
-    with pytest.raises(Exception):
+    with pytest.raises(FileNotFoundError, match="valid.parquet"):
         evaluate.run(ref)
     run = c.get_run(ref["mlflow_run_id"])
     assert run.info.status == "FAILED"
