@@ -20,7 +20,8 @@ failure to fetch the embeddings (a 5xx, a timeout) fails the step, so Airflow re
 The gate refuses, with the reason on the version, when it cannot compare: a champion that knows none
 of this run's validation items (a run on the wrong ``data`` under the same model name), a champion
 with neither embeddings nor a recorded MRR, a missing or non-finite validation MRR. A refresh
-(``parent``) replaces only the version it refreshed: if the champion moved meanwhile, it is refused. Aliases and tags only; no stages.
+(``parent``) replaces only the version it refreshed: if the champion moved meanwhile, it is refused.
+Aliases and tags only; no stages.
 Re-running the step finds the version it already registered for this MLflow run (no duplicate) and
 keeps the decision already recorded on it. Two runs registering at once (two DAG runs, a backfill
 beside the daily run) take the gate one at a time: read the champion, compare, move the alias under
