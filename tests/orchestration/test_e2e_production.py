@@ -640,3 +640,49 @@ def test_a_person_triggers_from_the_airflow_form_and_browses_the_result_in_the_m
                     page.get_by_text(text, exact=False).first.wait_for(timeout=30_000)
             except Exception as err:
                 raise AssertionError(f"MLflow UI {name} page {url}: {err}\n{page.inner_text('body')[:3000]}") from err
+
+
+def test_the_stacks_database_roles_own_their_database_and_nothing_else():
+    """docker/postgres-init.sh (what the compose stack's PostgreSQL runs on first start) against a real
+    server, with role names of its own: two login roles without superuser, database or role creation;
+    each owns its database, and neither may connect to the other's. A password full of quotes goes in
+    as data, not as SQL."""
+    import psycopg
+
+    reason = _postgres_available()
+    if reason:
+        if os.environ.get("PINSAGE_E2E_ALLOW_SKIP") == "1":
+            pytest.skip(reason)
+        pytest.fail(f"{reason} (set PINSAGE_E2E_ALLOW_SKIP=1 to skip on a machine without PostgreSQL)")
+    suffix = uuid.uuid4().hex[:8]
+    airflow, mlflow = f"pinsage_t_airflow_{suffix}", f"pinsage_t_mlflow_{suffix}"
+    kv = _pg_kv()
+    env = subprocess_env({"AIRFLOW_DB_NAME": airflow, "MLFLOW_DB_NAME": mlflow, "POSTGRES_USER": kv.get("user", "postgres"),
+                          "AIRFLOW_DB_PASSWORD": "it's \"quoted\"; DROP ROLE postgres; --",
+                          "MLFLOW_DB_PASSWORD": secrets.token_urlsafe(16),
+                          "PGHOST": kv.get("host", "127.0.0.1"), "PGPORT": kv.get("port", "5432"),
+                          **({"PGPASSWORD": kv["password"]} if kv.get("password") else {})})
+    server = " ".join(f"{k}={v}" for k, v in kv.items() if k != "user")
+    try:
+        made = subprocess.run(["bash", str(ROOT / "docker" / "postgres-init.sh")], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert made.returncode == 0, made.stderr
+        with psycopg.connect(PG + " dbname=postgres", autocommit=True, connect_timeout=5) as conn:
+            for role in (airflow, mlflow):
+                flags = conn.execute("SELECT rolsuper, rolcreatedb, rolcreaterole, rolcanlogin FROM pg_roles "
+                                     "WHERE rolname = %s", (role,)).fetchone()
+                assert flags == (False, False, False, True), (role, flags)
+                owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
+                                     (role,)).fetchone()
+                assert owner == (role,)
+            assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'postgres'").fetchone() == (1,)
+        for role, own, other in ((airflow, airflow, mlflow), (mlflow, mlflow, airflow)):
+            with psycopg.connect(f"{server} user={role} dbname={own}", connect_timeout=5) as conn:
+                assert conn.execute("SELECT current_user").fetchone() == (role,)
+            with pytest.raises(psycopg.OperationalError, match="permission denied"):
+                psycopg.connect(f"{server} user={role} dbname={other}", connect_timeout=5)
+    finally:
+        for db in (airflow, mlflow):
+            _admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        for role in (airflow, mlflow):
+            _admin(f'DROP ROLE IF EXISTS "{role}"')
