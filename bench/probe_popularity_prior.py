@@ -32,9 +32,10 @@ BETAS = (0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0)
 
 
 def prior_scorer(emb: np.ndarray, prior: np.ndarray, tau: float, beta: float):
+    """cos + tau beta prior: the order of cos / tau + beta prior, and at beta 0 exactly the run's scores."""
     emb = np.ascontiguousarray(emb, dtype=np.float32)
-    bias = (beta * prior).astype(np.float32)[None, :]  # (1, N)
-    return lambda q: emb[q] @ emb.T / tau + bias  # (Q, N)
+    bias = (tau * beta * prior).astype(np.float32)[None, :]  # (1, N)
+    return lambda q: emb[q] @ emb.T + bias  # (Q, N)
 
 
 def probe(run: RunDir) -> None:
