@@ -39,7 +39,6 @@ def metric_values(metrics: dict) -> dict[str, float]:
 def _report(c, ref: dict, cfg) -> str | None:
     """Render and log ``report.html``; on failure record why (tag) and carry on. -> its path or None"""
     from pinsage import pipeline
-    from pinsage.eval.baselines import setting_text
 
     rid = ref["mlflow_run_id"]
     link = browse.run_link(tracking.configure_mlflow(), ref["experiment_id"], rid)

@@ -150,7 +150,7 @@ def ease_scorers(graph: BipartiteGraph, lambdas: Iterable[float] = EASE_LAMBDAS,
 
     The n x n inverse is factorised on whichever Gram matrix is smaller: ``_ease_primal_solver`` (Cholesky
     of G + lam I per lambda) when there are at least half as many contexts as items, else
-    ``_ease_dual`` (one eigendecomposition of X X^T, (C, C), serves every lambda).
+    ``_ease_dual_solver`` (one eigendecomposition of X X^T, (C, C), serves every lambda).
     """
     model = _ease_model(graph, weights)
     for lam in lambdas:
@@ -450,8 +450,9 @@ def _search(grid: Grid, evaluate: Callable[[Scorer], float]) -> Selection:
     end of a ladder is recorded: ``cap_hit`` (the extension cap stopped the search) or ``at_bound``
     (the parameter's domain bound); an extension that gained less than ``PLATEAU_GAIN`` over the
     point before it ends that direction as ``plateau`` (the curve has reached its limit). The best
-    over every treatment wins (first on ties: treatments in ``grid.weights`` order). Only the overall best scorer is kept: at most it, the one being scored
-    and one treatment's model (its Gram matrix or factorisation) are alive."""
+    over every treatment wins (first on ties: treatments in ``grid.weights`` order). Only the overall
+    best scorer is kept: at most it, the one being scored and one treatment's model (its Gram matrix or
+    factorisation) are alive."""
     names = [a.name for a in grid.axes]
     ladders = [a.ladder(grid.max_extensions) for a in grid.axes]
     records: list[dict] = []
