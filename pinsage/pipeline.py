@@ -25,8 +25,8 @@ from pinsage.data.split import split_interactions
 from pinsage.engines import export_on_engine, walk_engine
 from pinsage.eval import baselines
 from pinsage.eval.metrics import embedding_scorer, evaluate_scorer, markdown_table, metrics_from_ranks
-from pinsage.export.embed import validation_mrr
-from pinsage.export.embeddings import read_embeddings, write_embeddings
+from pinsage.export.embed import choose_prior_weight, item_prior, validation_mrr
+from pinsage.export.embeddings import read_embeddings, read_prior, write_embeddings
 from pinsage.export.index import build_index, save_index
 from pinsage.features.build import build_features, feature_blocks, feature_matrix, save_features
 from pinsage.graph.bipartite import BipartiteGraph, build_graph
@@ -184,21 +184,26 @@ def train(cfg: PipelineConfig, log: Log = print, on_epoch_end=None,
         pairs = positive_pairs(context, item, window, ordered, rng)
         return pairs[rng.permutation(len(pairs))[:epoch_pairs(len(pairs), len(feats), cfg.train)]]
 
+    degree = BipartiteGraph.load(run.graph_file).item_degree()
     data = TrainData(pairs_for_epoch, feats, nbrs, VisitTable(v["items"], v["counts"]),
-                     negative_candidates(np.bincount(item, minlength=len(feats)), cfg.train.sampler))
+                     negative_candidates(degree, cfg.train.sampler), np.log1p(degree))
     vq, vt = run.pairs("valid")
     torch.manual_seed(cfg.train.seed)  # the initial weights are part of what a seed reproduces
     model = build_model(cfg.model, feats)
     model, state = train_model(
         model, data, cfg.train, checkpoint_dir=run.train,
-        evaluate_fn=lambda m: validation_mrr(m, feats, nbrs, vq, vt),
+        evaluate_fn=lambda m: validation_mrr(m, feats, nbrs, vq, vt, degree),
         on_epoch_end=on_epoch_end, log=lambda s: log(f"train: {s}"), group=group)
     if not group.is_main:
         return {"model_dir": str(run.train), "best_epoch": state.best_epoch}
+    prior = choose_prior_weight(model, feats, nbrs, vq, vt, degree, cfg.train.temperature)
+    best = prior["validation_mrr"][f"{prior['chosen']:g}"] if prior else state.best_score
     save_model(model, run.train)
-    write_json(run.history, {"best_epoch": state.best_epoch, "best_validation_mrr": state.best_score,
-                             "stopped": state.stopped, "epochs": state.history})
-    log(f"train: best epoch {state.best_epoch}, validation MRR {state.best_score:.4f}")
+    write_json(run.history, {"best_epoch": state.best_epoch, "best_validation_mrr": best,
+                             "stopped": state.stopped, "epochs": state.history, "prior": prior})
+    log(f"train: best epoch {state.best_epoch}, validation MRR {best:.4f}" + (
+        f" (popularity prior weight {prior['chosen']:g} chosen on validation; training learned "
+        f"{prior['learned']:.4f})" if prior else ""))
     return {"model_dir": str(run.train), "best_epoch": state.best_epoch}
 
 
@@ -208,8 +213,10 @@ def export(cfg: PipelineConfig, log: Log = print, model_dir: str | None = None) 
     t0 = time.perf_counter()
     run = RunDir(cfg.out)
     feats, nbrs = _load_inputs(run)
-    emb = export_on_engine(cfg, load_model(model_dir or run.train), feats, nbrs, log)
-    parts = write_embeddings(run.embeddings, run.item_ids(), emb)
+    model = load_model(model_dir or run.train)
+    emb = export_on_engine(cfg, model, feats, nbrs, log)
+    prior = item_prior(model, BipartiteGraph.load(run.graph_file).item_degree())
+    parts = write_embeddings(run.embeddings, run.item_ids(), emb, prior)
     log(f"export: {len(emb)} embeddings of {emb.shape[1]} dims in {len(parts)} part(s), "
         f"{time.perf_counter() - t0:.1f}s")
     return {"embeddings_dir": str(run.embeddings)}
@@ -219,7 +226,7 @@ def export(cfg: PipelineConfig, log: Log = print, model_dir: str | None = None) 
 def index(cfg: PipelineConfig, log: Log = print) -> dict:
     run = RunDir(cfg.out)
     ids, emb = read_embeddings(run.embeddings)
-    idx = build_index(emb, cfg.index)
+    idx = build_index(emb, cfg.index, read_prior(run.embeddings))
     log(f"index: {type(idx).__name__} over {idx.ntotal} items")
     return {"index_dir": str(save_index(run.index, idx, ids))}
 
@@ -238,7 +245,7 @@ def evaluate(cfg: PipelineConfig, log: Log = print) -> dict:
     blocks = feature_blocks(pq.read_table(run.features_table))
     w = cfg.walks
     scorers = {
-        "pinsage": embedding_scorer(emb),
+        "pinsage": embedding_scorer(emb, read_prior(run.embeddings)),
         "popularity": baselines.popularity(g),
         "annotation": baselines.annotation(blocks["annotation"]),
         "combined": baselines.combined(blocks),

@@ -101,7 +101,7 @@ def gate_lock(name: str, timeout_s: float = 600.0):
 
 
 def champion_embeddings(name: str, version: str):
-    """(item ids, embeddings) the registered version serves, from its artifacts.
+    """(item ids, embeddings, priors) the registered version serves, from its artifacts.
 
     None only when the version holds no ``artifacts/embeddings`` (registered before they were logged).
     Any other failure (a 5xx once MLflow's own retries are spent, a timeout, an unreadable file)
@@ -111,14 +111,14 @@ def champion_embeddings(name: str, version: str):
 
     import mlflow
 
-    from pinsage.export.embeddings import read_embeddings
+    from pinsage.export.embeddings import read_embeddings, read_prior
 
     listed = mlflow.artifacts.list_artifacts(artifact_uri=f"models:/{name}/{version}/artifacts")
     if not any(Path(f.path).name == "embeddings" and f.is_dir for f in listed):
         return None
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}/artifacts/embeddings", dst_path=tmp)
-        return read_embeddings(local)
+        return (*read_embeddings(local), read_prior(local))
 
 
 def like_with_like(out: Path, name: str, champ) -> dict | None:
@@ -131,7 +131,7 @@ def like_with_like(out: Path, name: str, champ) -> dict | None:
     import pyarrow.parquet as pq
 
     from pinsage.eval.metrics import ranks_on_pairs
-    from pinsage.export.embeddings import read_embeddings
+    from pinsage.export.embeddings import read_embeddings, read_prior
     from pinsage.run.layout import RunDir
 
     served = champion_embeddings(name, str(champ.version))
@@ -143,9 +143,9 @@ def like_with_like(out: Path, name: str, champ) -> dict | None:
     common = pairs[pairs["query_item"].isin(known) & pairs["target_item"].isin(known)]
     result = {"n_pairs": int(len(common)), "n_total": int(len(pairs)), "candidate": math.nan, "champion": math.nan}
     if len(common):
-        ids, emb = read_embeddings(run.embeddings)
-        for who, (item_ids, vectors) in (("candidate", (ids, emb)), ("champion", served)):
-            ranks = ranks_on_pairs(item_ids, vectors, common["query_item"], common["target_item"])
+        candidate = (*read_embeddings(run.embeddings), read_prior(run.embeddings))
+        for who, (item_ids, vectors, prior) in (("candidate", candidate), ("champion", served)):
+            ranks = ranks_on_pairs(item_ids, vectors, common["query_item"], common["target_item"], prior)
             result[who] = float(np.mean(1.0 / ranks))
     return result
 

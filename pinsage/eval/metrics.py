@@ -67,10 +67,14 @@ def evaluate_scorer(score_fn: Callable[[np.ndarray], np.ndarray], queries: np.nd
     return ranks
 
 
-def embedding_scorer(embeddings: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """Dot-product scores (cosine for unit vectors) against the whole catalogue."""
+def embedding_scorer(embeddings: np.ndarray, prior: np.ndarray | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """Dot-product scores (cosine for unit vectors) against the whole catalogue, plus each
+    candidate's ``prior`` (N,) in score units when given."""
     emb = np.ascontiguousarray(embeddings, dtype=np.float32)
-    return lambda q: emb[q] @ emb.T
+    if prior is None:
+        return lambda q: emb[q] @ emb.T
+    bias = np.asarray(prior, dtype=np.float32)[None, :]  # (1, N)
+    return lambda q: emb[q] @ emb.T + bias
 
 
 def cosine_scorer(vectors: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -88,11 +92,13 @@ def markdown_table(results: dict[str, dict[str, float]], n_pairs: int, title: st
     return "\n".join(lines) + "\n"
 
 
-def ranks_on_pairs(item_ids: np.ndarray, embeddings: np.ndarray, query_ids, target_ids) -> np.ndarray:
+def ranks_on_pairs(item_ids: np.ndarray, embeddings: np.ndarray, query_ids, target_ids,
+                   prior: np.ndarray | None = None) -> np.ndarray:
     """Full-ranking ranks of a model's embeddings on pairs given by item id (any catalogue).
 
     Args:
-        item_ids: (N,) the model's catalogue; embeddings: (N, D) its unit vectors.
+        item_ids: (N,) the model's catalogue; embeddings: (N, D) its unit vectors; prior: (N,) its
+            popularity priors (score units) or None.
         query_ids, target_ids: (P,) item ids; every one must be in ``item_ids``.
     Returns:
         (P,) ranks over the model's own catalogue, the query excluded (the module's rank rule).
@@ -104,4 +110,4 @@ def ranks_on_pairs(item_ids: np.ndarray, embeddings: np.ndarray, query_ids, targ
     t = row.get_indexer(np.asarray(target_ids, dtype=str))
     if (q < 0).any() or (t < 0).any():
         raise ValueError("ranks_on_pairs: a pair names an item outside the model's catalogue")
-    return evaluate_scorer(embedding_scorer(embeddings), q, t)
+    return evaluate_scorer(embedding_scorer(embeddings, prior), q, t)

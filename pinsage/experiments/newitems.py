@@ -84,7 +84,7 @@ def _scorers(cfg: PipelineConfig, cold: dict[str, Path], run: Path, data: Path, 
     """Every method's scorer over the extended catalogue, and the tuned baselines' settings."""
     from pinsage.serve.coldstart import extended_graph
     from pinsage.data.dataset import load_dataset
-    from pinsage.export.embeddings import read_embeddings
+    from pinsage.export.embeddings import read_embeddings, read_prior
     from pinsage.eval.metrics import embedding_scorer
     from pinsage.features.build import feature_blocks
 
@@ -94,7 +94,7 @@ def _scorers(cfg: PipelineConfig, cold: dict[str, Path], run: Path, data: Path, 
     for name, d in cold.items():
         ids, emb = read_embeddings(RunDir(d).embeddings)
         assert np.array_equal(ids.astype(str), ext_ids.astype(str)), f"{d}: embeddings not in catalogue order"
-        scorers[name] = embedding_scorer(emb)
+        scorers[name] = embedding_scorer(emb, read_prior(RunDir(d).embeddings))
     blocks = feature_blocks(pq.read_table(out.features_table))
     scorers["annotation"] = baselines.annotation(blocks["annotation"])
     if "visual" in blocks:

@@ -1,4 +1,8 @@
-"""faiss nearest-neighbour index over the exported embeddings, saved with its id mapping."""
+"""faiss nearest-neighbour index over the exported embeddings, saved with its id mapping.
+
+With a popularity prior the index holds [z_i ; prior_i] and a query searches with [z_q ; 1]: the
+inner product is then z_q . z_i + prior_i, the model's score, and the search stays exact.
+"""
 
 from __future__ import annotations
 
@@ -22,9 +26,16 @@ class IndexConfig:
     ef_search: int = 128  # search breadth; raise for recall, lower for speed
 
 
-def build_index(embeddings: np.ndarray, config: IndexConfig = IndexConfig()) -> faiss.Index:
-    """Exact inner product for small catalogues, HNSW (inner product) above the threshold."""
+def build_index(embeddings: np.ndarray, config: IndexConfig = IndexConfig(),
+                prior: np.ndarray | None = None) -> faiss.Index:
+    """Exact inner product for small catalogues, HNSW (inner product) above the threshold.
+
+    embeddings: (N, D); prior: (N,) popularity priors (score units) or None. The index holds (N, D)
+    vectors, or (N, D + 1) with the prior as the last coordinate (see :func:`query_vectors`).
+    """
     emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if prior is not None and np.any(prior):
+        emb = np.hstack([emb, np.asarray(prior, dtype=np.float32)[:, None]])  # (N, D + 1)
     n, d = emb.shape
     kind = config.kind
     if kind == "auto":
@@ -60,6 +71,17 @@ def load_index(directory: str | Path) -> tuple[faiss.Index, np.ndarray]:
     return index, ids.astype(str)
 
 
+def query_vectors(index: faiss.Index, vectors: np.ndarray) -> np.ndarray:
+    """(Q, D) embeddings -> what to search ``index`` with: [z_q ; 1] (Q, D + 1) when the index holds a
+    prior coordinate, else the embeddings themselves."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if index.d == vectors.shape[1] + 1:
+        vectors = np.hstack([vectors, np.ones((len(vectors), 1), dtype=np.float32)])  # (Q, D + 1)
+    elif index.d != vectors.shape[1]:
+        raise ValueError(f"query vectors have {vectors.shape[1]} dimensions, the index {index.d}")
+    return vectors
+
+
 def search(index: faiss.Index, item_ids: np.ndarray, vectors: np.ndarray, k: int,
            exclude_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-k ids and scores per query vector, the query's own item left out.
@@ -67,7 +89,7 @@ def search(index: faiss.Index, item_ids: np.ndarray, vectors: np.ndarray, k: int
     Returns ``(ids (Q, k) str, scores (Q, k) float32)``; rows are padded with '' / -inf when the
     catalogue has fewer than k other items.
     """
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    vectors = query_vectors(index, vectors)
     extra = 1 if exclude_ids is not None else 0
     scores, rows = index.search(vectors, min(index.ntotal, k + extra))
     out_ids = np.full((len(vectors), k), "", dtype=object)

@@ -36,6 +36,9 @@ class ModelConfig:
     # Final layers also see h^0 (jumping-knowledge concat; not in the paper): the convolution adds the
     # neighbourhood without washing out the item's own input. Chosen on validation (docs/figures.md).
     input_skip: bool = True
+    # A learned popularity prior: score(q, i) = z_q . z_i + w log(1 + d_i), d_i the item's training
+    # interactions, w one learned scalar. Unit vectors cannot say "popular"; every baseline can.
+    popularity_prior: bool = True
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -43,6 +46,7 @@ class ModelConfig:
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":
         d = json.loads(text)
+        d.setdefault("popularity_prior", False)  # written before the prior existed
         for key, default in REMOVED_MODEL_OPTIONS.items():  # a checkpoint written before the option went
             if key in d and d.pop(key) != default:
                 raise ValueError(f"model config sets {key!r}, an option removed after measurement "
@@ -77,6 +81,8 @@ class PinSage(nn.Module):
             nn.init.zeros_(self.id_embedding.weight)
         self.convs = nn.ModuleList(
             PinSageConv(h, h, h, aggregator=config.aggregator) for _ in range(config.n_layers))
+        # w in score units (cosine); zero-initialised: training starts from the plain cosine
+        self.prior_weight = nn.Parameter(torch.zeros(())) if config.popularity_prior else None
         self.G1 = nn.Linear(2 * h if config.input_skip else h, h)
         self.G2 = nn.Linear(h, config.output_dim)
 
@@ -95,6 +101,12 @@ class PinSage(nn.Module):
         if self.config.input_skip:
             h = torch.cat([h, h_input], dim=1)  # (N, 2 * hidden)
         return F.normalize(self.G2(F.relu(self.G1(h))), dim=1)
+
+    def prior_bias(self, log_degree: torch.Tensor) -> torch.Tensor:
+        """w log(1 + d): (N,) log1p training degrees -> (N,) score offsets (zeros without the prior)."""
+        if self.prior_weight is None:
+            return torch.zeros_like(log_degree)
+        return self.prior_weight * log_degree
 
     def forward(self, x: torch.Tensor, item_index: torch.Tensor, blocks) -> torch.Tensor:
         """Embed the targets of a sampled computation graph.

@@ -128,7 +128,8 @@ class TrainData:
     ``pairs_for_epoch``: epoch -> (P, 2) positive pairs (query, positive) for that epoch;
     ``features``: (N, F) float32 raw features of the whole catalogue; ``neighbors``/``visits``: the
     importance-neighbour table and the deeper visit ranks (hard negatives); ``candidate_items``:
-    catalogue indices negatives are drawn from (uniformly).
+    catalogue indices negatives are drawn from (uniformly); ``log_degree``: (N,) log(1 + training
+    interactions) of every item, the popularity prior's input (``PinSage.prior_bias``).
     """
 
     pairs_for_epoch: Callable[[int], np.ndarray]
@@ -136,6 +137,7 @@ class TrainData:
     neighbors: Neighbors
     visits: VisitTable | None
     candidate_items: np.ndarray
+    log_degree: np.ndarray | None = None  # None: no prior input (zeros)
 
 
 def train_model(model: PinSage, data: TrainData, config: TrainConfig, *,
@@ -225,6 +227,8 @@ def _train(model, data: TrainData, config: TrainConfig, checkpoint_dir, evaluate
         log(f"resumed from {ckpt} after epoch {state.epoch}")
     full = choose_graphs(data, model.config.n_layers, config.sampler, log)
     workers = producer_processes(config, device)
+    log_degree = torch.as_tensor(np.zeros(len(data.features)) if data.log_degree is None else data.log_degree,
+                                 dtype=torch.float32, device=device)  # (N,)
     while (stopped := stop_reason(state, config)) is None:
         epoch = state.epoch
         t0 = time.perf_counter()
@@ -257,7 +261,9 @@ def _train(model, data: TrainData, config: TrainConfig, checkpoint_dir, evaluate
                     zq, z[batch.positive], z[batch.negative], scale,
                     z_hard=z[batch.hard],  # (B, H, D)
                     negative_mask=batch.negative_item[None, :] != pos_item[:, None],
-                    hard_mask=batch.hard_item != pos_item[:, None])
+                    hard_mask=batch.hard_item != pos_item[:, None],
+                    bias=(model.prior_bias(log_degree[pos_item]), model.prior_bias(log_degree[batch.negative_item]),
+                          model.prior_bias(log_degree[batch.hard_item])))
             if group.distributed:
                 # DDP averages over processes; weighting by each share makes that the global-batch mean.
                 loss = loss * (batch.share * group.world_size)

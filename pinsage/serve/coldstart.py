@@ -158,7 +158,7 @@ def embed_new_items(run_dir: str | Path, data: str | Path, out: str | Path, log=
     from pinsage.data.adapters import resolve_dataset_dir
     from pinsage.data.dataset import load_dataset
     from pinsage.export.embeddings import read_embeddings, write_embeddings
-    from pinsage.export.embed import export_embeddings
+    from pinsage.export.embed import export_embeddings, item_prior
     from pinsage.features.build import build_features, feature_matrix, save_features
     from pinsage.export.index import build_index, save_index
     from pinsage.model.network import load_model
@@ -228,8 +228,9 @@ def embed_new_items(run_dir: str | Path, data: str | Path, out: str | Path, log=
     write_json(out.summary_file, summary)
     save_features(out.features, table, manifest)
     nbrs.save(out.neighbors_table, ext_index.to_numpy())
-    write_embeddings(out.embeddings, ext_index.to_numpy(), emb)
-    index = build_index(emb, cfg.index)
+    prior = item_prior(model, degree)  # every item's prior from the extended graph's degrees
+    write_embeddings(out.embeddings, ext_index.to_numpy(), emb, prior)
+    index = build_index(emb, cfg.index, prior)
     save_index(out.index, index, ext_index.to_numpy())
     result = {"run": str(run.root), "data": str(root), "out": str(out.root), "n_old": n_old, "n_new": n_new,
               "new_with_interactions": int((degree[new_rows] > 0).sum()), "new_with_walk_neighbourhood": walked,
