@@ -186,7 +186,7 @@ def train(cfg: PipelineConfig, log: Log = print, on_epoch_end=None,
 
     degree = BipartiteGraph.load(run.graph_file).item_degree()
     data = TrainData(pairs_for_epoch, feats, nbrs, VisitTable(v["items"], v["counts"]),
-                     negative_candidates(degree, cfg.train.sampler), np.log1p(degree))
+                     negative_candidates(degree, cfg.train.sampler))
     vq, vt = run.pairs("valid")
     torch.manual_seed(cfg.train.seed)  # the initial weights are part of what a seed reproduces
     model = build_model(cfg.model, feats)
@@ -202,8 +202,8 @@ def train(cfg: PipelineConfig, log: Log = print, on_epoch_end=None,
     write_json(run.history, {"best_epoch": state.best_epoch, "best_validation_mrr": best,
                              "stopped": state.stopped, "epochs": state.history, "prior": prior})
     log(f"train: best epoch {state.best_epoch}, validation MRR {best:.4f}" + (
-        f" (popularity prior weight {prior['chosen']:g} chosen on validation; training learned "
-        f"{prior['learned']:.4f})" if prior else ""))
+        f" with the popularity prior weight {prior['chosen']:g} chosen on validation (without it "
+        f"{prior['validation_mrr']['0']:.4f})" if prior else ""))
     return {"model_dir": str(run.train), "best_epoch": state.best_epoch}
 
 

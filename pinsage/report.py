@@ -292,9 +292,13 @@ def _training_section(history: dict | None) -> str:
     stopped = history.get("stopped") or {}
     why = (f" Training stopped on its {_esc(stopped['reason'])} rule: {_esc(stopped.get('detail', ''))}."
            if stopped.get("reason") else "")
+    prior = history.get("prior") or {}
+    said = (f" Scores add a popularity prior w log(1 + interactions of the item); validation chose "
+            f"w = {prior['chosen']:g} (validation MRR {prior['validation_mrr'].get('0', float('nan')):.4f} "
+            "without it)." if prior.get("validation_mrr") else "")
     return (f"<h2>Training</h2><p>{len(epochs)} epochs, {total:.0f} s; the kept model is epoch "
             f"{_esc(best)} (validation MRR {history.get('best_validation_mrr', float('nan')):.4f}, dashed "
-            f"line).{why}</p><div class=\"charts\"><div class=\"chart\">{loss}</div><div class=\"chart\">{mrr}"
+            f"line).{why}{said}</p><div class=\"charts\"><div class=\"chart\">{loss}</div><div class=\"chart\">{mrr}"
             "</div></div>")
 
 

@@ -34,8 +34,10 @@ def run(ref: dict, features: str | None = None, neighbors: str | None = None) ->
         history = s.run.read_json(s.run.history)
         for record in history["epochs"]:  # epochs finished before a resume were logged by that attempt
             on_epoch_end(record)
-        tracking.log_metrics(s.client, s.mlflow_run_id, {"best_epoch": history["best_epoch"],
-                                                         "epochs_trained": len(history["epochs"])})
+        prior = history.get("prior") or {}
+        tracking.log_metrics(s.client, s.mlflow_run_id, {
+            "best_epoch": history["best_epoch"], "epochs_trained": len(history["epochs"]),
+            **({"prior_weight": prior["chosen"]} if prior else {})})
         stopped = history.get("stopped") or {}
         s.client.set_tag(s.mlflow_run_id, "pinsage.training_stopped",
                          f"{stopped.get('reason', 'unknown')}: {stopped.get('detail', '')}")

@@ -70,6 +70,7 @@ TABLE1_VARIANTS = (
     Variant.of("pinsage, max-margin loss (paper)", train__loss="max_margin"),
     Variant.of("pinsage, final layers without h^0 (paper)", model__input_skip=False),
     Variant.of("pinsage, temperature 0.1", train__temperature=0.1),
+    Variant.of("pinsage without the popularity prior", model__popularity_prior=False),
     Variant.of(FEATURES_ONLY_K0, model__id_embedding=False, model__n_layers=0),
     Variant.of(FEATURES_ONLY, model__id_embedding=False),
     Variant("pinsage"),

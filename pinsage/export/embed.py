@@ -126,10 +126,10 @@ def choose_prior_weight(model: PinSage, features: np.ndarray, neighbors: Neighbo
                         targets: np.ndarray, degree: np.ndarray, temperature: float) -> dict:
     """Set the model's popularity-prior weight to the one validation MRR prefers, and say so.
 
-    The weight training learned fits the training pairs' popularity, which need not be the held-out
-    pairs' (later interactions favour newer, less-seen items): the served weight is chosen on the
-    validation pairs among ``tau * PRIOR_BETAS`` and the learned one (ties: the smaller). Returns
-    ``{"learned", "chosen", "validation_mrr": {weight: MRR}}`` (weights in score units).
+    How much popularity the held-out pairs reward depends on the catalogue (later interactions
+    favour newer, less-seen items; a long tail of one-listener items favours the head): the served
+    weight is chosen on the validation pairs among ``tau * PRIOR_BETAS`` (ties: the smaller).
+    Returns ``{"chosen", "validation_mrr": {weight: MRR}}`` (weights in score units).
     """
     from pinsage.eval.metrics import embedding_scorer, evaluate_scorer
 
@@ -137,10 +137,9 @@ def choose_prior_weight(model: PinSage, features: np.ndarray, neighbors: Neighbo
         return {}
     emb = export_embeddings(model, features, neighbors)
     log_degree = np.log1p(np.asarray(degree, dtype=np.float64)).astype(np.float32)
-    learned = model.prior_weight.item()
-    weights = sorted({round(temperature * b, 6) for b in PRIOR_BETAS} | {round(learned, 6)})
+    weights = [round(temperature * b, 6) for b in PRIOR_BETAS]
     mrr = {w: float(np.mean(1.0 / evaluate_scorer(embedding_scorer(emb, w * log_degree), queries, targets)))
            for w in weights}
     chosen = max(weights, key=lambda w: (mrr[w], -w))
     model.prior_weight.fill_(chosen)
-    return {"learned": learned, "chosen": chosen, "validation_mrr": {f"{w:g}": m for w, m in mrr.items()}}
+    return {"chosen": chosen, "validation_mrr": {f"{w:g}": m for w, m in mrr.items()}}

@@ -36,8 +36,9 @@ class ModelConfig:
     # Final layers also see h^0 (jumping-knowledge concat; not in the paper): the convolution adds the
     # neighbourhood without washing out the item's own input. Chosen on validation (docs/figures.md).
     input_skip: bool = True
-    # A learned popularity prior: score(q, i) = z_q . z_i + w log(1 + d_i), d_i the item's training
-    # interactions, w one learned scalar. Unit vectors cannot say "popular"; every baseline can.
+    # A popularity prior: score(q, i) = z_q . z_i + w log(1 + d_i), d_i the item's training
+    # interactions; w chosen on validation after training (0: the plain cosine). Unit vectors cannot
+    # say "popular"; every baseline can (docs/paper_differences.md).
     popularity_prior: bool = True
 
     def to_json(self) -> str:
@@ -81,8 +82,10 @@ class PinSage(nn.Module):
             nn.init.zeros_(self.id_embedding.weight)
         self.convs = nn.ModuleList(
             PinSageConv(h, h, h, aggregator=config.aggregator) for _ in range(config.n_layers))
-        # w in score units (cosine); zero-initialised: training starts from the plain cosine
-        self.prior_weight = nn.Parameter(torch.zeros(())) if config.popularity_prior else None
+        # w in score units (cosine): a buffer, not a trained weight. Learned jointly it fits the training
+        # pairs' popularity and lost on validation (docs/removed_options.md); the served w is chosen
+        # on the validation pairs (``choose_prior_weight``) and saved with the model.
+        self.register_buffer("prior_weight", torch.zeros(()) if config.popularity_prior else None)
         self.G1 = nn.Linear(2 * h if config.input_skip else h, h)
         self.G2 = nn.Linear(h, config.output_dim)
 

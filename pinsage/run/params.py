@@ -168,6 +168,9 @@ PARAMS: tuple[Param, ...] = (
           "A learnable vector per item added to its projected features (not in the paper).", ),
     Param("input_skip", "model.input_skip", _B, True, "Final layers see h^0",
           "G1 [h^K ; h^0] instead of the paper's G1 h^K (docs/paper_differences.md)."),
+    Param("popularity_prior", "model.popularity_prior", _B, True, "Popularity prior",
+          "Scores add w log(1 + interactions of the item): w learned in training, the served w chosen "
+          "on validation (0 turns it off; docs/paper_differences.md)."),
     # -- training -------------------------------------------------------------------------------------
     Param("epochs", "train.epochs", _I, 40, "Most epochs",
           "The budget: at most this many epochs of max(100,000, 10 x catalogue) pairs. Training stops "
@@ -213,6 +216,8 @@ PARAMS: tuple[Param, ...] = (
           "Negatives shared by a minibatch (paper: 500).", minimum=1),
     Param("hard_negatives", "train.sampler.hard_negatives", _B, True, "Hard negatives",
           "Curriculum: epoch e adds e-1 hard negatives per query (paper Sec. 3.6)."),
+    Param("in_batch_negatives", "train.sampler.in_batch_negatives", _B, True, "In-batch negatives",
+          "The batch's positives join the shared negatives, logQ-corrected (docs/paper_differences.md)."),
     Param("max_hard_negatives", "train.sampler.max_hard_negatives", _I, 6, "Most hard negatives",
           "Cap of the curriculum's hard negatives per query.", minimum=0),
     Param("positive_window", "train.sampler.positive_window", _I, 3, "Positive window",
