@@ -12,8 +12,7 @@ import torch
 def max_margin_loss(z_query: torch.Tensor, z_positive: torch.Tensor, z_negative: torch.Tensor,
                     margin: float, z_hard: torch.Tensor | None = None,
                     negative_mask: torch.Tensor | None = None,
-                    hard_mask: torch.Tensor | None = None,
-                    bias: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                    hard_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Paper eq. (1): J(q, i) = E_{n ~ P_n(q)} max(0, z_q.z_n - z_q.z_i + Delta), averaged.
 
     Args:
@@ -22,17 +21,15 @@ def max_margin_loss(z_query: torch.Tensor, z_positive: torch.Tensor, z_negative:
         z_hard: (B, H) per-query hard negatives as (B, H, D), or None.
         negative_mask: (B, N) bool, False where a shared negative happens to be the query's positive.
         hard_mask: (B, H) bool, likewise for hard negatives.
-        bias: popularity priors added to the scores, (B,) positives, (N,) shared, (B, H) hard negatives.
     Returns:
         scalar loss: the mean hinge over every (query, negative) term that counts.
     """
-    b_pos, b_neg, b_hard = (0, 0, 0) if bias is None else (bias[0][:, None], bias[1][None, :], bias[2])
-    positive = (z_query * z_positive).sum(dim=1, keepdim=True) + b_pos  # (B, 1)
-    hinge = torch.relu(z_query @ z_negative.T + b_neg - positive + margin)  # (B, N)
+    positive = (z_query * z_positive).sum(dim=1, keepdim=True)  # (B, 1)
+    hinge = torch.relu(z_query @ z_negative.T - positive + margin)  # (B, N)
     mask = torch.ones_like(hinge, dtype=torch.bool) if negative_mask is None else negative_mask
     terms, counts = (hinge * mask).sum(), mask.sum()
     if z_hard is not None and z_hard.shape[1] > 0:
-        hard_hinge = torch.relu(torch.einsum("bd,bhd->bh", z_query, z_hard) + b_hard - positive + margin)  # (B, H)
+        hard_hinge = torch.relu(torch.einsum("bd,bhd->bh", z_query, z_hard) - positive + margin)  # (B, H)
         hmask = torch.ones_like(hard_hinge, dtype=torch.bool) if hard_mask is None else hard_mask
         terms, counts = terms + (hard_hinge * hmask).sum(), counts + hmask.sum()
     return terms / counts.clamp(min=1)
@@ -41,8 +38,7 @@ def max_margin_loss(z_query: torch.Tensor, z_positive: torch.Tensor, z_negative:
 def sampled_softmax_loss(z_query: torch.Tensor, z_positive: torch.Tensor, z_negative: torch.Tensor,
                          temperature: float, z_hard: torch.Tensor | None = None,
                          negative_mask: torch.Tensor | None = None,
-                         hard_mask: torch.Tensor | None = None,
-                         bias: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                         hard_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of the positive against the same negatives as :func:`max_margin_loss`.
 
     loss(q, i) = -log( exp(z_q.z_i / tau) / (exp(z_q.z_i / tau) + sum_n exp(z_q.z_n / tau)) )
@@ -50,17 +46,13 @@ def sampled_softmax_loss(z_query: torch.Tensor, z_positive: torch.Tensor, z_nega
     Every negative pushes with a weight that grows with its score (a soft version of hard-negative
     mining), where the hinge gives zero gradient to every negative already beyond the margin.
     Arguments and masks as for :func:`max_margin_loss`; masked negatives drop out of the sum.
-    ``bias``: each candidate's popularity prior in score units, (B,) for the positives, (N,) for the
-    shared and (B, H) for the hard negatives, added to its dot product (``PinSage.prior_bias``).
     """
     positive = (z_query * z_positive).sum(dim=1, keepdim=True)  # (B, 1)
     logits = [positive, z_query @ z_negative.T]  # (B, 1), (B, N)
-    if bias is not None:
-        logits = [positive + bias[0][:, None], logits[1] + bias[1][None, :]]
     masks = [torch.ones_like(positive, dtype=torch.bool),
              torch.ones_like(logits[1], dtype=torch.bool) if negative_mask is None else negative_mask]
     if z_hard is not None and z_hard.shape[1] > 0:
-        logits.append(torch.einsum("bd,bhd->bh", z_query, z_hard) + (0 if bias is None else bias[2]))  # (B, H)
+        logits.append(torch.einsum("bd,bhd->bh", z_query, z_hard))  # (B, H)
         masks.append(torch.ones_like(logits[-1], dtype=torch.bool) if hard_mask is None else hard_mask)
     scores = torch.cat(logits, dim=1) / temperature  # (B, 1 + N + H), column 0 is the positive
     scores = scores.masked_fill(~torch.cat(masks, dim=1), float("-inf"))

@@ -217,8 +217,6 @@ class SamplerConfig:
     hard_negatives: bool = True  # curriculum: epoch e adds e-1 hard negatives per query (paper)
     max_hard_negatives: int = 6  # cap for long runs (the paper trains few epochs)
     positive_window: int = 3  # engagement steps counted as "one after the other"
-    # the batch's positives join the shared negatives, with the logQ correction (``logq_correction``)
-    in_batch_negatives: bool = True
     negatives_from: str = "trained"  # items with training interactions ("catalogue": every item); see docs/paper_differences.md
 
 
@@ -284,8 +282,6 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
         chunk = self.pairs[b * self.config.batch_size:(b + 1) * self.config.batch_size]
         queries, positives = chunk[:, 0], chunk[:, 1]
         negatives = rng.choice(self.candidates, size=self.config.n_shared_negatives)
-        if self.config.in_batch_negatives:  # (N_u + B,): the whole global batch's positives
-            negatives = np.concatenate([negatives, positives])
         hard = (self._hard_negatives(queries, rng) if self.n_hard() > 0
                 else np.zeros((len(queries), 0), dtype=np.int64))
         n_batch = len(queries)

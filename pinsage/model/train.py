@@ -182,27 +182,6 @@ def producer_processes(config: TrainConfig, device: torch.device) -> int:
     return 0 if device.type == "cpu" else 1
 
 
-def logq_correction(pairs: np.ndarray, candidates: np.ndarray, n_items: int, config: TrainConfig,
-                    device: torch.device) -> torch.Tensor | None:
-    """-tau log E[n_j]: the sampled-softmax correction for mixed negatives, in score units, or None.
-
-    With ``in_batch_negatives`` a batch's shared negatives are ``n_shared_negatives`` uniform draws
-    from ``candidates`` plus the batch's ``batch_size`` positives, which arrive in proportion to
-    p_j, item j's share of the epoch's positives. Item j is then expected E[n_j] = N_u / |C| [j in C]
-    + B p_j times; subtracting log E[n_j] from every candidate's logit (positive included) makes the
-    sampled softmax estimate the full one (Bengio & Senecal 2008; Yi et al., RecSys 2019), so the
-    popular in-batch negatives sharpen the ranking without teaching "unpopular".
-    """
-    s = config.sampler
-    if not s.in_batch_negatives:
-        return None
-    expected = np.zeros(n_items)
-    expected[candidates] = s.n_shared_negatives / len(candidates)
-    expected += s.batch_size * np.bincount(pairs[:, 1], minlength=n_items) / max(1, len(pairs))
-    return torch.as_tensor(-config.temperature * np.log(np.maximum(expected, 1e-12)), dtype=torch.float32,
-                           device=device)  # (N,)
-
-
 def _loss(config: TrainConfig) -> tuple[Callable, float]:
     """The configured loss and its scale argument (temperature or margin), validated."""
     if config.loss not in ("softmax", "max_margin"):
@@ -250,7 +229,6 @@ def _train(model, data: TrainData, config: TrainConfig, checkpoint_dir, evaluate
         epoch = state.epoch
         t0 = time.perf_counter()
         pairs = data.pairs_for_epoch(epoch)
-        correction = logq_correction(pairs, data.candidate_items, len(data.features), config, device)
         producer = MinibatchProducer(pairs, data.features, data.neighbors, data.visits, config.sampler, epoch,
                                      config.seed, data.candidate_items, model.config.n_layers,
                                      rank=group.rank, world_size=group.world_size, full=full)
@@ -279,9 +257,7 @@ def _train(model, data: TrainData, config: TrainConfig, checkpoint_dir, evaluate
                     zq, z[batch.positive], z[batch.negative], scale,
                     z_hard=z[batch.hard],  # (B, H, D)
                     negative_mask=batch.negative_item[None, :] != pos_item[:, None],
-                    hard_mask=batch.hard_item != pos_item[:, None],
-                    bias=None if correction is None else (
-                        correction[pos_item], correction[batch.negative_item], correction[batch.hard_item]))
+                    hard_mask=batch.hard_item != pos_item[:, None])
             if group.distributed:
                 # DDP averages over processes; weighting by each share makes that the global-batch mean.
                 loss = loss * (batch.share * group.world_size)

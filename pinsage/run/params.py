@@ -216,8 +216,6 @@ PARAMS: tuple[Param, ...] = (
           "Negatives shared by a minibatch (paper: 500).", minimum=1),
     Param("hard_negatives", "train.sampler.hard_negatives", _B, True, "Hard negatives",
           "Curriculum: epoch e adds e-1 hard negatives per query (paper Sec. 3.6)."),
-    Param("in_batch_negatives", "train.sampler.in_batch_negatives", _B, True, "In-batch negatives",
-          "The batch's positives join the shared negatives, logQ-corrected (docs/paper_differences.md)."),
     Param("max_hard_negatives", "train.sampler.max_hard_negatives", _I, 6, "Most hard negatives",
           "Cap of the curriculum's hard negatives per query.", minimum=0),
     Param("positive_window", "train.sampler.positive_window", _I, 3, "Positive window",
