@@ -192,7 +192,7 @@ def train(cfg: PipelineConfig, log: Log = print, on_epoch_end=None,
     model = build_model(cfg.model, feats)
     model, state = train_model(
         model, data, cfg.train, checkpoint_dir=run.train,
-        evaluate_fn=lambda m: validation_mrr(m, feats, nbrs, vq, vt, degree),
+        evaluate_fn=lambda m: validation_mrr(m, feats, nbrs, vq, vt),
         on_epoch_end=on_epoch_end, log=lambda s: log(f"train: {s}"), group=group)
     if not group.is_main:
         return {"model_dir": str(run.train), "best_epoch": state.best_epoch}

@@ -97,14 +97,13 @@ def per_item_embeddings(model: PinSage, features: np.ndarray, neighbors: Neighbo
 
 
 def validation_mrr(model: PinSage, features: np.ndarray, neighbors: Neighbors, queries: np.ndarray,
-                   targets: np.ndarray, degree: np.ndarray) -> float:
-    """MRR of the exported embeddings (with the model's popularity prior over ``degree``) on
-    (query, target) pairs under full ranking: training's epoch score."""
+                   targets: np.ndarray) -> float:
+    """MRR of the exported embeddings on (query, target) pairs under full ranking: training's epoch
+    score (the plain cosine: the popularity prior's weight is chosen after training)."""
     from pinsage.eval.metrics import embedding_scorer, evaluate_scorer, metrics_from_ranks
 
     emb = export_embeddings(model, features, neighbors)
-    prior = item_prior(model, degree)
-    return metrics_from_ranks(evaluate_scorer(embedding_scorer(emb, prior), queries, targets))["mrr"]
+    return metrics_from_ranks(evaluate_scorer(embedding_scorer(emb), queries, targets))["mrr"]
 
 
 @torch.no_grad()
