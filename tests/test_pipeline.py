@@ -65,6 +65,25 @@ def test_run_all_writes_every_artifact_and_sensible_metrics(tmp_path):
     top = np.argsort(-sims, axis=1)[:, :10]
     same = (top < 30) == (np.arange(60)[:, None] < 30)
     assert same.mean() > 0.9
+    # the popularity prior: its weight chosen on validation is the one served, in every score
+    from pinsage.export.embed import PRIOR_BETAS
+    from pinsage.export.embeddings import read_prior
+    from pinsage.graph.bipartite import BipartiteGraph
+    from pinsage.run.layout import RunDir
+    from pinsage.serve.recommend import Catalogue
+
+    history = json.loads((out / "train" / "history.json").read_text())
+    chosen, tried = history["prior"]["chosen"], history["prior"]["validation_mrr"]
+    assert len(tried) == len(PRIOR_BETAS) and tried[f"{chosen:g}"] == max(tried.values())
+    assert history["best_validation_mrr"] == tried[f"{chosen:g}"]
+    degree = BipartiteGraph.load(RunDir(out).graph_file).item_degree()
+    prior = read_prior(out / "embeddings")
+    assert np.allclose(prior, chosen * np.log1p(degree), atol=1e-6)
+    answer = Catalogue.from_run(out).related([f"i{k}" for k in range(5)], k=5)
+    row = {item: k for k, item in enumerate(RunDir(out).item_ids())}
+    for r in answer.itertuples():
+        q, i = row[r.query_item_id], row[r.item_id]
+        assert r.score == pytest.approx(float(emb[q] @ emb[i] + prior[i]), abs=1e-5)
     # neighbourhoods stay inside each item's community
     nbrs = Neighbors.load(out / "neighbors" / "neighbors.parquet")
     for i in range(60):
