@@ -92,3 +92,17 @@ def test_a_model_without_the_prior_scores_by_cosine_and_older_checkpoints_load(t
     scores = embedding_scorer(unit(rng, 5, 3), np.array([0, 0, 0, 0, 9.0], np.float32))(np.array([0]))
     assert scores[0].argmax() == 4
 
+
+
+def test_offsets_rank_like_a_scorer_with_the_prior_for_every_weight():
+    from pinsage.eval.metrics import evaluate_offsets, evaluate_scorer
+
+    rng = np.random.default_rng(5)
+    emb, log_degree = unit(rng, 300, 8), np.log1p(rng.integers(0, 40, 300)).astype(np.float32)
+    queries, targets = rng.integers(0, 300, 700), rng.integers(0, 300, 700)
+    weights = np.float32([0.0, 0.01, 0.05, 0.2])
+    got = evaluate_offsets(embedding_scorer(emb), queries, targets, weights[:, None] * log_degree[None, :],
+                           chunk=64)  # chunks that do not divide the queries
+    for w, row in zip(weights, got):
+        assert np.array_equal(row, evaluate_scorer(embedding_scorer(emb, w * log_degree), queries, targets))
+    assert not np.array_equal(got[0], got[-1])

@@ -51,8 +51,16 @@ def evaluate_scorer(score_fn: Callable[[np.ndarray], np.ndarray], queries: np.nd
     (walks, sparse products) is per query. ``score_fn`` must score a query the same whatever else is
     in its chunk (every scorer here does: walks are seeded per source).
     """
+    return evaluate_offsets(score_fn, queries, targets, np.zeros((1, 0), dtype=np.float32), chunk)[0]
+
+
+def evaluate_offsets(score_fn: Callable[[np.ndarray], np.ndarray], queries: np.ndarray, targets: np.ndarray,
+                     offsets: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Ranks under ``score_fn`` plus each row of ``offsets`` (W, N) (a per-candidate term, e.g. a
+    popularity prior at W weights), scoring every query once for all W: (W, P) ranks.
+    ``offsets`` of shape (W, 0) add nothing (:func:`evaluate_scorer`)."""
     queries, targets = np.asarray(queries), np.asarray(targets)
-    ranks = np.zeros(len(queries))
+    ranks = np.zeros((len(offsets), len(queries)))
     if len(queries) == 0:
         return ranks
     unique, inverse = np.unique(queries, return_inverse=True)
@@ -63,7 +71,10 @@ def evaluate_scorer(score_fn: Callable[[np.ndarray], np.ndarray], queries: np.nd
         pairs = order[first[s]:first[min(s + chunk, len(unique))]]  # every pair of these queries
         for p in range(0, len(pairs), chunk):  # (chunk, N) rows at a time
             idx = pairs[p:p + chunk]
-            ranks[idx] = ranks_from_scores(scores[inverse[idx] - s], queries[idx], targets[idx])
+            rows = scores[inverse[idx] - s]  # (m, N)
+            for w, offset in enumerate(offsets):
+                shifted = rows + offset[None, :] if offset.size else rows  # (m, N)
+                ranks[w, idx] = ranks_from_scores(shifted, queries[idx], targets[idx])
     return ranks
 
 

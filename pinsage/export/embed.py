@@ -130,15 +130,16 @@ def choose_prior_weight(model: PinSage, features: np.ndarray, neighbors: Neighbo
     weight is chosen on the validation pairs among ``tau * PRIOR_BETAS`` (ties: the smaller).
     Returns ``{"chosen", "validation_mrr": {weight: MRR}}`` (weights in score units).
     """
-    from pinsage.eval.metrics import embedding_scorer, evaluate_scorer
+    from pinsage.eval.metrics import embedding_scorer, evaluate_offsets
 
     if model.prior_weight is None:
         return {}
     emb = export_embeddings(model, features, neighbors)
     log_degree = np.log1p(np.asarray(degree, dtype=np.float64)).astype(np.float32)
     weights = [round(temperature * b, 6) for b in PRIOR_BETAS]
-    mrr = {w: float(np.mean(1.0 / evaluate_scorer(embedding_scorer(emb, w * log_degree), queries, targets)))
-           for w in weights}
+    ranks = evaluate_offsets(embedding_scorer(emb), queries, targets,
+                             np.float32(weights)[:, None] * log_degree[None, :])  # (W, P)
+    mrr = {w: float(np.mean(1.0 / r)) for w, r in zip(weights, ranks)}
     chosen = max(weights, key=lambda w: (mrr[w], -w))
     model.prior_weight.fill_(chosen)
     return {"chosen": chosen, "validation_mrr": {f"{w:g}": m for w, m in mrr.items()}}
