@@ -106,12 +106,12 @@ def validation_mrr(model: PinSage, features: np.ndarray, neighbors: Neighbors, q
     return metrics_from_ranks(evaluate_scorer(embedding_scorer(emb), queries, targets))["mrr"]
 
 
-@torch.no_grad()
 def item_prior(model: PinSage, degree: np.ndarray) -> np.ndarray:
-    """(N,) training interactions per item -> (N,) float32 popularity priors in score units
-    (``PinSage.prior_bias`` of log(1 + d)), the ``prior`` column of the exported embeddings."""
-    log_degree = torch.as_tensor(np.log1p(np.asarray(degree, dtype=np.float64)), dtype=torch.float32)
-    return model.prior_bias(log_degree.to(next(model.parameters()).device)).cpu().numpy().astype(np.float32)
+    """(N,) training interactions per item -> (N,) float32 popularity priors in score units,
+    w log(1 + d) with the model's ``prior_weight`` w (zeros without one): the ``prior`` column of the
+    exported embeddings."""
+    w = 0.0 if model.prior_weight is None else float(model.prior_weight)
+    return (w * np.log1p(np.asarray(degree, dtype=np.float64))).astype(np.float32)
 
 
 # The prior's weight in units of the softmax temperature: beta = 1 is log(1 + d) added to cos / tau,

@@ -1,7 +1,7 @@
 """The embedding store: ``part-*.parquet`` shards (item_id, embedding[, prior]) plus ``manifest.json``.
 
 A model's score of item i for query q is ``embedding_q . embedding_i + prior_i``: the unit vectors'
-cosine plus the item's popularity prior (``PinSage.prior_bias``, in the same units). Tables written
+cosine plus the item's popularity prior (``export.embed.item_prior``, in the same units). Tables written
 without a ``prior`` column score by the cosine alone.
 
 Kept free of torch so that serving and evaluation read embeddings without loading a deep-learning stack.

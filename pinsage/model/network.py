@@ -105,12 +105,6 @@ class PinSage(nn.Module):
             h = torch.cat([h, h_input], dim=1)  # (N, 2 * hidden)
         return F.normalize(self.G2(F.relu(self.G1(h))), dim=1)
 
-    def prior_bias(self, log_degree: torch.Tensor) -> torch.Tensor:
-        """w log(1 + d): (N,) log1p training degrees -> (N,) score offsets (zeros without the prior)."""
-        if self.prior_weight is None:
-            return torch.zeros_like(log_degree)
-        return self.prior_weight * log_degree
-
     def forward(self, x: torch.Tensor, item_index: torch.Tensor, blocks) -> torch.Tensor:
         """Embed the targets of a sampled computation graph.
 

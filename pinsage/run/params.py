@@ -169,8 +169,8 @@ PARAMS: tuple[Param, ...] = (
     Param("input_skip", "model.input_skip", _B, True, "Final layers see h^0",
           "G1 [h^K ; h^0] instead of the paper's G1 h^K (docs/paper_differences.md)."),
     Param("popularity_prior", "model.popularity_prior", _B, True, "Popularity prior",
-          "Scores add w log(1 + interactions of the item): w learned in training, the served w chosen "
-          "on validation (0 turns it off; docs/paper_differences.md)."),
+          "Scores add w log(1 + interactions of the item), w chosen on the validation pairs after "
+          "training (it may choose 0; docs/paper_differences.md)."),
     # -- training -------------------------------------------------------------------------------------
     Param("epochs", "train.epochs", _I, 40, "Most epochs",
           "The budget: at most this many epochs of max(100,000, 10 x catalogue) pairs. Training stops "
