@@ -88,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             elif args.protocol == "new-items":
                 from pinsage.experiments.newitems import run_new_items_experiment
 
-                run_new_items_experiment(cfg, args.seeds, log=_log)
+                only = None if args.only_seeds is None else tuple(int(i) for i in args.only_seeds.split(",") if i)
+                if run_new_items_experiment(cfg, args.seeds, log=_log, only_seeds=only) is None:
+                    _log(f"done: seeds {args.only_seeds}; run again without --only-seeds to render")
+                    return 0
                 _log(f"done: {Path(args.out) / 'new_items.md'}")
             else:
                 from pinsage.experiments.runner import run_experiment

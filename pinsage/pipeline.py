@@ -33,7 +33,7 @@ from pinsage.graph.bipartite import BipartiteGraph, build_graph
 from pinsage.graph.neighbors import Neighbors, VisitTable
 from pinsage.model import distributed
 from pinsage.model.network import build_model, load_model, save_model
-from pinsage.model.sampler import hard_negative_depth, negative_candidates, positive_pairs
+from pinsage.model.sampler import cold_twins, hard_negative_depth, negative_candidates, positive_pairs
 from pinsage.model.train import TrainData, epoch_pairs, train_model
 from pinsage.run.config import PipelineConfig
 from pinsage.run.layout import RunDir
@@ -185,8 +185,9 @@ def train(cfg: PipelineConfig, log: Log = print, on_epoch_end=None,
         return pairs[rng.permutation(len(pairs))[:epoch_pairs(len(pairs), len(feats), cfg.train)]]
 
     degree = BipartiteGraph.load(run.graph_file).item_degree()
+    cold = cold_twins(pq.read_table(run.features_table), nbrs, cfg.walks.seed) if cfg.train.sampler.cold_share > 0 else None
     data = TrainData(pairs_for_epoch, feats, nbrs, VisitTable(v["items"], v["counts"]),
-                     negative_candidates(degree, cfg.train.sampler))
+                     negative_candidates(degree, cfg.train.sampler), cold)
     vq, vt = run.pairs("valid")
     torch.manual_seed(cfg.train.seed)  # the initial weights are part of what a seed reproduces
     model = build_model(cfg.model, feats)

@@ -299,6 +299,26 @@ def test_new_items_pairs_known_by_hand():
         assert set(sp.pairs(0, name)["target_item"]) <= {i for i, s in split_of.items() if s == name}
 
 
+def test_from_new_pairs_known_by_hand():
+    """A new item's own page: query = the new item, target = the item engaged right after it."""
+    from pinsage.data.split import split_new_items
+
+    sp = split_new_items(_new_items_data(), True, seed=0, new_items=["x", "y"])
+
+    def pairs(r):
+        both = pd.concat([sp.pairs(r, "valid", "from-new"), sp.pairs(r, "test", "from-new")])
+        return set(zip(both["context_id"], both["query_item"], both["target_item"]))
+
+    # c1: a x b y c; c2: x d e; c3: b x y. c3's x is followed by y, itself new; c3's y closes its context
+    assert pairs(0) == {("c1", "x", "b"), ("c2", "x", "d"), ("c1", "y", "c")}
+    assert pairs(1) == {("c2", "x", "d")}  # x's first (c1) and y's first (c1) are revealed
+    split_of = dict(zip(sp.new_items["item_id"], sp.new_items["split"]))
+    for name in ("valid", "test"):
+        assert set(sp.pairs(0, name, "from-new")["query_item"]) <= {i for i, s in split_of.items() if s == name}
+    with pytest.raises(ValueError, match="direction"):
+        sp.pairs(0, "valid", "sideways")
+
+
 def test_new_items_seeded_share_and_no_timestamps():
     from pinsage.data.split import split_new_items
 

@@ -163,3 +163,78 @@ def test_hard_negatives_grow_by_one_per_epoch_up_to_the_cap_from_the_visit_rank_
     assert seen == [0, 1, 2, 3, 3, 3]  # epoch e (1-based) adds e - 1, capped at max_hard_negatives
     off = SamplerConfig(batch_size=50, n_shared_negatives=10, hard_negatives=False)
     assert MinibatchProducer(pairs, features, nbrs, visits, off, 4, 0, np.arange(n), 1).make_batch(0).hard_item.shape[1] == 0
+
+
+def _twins(nbrs, feats, seed=1):
+    """Cold twins whose content neighbourhoods are another random table (items 20.. only)."""
+    from pinsage.model.sampler import ColdTwins
+
+    other, _, _ = random_graph(n=len(feats), t=nbrs.top_t, f=feats.shape[1], seed=seed)
+    other.items[:] = np.maximum(other.items, 20)  # content neighbours are trained items
+    return ColdTwins(other, degree_column=feats.shape[1] - 1, unknown_degree=0.5)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_cold_twins_enter_both_computation_paths_alike(layers):
+    nbrs, feats, pairs = random_graph(n=2000, t=2)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden_dim=16, output_dim=8, n_layers=layers), feats)
+    with torch.no_grad():
+        model.id_embedding.weight.normal_()
+    cfg = SamplerConfig(batch_size=64, n_shared_negatives=10, cold_share=0.5)
+    pairs, candidates = pairs[(pairs >= 20).all(axis=1)], np.arange(20, len(feats))
+    cold = _twins(nbrs, feats)
+    losses = []
+    for full in (None, reachable_items(nbrs, candidates)):
+        batch = MinibatchProducer(pairs, feats, nbrs, None, cfg, 0, 0, candidates, layers, full=full,
+                                  cold=cold).make_batch(0)
+        losses.append(batch_loss(model, batch).item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5, abs=1e-6)
+
+
+def test_a_cold_twin_has_no_id_an_unknown_degree_and_its_content_neighbourhood():
+    nbrs, feats, pairs = random_graph(n=300, t=4)
+    pairs = pairs[(pairs >= 20).all(axis=1)]
+    cold = _twins(nbrs, feats)
+    cfg = SamplerConfig(batch_size=len(pairs), n_shared_negatives=5, hard_negatives=False, cold_share=0.5)
+    producer = MinibatchProducer(pairs, feats, nbrs, None, cfg, 0, 7, np.arange(20, 300), 1, cold=cold)
+    batch = producer.make_batch(0)
+    nodes = batch.item_index.numpy()
+    twin = nodes < 0
+    # about half the pairs have a twin, one side each; its positive_item stays the real item (masking)
+    n_cold = int((batch.item_index[batch.query] < 0).sum() + (batch.item_index[batch.positive] < 0).sum())
+    assert 0.35 * len(pairs) < n_cold < 0.65 * len(pairs)
+    assert not ((batch.item_index[batch.query] < 0) & (batch.item_index[batch.positive] < 0)).any()
+    assert (batch.positive_item >= 0).all()
+    x = batch.x.numpy()
+    assert np.all(x[twin, -1] == 0.5) and not np.allclose(x[~twin, -1], 0.5)
+    # a twin's block row lists its content neighbours (real items), with their weights
+    blk = batch.blocks[0]
+    rows = np.flatnonzero(twin[:blk.n_dst])
+    assert len(rows)
+    twin_of = {}
+    wanted = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    for r in rows:  # recover the twin's real item from its features (rows of feats are distinct)
+        real = int(np.flatnonzero((feats[:, :-1] == x[r, :-1]).all(axis=1))[0])
+        twin_of[r] = real
+        m = blk.mask[r].numpy()
+        got = nodes[blk.neighbors[r].numpy()[m]]
+        assert np.array_equal(got, cold.content.items[real][cold.content.mask[real]])
+        assert np.allclose(blk.weights[r].numpy()[m], cold.content.weights[real][cold.content.mask[real]])
+    assert set(twin_of.values()) <= set(wanted)
+    # without twins the producer draws the same stream as before twins existed
+    plain = MinibatchProducer(pairs, feats, nbrs, None, SamplerConfig(batch_size=len(pairs), n_shared_negatives=5,
+                              hard_negatives=False, cold_share=0.0), 0, 7, np.arange(20, 300), 1, cold=cold)
+    assert (plain.make_batch(0).item_index >= 0).all()
+
+
+def test_a_cold_twin_gets_no_id_vector_in_the_model():
+    nbrs, feats, _ = random_graph(n=50, t=3)
+    model = build_model(ModelConfig(hidden_dim=8, output_dim=4, n_layers=0), feats)
+    with torch.no_grad():
+        model.id_embedding.weight.normal_()
+    x = torch.from_numpy(feats[:4])
+    warm = model.embed_input(x, torch.arange(4))
+    cold = model.embed_input(x, torch.tensor([-1, -1, 2, -1]))
+    assert torch.allclose(cold[2], warm[2])
+    assert torch.allclose(cold[[0, 1, 3]], model.project((x[[0, 1, 3]] - model.feature_mean) / model.feature_std))

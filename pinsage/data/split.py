@@ -249,6 +249,7 @@ def split_interactions(interactions: pd.DataFrame, has_timestamps: bool, seed: i
     return Split(train=train, valid=valid, test=test, n_input=n, n_duplicates=n_dup, heldout=heldout)
 
 
+DIRECTIONS = ("to-new", "from-new")  # new-items pairs: a new item as the target, or as the query
 NEW_ITEM_SHARE = 0.1  # new-items: the seeded share of the items with interactions that arrive new
 
 
@@ -259,9 +260,9 @@ class NewItemsSplit:
     ``train``: the input rows of every item that is not new (deduplicated, file order): what the
     model and every baseline are trained on. ``arrivals``: one row per interaction of a new item
     (input columns plus ``k``, its rank among that item's interactions in engagement order, 0 =
-    first; ``query_item``, the item engaged right before it in the same context, '' when none; and
-    ``split``, the half of the new items it belongs to: 'valid' or 'test'). ``new_items``: item_id
-    and split of every new item.
+    first; ``query_item`` and ``next_item``, the items engaged right before and right after it in the
+    same context, '' when none; and ``split``, the half of the new items it belongs to: 'valid' or
+    'test'). ``new_items``: item_id and split of every new item.
     """
 
     train: pd.DataFrame
@@ -272,13 +273,25 @@ class NewItemsSplit:
         """The first ``r`` interactions of every new item (input columns): they join the graph."""
         return self.arrivals.loc[self.arrivals["k"] < r, list(self.train.columns)]
 
-    def pairs(self, r: int, split: str) -> pd.DataFrame:
-        """Evaluation pairs at ``r``: every later interaction of a ``split`` new item whose query
-        (the item right before it in its context) exists and is not new itself."""
+    def pairs(self, r: int, split: str, direction: str = "to-new") -> pd.DataFrame:
+        """Evaluation pairs at ``r`` from every later interaction (k >= r) of a ``split`` new item.
+
+        ``to-new``: query = the item engaged right before it in its context, target = the new item
+        (does a new item surface in an existing item's list?). ``from-new``: query = the new item,
+        target = the item engaged right after it (the new item's own page). Pairs whose other item
+        is missing or new itself are dropped.
+        """
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         new = set(self.new_items["item_id"])
         a = self.arrivals
-        keep = (a["k"] >= r) & (a["split"] == split) & (a["query_item"] != "") & ~a["query_item"].isin(new)
-        return a.loc[keep, PAIR_COLUMNS].reset_index(drop=True)
+        other = a["query_item"] if direction == "to-new" else a["next_item"]
+        keep = (a["k"] >= r) & (a["split"] == split) & (other != "") & ~other.isin(new)
+        if direction == "to-new":
+            return a.loc[keep, PAIR_COLUMNS].reset_index(drop=True)
+        return pd.DataFrame({"context_id": a.loc[keep, "context_id"].to_numpy(),
+                             "query_item": a.loc[keep, "item_id"].astype(str).to_numpy(),
+                             "target_item": a.loc[keep, "next_item"].to_numpy()})
 
 
 def split_new_items(interactions: pd.DataFrame, has_timestamps: bool, seed: int = 0,
@@ -313,6 +326,8 @@ def split_new_items(interactions: pd.DataFrame, has_timestamps: bool, seed: int 
     c = sq.ctx[seq]
     first = np.r_[True, c[1:] != c[:-1]]  # the first interaction of its context has no query
     query = np.where(first, -1, np.r_[-1, sq.item[seq][:-1]])  # (M,) item code engaged right before
+    last = np.r_[c[1:] != c[:-1], True]  # the last interaction of its context has no next item
+    after = np.where(last, -1, np.r_[sq.item[seq][1:], -1])  # (M,) item code engaged right after
     new_at = np.flatnonzero(is_new[sq.item[seq]])  # positions in seq of the new items' interactions
     rows = seq[new_at]
     item_codes = sq.item[rows]
@@ -328,6 +343,8 @@ def split_new_items(interactions: pd.DataFrame, has_timestamps: bool, seed: int 
     arrivals["k"] = k
     q = query[new_at]
     arrivals["query_item"] = np.where(q >= 0, sq.ids(sq.item_uniques, np.maximum(q, 0)).to_numpy(), "")
+    nxt = after[new_at]
+    arrivals["next_item"] = np.where(nxt >= 0, sq.ids(sq.item_uniques, np.maximum(nxt, 0)).to_numpy(), "")
     arrivals["target_item"] = arrivals["item_id"].astype(str)
     arrivals["split"] = np.where(half[item_codes], "test", "valid")
     arrivals = arrivals.sort_values(["item_id", "k"], kind="stable").reset_index(drop=True)

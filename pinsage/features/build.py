@@ -167,6 +167,20 @@ def feature_matrix(table: pa.Table) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
 
 
+def degree_column(table: pa.Table) -> int | None:
+    """The column of ``log_degree`` in :func:`feature_matrix` (None when the table has none)."""
+    if "log_degree" not in table.column_names:
+        return None
+    width = sum(table.schema.field(c).type.list_size for c in VECTOR_COLUMNS if c in table.column_names)
+    width += sum(c in table.column_names for c in SCALAR_COLUMNS)
+    return width - 1  # log_degree is the last scalar
+
+
+def content_blocks(table: pa.Table) -> list[np.ndarray]:
+    """The vector features (annotation, visual) as matrices: what content similarity compares."""
+    return [column_matrix(table.column(c)) for c in VECTOR_COLUMNS if c in table.column_names]
+
+
 def feature_blocks(table: pa.Table) -> dict[str, np.ndarray]:
     """Each raw feature as its own matrix (for the feature-only baselines)."""
     blocks = {c: column_matrix(table.column(c)) for c in VECTOR_COLUMNS if c in table.column_names}

@@ -77,7 +77,8 @@ class PinSage(nn.Module):
         self.id_embedding = None
         if config.id_embedding and config.n_items > 0:
             # Zero-initialised: an item that never appears in training keeps a zero id vector, so its
-            # embedding comes from its features and neighbours alone (cold start stays well defined).
+            # embedding comes from its features and neighbours alone, the state the cold twins train
+            # (SamplerConfig.cold_share).
             self.id_embedding = nn.Embedding(config.n_items, h)
             nn.init.zeros_(self.id_embedding.weight)
         self.convs = nn.ModuleList(
@@ -90,10 +91,12 @@ class PinSage(nn.Module):
         self.G2 = nn.Linear(h, config.output_dim)
 
     def embed_input(self, x: torch.Tensor, item_index: torch.Tensor) -> torch.Tensor:
-        """h^0.  x: (N, input_dim) raw features, item_index: (N,) int64 catalogue rows -> (N, hidden)."""
+        """h^0.  x: (N, input_dim) raw features, item_index: (N,) int64 catalogue rows, -1 for an item
+        without an id vector (a cold twin in training) -> (N, hidden)."""
         h = self.project((x - self.feature_mean) / self.feature_std)  # (N, hidden)
         if self.id_embedding is not None:
-            h = h + self.id_embedding(item_index)  # (N, hidden)
+            known = (item_index >= 0).unsqueeze(1).to(h.dtype)  # (N, 1)
+            h = h + self.id_embedding(item_index.clamp(min=0)) * known  # (N, hidden)
         return h
 
     def finalize(self, h: torch.Tensor, h_input: torch.Tensor | None = None) -> torch.Tensor:

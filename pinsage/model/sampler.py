@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
+from pinsage.features.build import content_blocks, degree_column
+from pinsage.graph.content import content_neighbors, content_vectors, rank_profile
 from pinsage.graph.neighbors import Neighbors, VisitTable
 from pinsage.graph.walks import WalkConfig
 
@@ -49,7 +51,7 @@ def computation_graph(targets: np.ndarray, neighbors: Neighbors, n_layers: int,
     Each layer's nodes are deduplicated, so a node shared by many targets is computed once.
 
     ``full``: the catalogue items a minibatch can reach (:func:`reachable_items`, sorted; they must
-    hold the targets). Every layer below the output is then all of them (targets first, then the rest
+    hold the targets' neighbours). Every layer below the output is then all of them (targets first, then the rest
     in index order), so a step computes each item's lower-layer vectors once, with gradients, without
     tracing which of them the targets reach. The targets' outputs are the sampled graph's to float
     rounding: the same vectors feed them, only more are computed (:func:`full_pass_pays`).
@@ -102,8 +104,10 @@ def _full_graph(targets: np.ndarray, neighbors: Neighbors, n_layers: int, reacha
     n_items = len(neighbors.items)
     rest = np.zeros(n_items, dtype=bool)
     rest[reachable] = True
-    if not rest[targets].all():
-        raise ValueError("full computation graph: a target is not among the reachable items")
+    # a target outside ``reachable`` (a cold twin, row >= N) is computed too (targets come first), as
+    # long as its neighbours are reachable
+    if not rest[neighbors.items[targets][neighbors.mask[targets]]].all():
+        raise ValueError("full computation graph: a target's neighbour is not among the reachable items")
     rest[targets] = False
     nodes = np.concatenate([targets, np.flatnonzero(rest)])  # (R,) the reachable items, targets first
     row = np.full(n_items, -1, dtype=np.int64)
@@ -185,11 +189,20 @@ def hard_negative_band(n_items: int, reach: int | None = None) -> tuple[int, int
 
 
 @dataclass
+class ColdTwins:
+    """What the cold twin of catalogue item i (row ``N + i`` of the producer's graph) is made of."""
+
+    content: Neighbors  # (N, T) content neighbourhoods (pinsage.graph.content), never the item itself
+    degree_column: int | None  # the log-degree column of the features (None: no degree input)
+    unknown_degree: float  # what an unknown degree reads: the catalogue mean (0 once standardised)
+
+
+@dataclass
 class Minibatch:
     """One training step's inputs. Index tensors are rows into the model's output (its targets)."""
 
     x: torch.Tensor  # (N_0, F) features of every input node of the computation graph
-    item_index: torch.Tensor  # (N_0,) their catalogue indices (id embeddings)
+    item_index: torch.Tensor  # (N_0,) their catalogue indices (id embeddings); -1: a cold twin, no id
     blocks: list  # K TensorBlocks, input layer first
     query: torch.Tensor  # (B,)
     positive: torch.Tensor  # (B,)
@@ -218,6 +231,11 @@ class SamplerConfig:
     max_hard_negatives: int = 6  # cap for long runs (the paper trains few epochs)
     positive_window: int = 3  # engagement steps counted as "one after the other"
     negatives_from: str = "trained"  # items with training interactions ("catalogue": every item); see docs/paper_differences.md
+    # Share of the pairs whose query or positive (one side, at random) is replaced by its cold twin:
+    # the item as the cold-start path sees a new one (no id vector, degree unknown, the content
+    # neighbourhood). DropoutNet's idea (Volkovs et al., NeurIPS 2017) for a graph network: the state
+    # new items are embedded in is trained. Chosen on new-item validation pairs (docs/figures.md).
+    cold_share: float = 0.25
 
 
 class MinibatchProducer(torch.utils.data.IterableDataset):
@@ -235,7 +253,7 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
     def __init__(self, pairs: np.ndarray, features: np.ndarray, neighbors: Neighbors,
                  visits: VisitTable | None, config: SamplerConfig, epoch: int, seed: int,
                  candidate_items: np.ndarray, n_layers: int, rank: int = 0, world_size: int = 1,
-                 full: np.ndarray | None = None):
+                 full: np.ndarray | None = None, cold: ColdTwins | None = None):
         super().__init__()
         if config.batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {config.batch_size}")
@@ -255,6 +273,13 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
         # output layer at every step (computation_graph(full=...))
         self.full = full
         self.n_batches = -(-len(pairs) // config.batch_size)
+        self.n_items = len(features)
+        self.cold = cold if config.cold_share > 0 else None
+        if self.cold is not None:  # rows N..2N-1 of the graph: the cold twins, with content neighbourhoods
+            c = self.cold.content
+            self.neighbors = Neighbors(np.concatenate([neighbors.items, c.items]),
+                                       np.concatenate([neighbors.weights, c.weights]),
+                                       np.concatenate([neighbors.mask, c.mask]))
         self.band = hard_negative_band(len(features), None if visits is None else visits.items.shape[1])
 
     def __len__(self) -> int:
@@ -285,16 +310,33 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
         hard = (self._hard_negatives(queries, rng) if self.n_hard() > 0
                 else np.zeros((len(queries), 0), dtype=np.int64))
         n_batch = len(queries)
+        positives_in, negatives_in = positives, negatives
+        if self.cold is not None:  # drawn last, so a run without twins draws the same stream as before
+            cold = rng.random(n_batch) < self.config.cold_share
+            side = rng.random(n_batch) < 0.5  # True: the query is the cold one
+            queries = np.where(cold & side, queries + self.n_items, queries)
+            positives_in = np.where(cold & ~side, positives + self.n_items, positives)
+            # the same share of the shared negatives are twins: new items compete with each other in
+            # every list, so unrelated twins must be pushed apart too, not only from warm items
+            negatives_in = np.where(rng.random(len(negatives)) < self.config.cold_share,
+                                    negatives + self.n_items, negatives)
         if self.world_size > 1:  # this process's share of the global batch (drawn whole above)
             share = np.array_split(np.arange(n_batch), self.world_size)[self.rank]
             queries, positives, hard = queries[share], positives[share], hard[share]
-        wanted = np.concatenate([queries, positives, negatives, hard.reshape(-1)])
+            positives_in = positives_in[share]
+        wanted = np.concatenate([queries, positives_in, negatives_in, hard.reshape(-1)])
         targets, inverse = np.unique(wanted, return_inverse=True)
         input_nodes, blocks = computation_graph(targets, self.neighbors, self.n_layers, self.full)
+        x, item_index = self.features[input_nodes % self.n_items], input_nodes
+        if self.cold is not None:
+            twin = input_nodes >= self.n_items
+            if self.cold.degree_column is not None:
+                x[twin, self.cold.degree_column] = self.cold.unknown_degree  # x is a copy (fancy index)
+            item_index = np.where(twin, -1, input_nodes)
         nq, nn_ = len(queries), len(negatives)
         return Minibatch(
-            x=torch.from_numpy(self.features[input_nodes]),
-            item_index=torch.from_numpy(input_nodes),
+            x=torch.from_numpy(x),
+            item_index=torch.from_numpy(item_index),
             blocks=[TensorBlock(blk.n_dst, torch.from_numpy(blk.neighbors), torch.from_numpy(blk.weights),
                                 torch.from_numpy(blk.mask)) for blk in blocks],
             query=torch.from_numpy(inverse[:nq]),
@@ -332,3 +374,15 @@ def negative_candidates(degree: np.ndarray, sampler: SamplerConfig) -> np.ndarra
         raise ValueError(f"negatives_from must be 'catalogue' or 'trained', got {sampler.negatives_from!r}")
     candidates = np.arange(len(degree)) if sampler.negatives_from == "catalogue" else np.flatnonzero(degree > 0)
     return candidates if len(candidates) else np.arange(len(degree))
+
+
+def cold_twins(table, walks: Neighbors, seed: int) -> ColdTwins:
+    """The cold twins of a catalogue (``SamplerConfig.cold_share``) from its feature table and walk
+    neighbourhoods: content neighbourhoods among the items with a walk neighbourhood (the cold-start
+    path's candidates), never the item itself; the degree input read as unknown (its catalogue mean)."""
+    trained = np.flatnonzero(walks.mask.any(axis=1))
+    vectors = content_vectors(content_blocks(table), trained)
+    content = content_neighbors(vectors, np.arange(len(walks.items)), trained, rank_profile(walks), seed=seed)
+    col = degree_column(table)
+    unknown = 0.0 if col is None else float(table.column("log_degree").to_numpy().astype(np.float32).mean())
+    return ColdTwins(content, col, unknown)

@@ -22,7 +22,8 @@ from pinsage.model.losses import max_margin_loss, sampled_softmax_loss
 from pinsage.model.network import PinSage
 from pinsage.util.progress import track
 from pinsage.util.resources import resolve_device
-from pinsage.model.sampler import MinibatchProducer, SamplerConfig, collate_identity, full_pass_pays, reachable_items
+from pinsage.model.sampler import (ColdTwins, MinibatchProducer, SamplerConfig, collate_identity, full_pass_pays,
+                                   reachable_items)
 
 
 @dataclass
@@ -128,7 +129,8 @@ class TrainData:
     ``pairs_for_epoch``: epoch -> (P, 2) positive pairs (query, positive) for that epoch;
     ``features``: (N, F) float32 raw features of the whole catalogue; ``neighbors``/``visits``: the
     importance-neighbour table and the deeper visit ranks (hard negatives); ``candidate_items``:
-    catalogue indices negatives are drawn from (uniformly).
+    catalogue indices negatives are drawn from (uniformly); ``cold``: the items' cold twins
+    (``SamplerConfig.cold_share``; None trains without them).
     """
 
     pairs_for_epoch: Callable[[int], np.ndarray]
@@ -136,6 +138,7 @@ class TrainData:
     neighbors: Neighbors
     visits: VisitTable | None
     candidate_items: np.ndarray
+    cold: ColdTwins | None = None
 
 
 def train_model(model: PinSage, data: TrainData, config: TrainConfig, *,
@@ -231,7 +234,7 @@ def _train(model, data: TrainData, config: TrainConfig, checkpoint_dir, evaluate
         pairs = data.pairs_for_epoch(epoch)
         producer = MinibatchProducer(pairs, data.features, data.neighbors, data.visits, config.sampler, epoch,
                                      config.seed, data.candidate_items, model.config.n_layers,
-                                     rank=group.rank, world_size=group.world_size, full=full)
+                                     rank=group.rank, world_size=group.world_size, full=full, cold=data.cold)
         loader = torch.utils.data.DataLoader(
             producer, batch_size=None, collate_fn=collate_identity, num_workers=workers,
             pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,

@@ -7,14 +7,17 @@ and a few interactions or none), :func:`embed_new_items`:
 
 1. featurises the new items with the run's *fitted* transforms: the word vectors the run trained
    (``features/word_vectors.bin``; refitting word2vec would move every vector) or the run's
-   pretrained vectors file, the same VGG16 weights, and their own log degree. Standardisation lives
-   in the model (its feature mean/std buffers), so nothing else is refitted;
-2. builds the item <-> context graph extended with the interactions of every context that touches a
-   new item, and runs the random walks *from the new items only* (same walk settings and seed)
-   to get their importance neighbourhoods; items without any interaction get none;
+   pretrained vectors file, the same VGG16 weights. Standardisation lives in the model (its feature
+   mean/std buffers), so nothing else is refitted. A new item's degree is *unknown* to the network
+   (its log-degree input and its popularity prior read the catalogue mean): what its cold twins were
+   trained with (``SamplerConfig.cold_share``);
+2. builds the item <-> context graph extended with the new items' interactions (only those: see
+   :func:`extended_graph`), and runs the random walks *from the new items only* (same walk settings
+   and seed) to get their importance neighbourhoods; an item without interactions borrows the
+   content neighbourhood of its look-alikes (:mod:`pinsage.graph.content`), as its cold twin did;
 3. runs the MapReduce export (:func:`pinsage.export.embed.export_embeddings`) over the extended catalogue
-   with the trained network, its id-embedding table extended with zero rows (what an item without
-   training interactions has anyway);
+   with the trained network, its id-embedding table extended with zero rows (the cold twins' state:
+   no id vector);
 4. writes the extended catalogue as a run directory of its own: ``prepare/items.parquet``,
    ``features/``, ``neighbors/``, ``embeddings/``, ``index/`` and ``coldstart.json``, so
    ``python -m pinsage recommend --run OUT`` answers with the new items in the index.
@@ -85,13 +88,17 @@ def _align_columns(new: pa.Table, like: pa.Table) -> pa.Table:
 
 
 def extended_graph(run: RunDir, interactions: pd.DataFrame, ext_index: pd.Index, new_ids: set):
-    """Training edges of the run plus every interaction of the contexts that touch a new item.
-    -> (graph over ``ext_index``, number of contexts touched)"""
+    """The run's training edges plus the interactions of the new items, nothing else.
+
+    Interactions between existing items that the run did not train on (its held-out pairs, or what
+    happened since) wait for the next retrain: joining them here would move existing items'
+    neighbourhoods without retraining and, in the ``new-items`` experiment, hand every method the
+    held-out future. -> (graph over ``ext_index``, number of contexts the new items touch)
+    """
     from pinsage.graph.bipartite import build_graph
 
     train = RunDir(run).interactions(["context_id", "context", "item", "weight"])
-    touched = set(interactions.loc[interactions["item_id"].isin(new_ids), "context_id"])
-    extra = interactions[interactions["context_id"].isin(touched)]
+    extra = interactions[interactions["item_id"].isin(new_ids)]
     ctx_of = dict(zip(train["context_id"], train["context"]))
     n_ctx = int(train["context"].max()) + 1 if len(train) else 0
     unseen = [c for c in pd.unique(extra["context_id"]) if c not in ctx_of]
@@ -102,55 +109,77 @@ def extended_graph(run: RunDir, interactions: pd.DataFrame, ext_index: pd.Index,
                       "item": ext_index.get_indexer(extra["item_id"]).astype(np.int64),
                       "weight": extra["weight"].to_numpy(dtype=np.float64)}),
     ], ignore_index=True)
-    edges = edges[edges["item"] >= 0].drop_duplicates(["context", "item"], keep="first")  # training wins
+    edges = edges[edges["item"] >= 0].drop_duplicates(["context", "item"], keep="first")
     g = build_graph(edges["item"].to_numpy(), edges["context"].to_numpy(), len(ext_index), n_ctx + len(unseen),
                     weights=edges["weight"].to_numpy())
-    return g, len(touched)
+    return g, int(extra["context_id"].nunique())
 
 
-def content_neighbors(table: pa.Table, sources: np.ndarray, candidates: np.ndarray, top_t: int, seed: int = 0):
-    """Neighbourhoods for items without interactions: the ``top_t`` candidates nearest by content.
+def engaged_beside(run: RunDir, interactions: pd.DataFrame, ext_index: pd.Index, new_ids: set, window: int,
+                   ordered: bool) -> pd.DataFrame:
+    """The existing items engaged beside each new item in the contexts that hold it: within ``window``
+    steps before or after it (``ordered``: timestamps known), else anywhere in the context; the way
+    the loss defines positives (``SamplerConfig.positive_window``).
+    -> columns new (row), item (row), count: how many of its interactions had that item beside it."""
+    extra = interactions[interactions["item_id"].isin(new_ids)]
+    cols = ["context_id", "item"] + (["timestamp"] if ordered else [])
+    train = RunDir(run).interactions(cols)
+    train = train[train["context_id"].isin(set(extra["context_id"]))]
+    rows = pd.concat([train.assign(new=False),
+                      pd.DataFrame({"context_id": extra["context_id"].to_numpy(),
+                                    "item": ext_index.get_indexer(extra["item_id"]).astype(np.int64),
+                                    **({"timestamp": extra["timestamp"].to_numpy()} if ordered else {}),
+                                    "new": True})], ignore_index=True)
+    rows = rows.sort_values(["context_id", "timestamp", "new"] if ordered else ["context_id", "new"],
+                            kind="stable").reset_index(drop=True)
+    ctx = rows["context_id"].to_numpy()
+    start = np.flatnonzero(np.r_[True, ctx[1:] != ctx[:-1]])
+    length = np.diff(np.r_[start, len(rows)])
+    first = np.repeat(start, length)  # (M,) first row of each row's context
+    end = first + np.repeat(length, length)  # (M,) one past its last row
+    item, is_new = rows["item"].to_numpy(), rows["new"].to_numpy()
+    at = np.flatnonzero(is_new)  # rows of the new items' interactions
+    if ordered:
+        offsets = np.array([o for o in range(-window, window + 1) if o], dtype=np.int64)
+        src = np.repeat(at, len(offsets))
+        partner = src + np.tile(offsets, len(at))
+    else:  # every other row of the context
+        span = end[at] - first[at]
+        src = np.repeat(at, span)
+        partner = np.repeat(first[at], span) + (np.arange(len(src)) - np.repeat(np.cumsum(span) - span, span))
+    ok = (partner >= first[src]) & (partner < end[src]) & (partner != src)
+    src, partner = src[ok], partner[ok]
+    ok = ~is_new[partner]  # existing items only: they have trained vectors
+    pairs = pd.DataFrame({"new": item[src[ok]], "item": item[partner[ok]]})
+    return pairs.groupby(["new", "item"], sort=True).size().rename("count").reset_index()
 
-    Content = the vector features (annotation, and visual when present), each block L2-normalised,
-    compared by cosine; weights proportional to the positive cosines, L1-normalised like visit counts.
-    A walk from an item without edges visits nothing, and an item with neither id vector nor
-    neighbours is embedded from its own features alone, far from every trained item; borrowing the
-    neighbourhood of its look-alikes lets the convolution place it among them.
-    Equal cosines (items with identical features are common: same words, no image) are ordered by the
-    walks' seeded tie keys of (seed, source, candidate) (:func:`pinsage.graph.walks.tie_keys`), never
-    by catalogue index.
-    -> (items (S, T) int32, weights (S, T) float32, mask (S, T) bool)
-    """
-    from pinsage.features.build import VECTOR_COLUMNS
+
+def revealed_neighbors(beside: pd.DataFrame, rows: np.ndarray, content, profile: np.ndarray, seed: int):
+    """Neighbourhoods of the new items ``rows``: the existing items engaged beside them first (most
+    often first; equal counts by the walks' seeded tie keys), then their content neighbours, weighted
+    by rank with ``profile`` like every content neighbourhood. ``content``: Neighbors of ``rows``."""
+    from pinsage.graph.neighbors import Neighbors
     from pinsage.graph.walks import tie_keys
-    from pinsage.util.io import column_matrix
 
-    blocks = []
-    for c in VECTOR_COLUMNS:
-        if c in table.column_names:
-            m = column_matrix(table.column(c))
-            blocks.append(m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12))
-    x = np.concatenate(blocks, axis=1) / np.sqrt(len(blocks))  # (N, F), rows of norm <= 1
-    sims = x[sources] @ x[candidates].T  # (S, C)
-    t = min(top_t, len(candidates))
-    ties = tie_keys(seed, sources, candidates)  # (S, C): larger first among equal cosines
-    order = np.lexsort((-ties, -sims), axis=1)[:, :t]
-    top = np.take_along_axis(sims, order, axis=1)
-    mask = top > 0
-    w = np.where(mask, top, 0.0)
-    w = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
-    items = np.zeros((len(sources), top_t), np.int32)
-    weights = np.zeros((len(sources), top_t), np.float32)
-    full_mask = np.zeros((len(sources), top_t), bool)
-    # keep the mask a prefix of each row (positive cosines come first in the sorted order)
-    items[:, :t] = np.where(mask, candidates[order], 0)
-    weights[:, :t] = w
-    full_mask[:, :t] = mask
-    return items, weights, full_mask
+    t = len(profile)
+    items = np.zeros((len(rows), t), np.int32)
+    mask = np.zeros((len(rows), t), bool)
+    by_new = {k: g for k, g in beside.groupby("new")}
+    for r, row in enumerate(rows):
+        got = by_new.get(int(row))
+        seen = []
+        if got is not None:
+            cand = got["item"].to_numpy(dtype=np.int64)
+            ties = tie_keys(seed, np.array([row]), cand)[0]
+            seen = list(cand[np.lexsort((-ties, -got["count"].to_numpy()))][:t])
+        taken = set(seen)
+        seen += [int(i) for i in content.items[r][content.mask[r]] if int(i) not in taken][:t - len(seen)]
+        items[r, :len(seen)], mask[r, :len(seen)] = seen, True
+    w = np.where(mask, profile[None, :], 0.0)
+    return Neighbors(items, (w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)).astype(np.float32), mask)
 
 
-def embed_new_items(run_dir: str | Path, data: str | Path, out: str | Path, log=print,
-                    content_fallback: bool = True) -> dict:
+def embed_new_items(run_dir: str | Path, data: str | Path, out: str | Path, log=print) -> dict:
     """Embed the items of ``data`` that ``run_dir`` has not seen; write the extended catalogue to ``out``.
 
     Returns a summary (also ``out/coldstart.json``). Raises ValueError when ``data`` has no new item.
@@ -159,7 +188,8 @@ def embed_new_items(run_dir: str | Path, data: str | Path, out: str | Path, log=
     from pinsage.data.dataset import load_dataset
     from pinsage.export.embeddings import read_embeddings, write_embeddings
     from pinsage.export.embed import export_embeddings, item_prior
-    from pinsage.features.build import build_features, feature_matrix, save_features
+    from pinsage.features.build import build_features, content_blocks, degree_column, feature_matrix, save_features
+    from pinsage.graph.content import content_neighbors, content_vectors, rank_profile
     from pinsage.export.index import build_index, save_index
     from pinsage.model.network import load_model
     from pinsage.graph.walks import walk_visits
@@ -183,40 +213,56 @@ def embed_new_items(run_dir: str | Path, data: str | Path, out: str | Path, log=
     ext_index = pd.Index(ext_items["item_id"].astype(str))
     n_old, n_new = len(old_items), len(new_items)
     new_rows = np.arange(n_old, n_old + n_new, dtype=np.int64)
+    model_dir = run.model_dir()
+    model = extend_model(load_model(model_dir), len(ext_index))
 
-    # 1. the graph extended with the new items' contexts; walks from the new items only
+    # 1. the graph extended with the new items' interactions; walks from the new items only
     g, n_touched = extended_graph(run, ds.interactions, ext_index, new_ids)
     degree = g.item_degree()
+    import os
+    mode = os.environ.get("PINSAGE_COLD_NEIGHBOURHOOD", "beside")  # PROBE: walk | beside
     visits = walk_visits(g, new_rows, cfg.walks.top_t, cfg.walks, label="coldstart: walks")
     fresh = neighbors_from_visits(visits, cfg.walks.top_t)
+    if mode == "beside":
+        fresh.mask[:] = False
     walked = int(fresh.mask.any(axis=1).sum())
     log(f"coldstart: {n_new} new items ({int((degree[new_rows] > 0).sum())} with interactions in {n_touched} "
         f"contexts, {walked} with a walk neighbourhood), {n_old} existing")
 
-    # 2. features of the new items with the run's fitted transforms
+    # 2. features of the new items with the run's fitted transforms; their degree is unknown to the
+    # network (what its cold twins were trained with): the catalogue mean, which standardises to 0
     fcfg = cfg.features if cfg.features.device != "auto" else dataclasses.replace(cfg.features, device=cfg.train.device)
     new_table, _ = build_features(new_items["item_id"].to_numpy(), new_items["title"], new_items["text"],
                                   degree[new_rows], fcfg, image_paths=new_items.get("image_path"),
                                   image_root=root, log=log, word_vectors=_word_vectors(run, cfg))
     old_table = pq.read_table(run.features_table)
+    col = degree_column(old_table)
+    unknown = None if col is None else float(model.feature_mean[col])
+    if unknown is not None:
+        new_table = new_table.set_column(new_table.column_names.index("log_degree"), "log_degree",
+                                         pa.array(np.full(n_new, unknown, dtype=np.float32)))
     table = pa.concat_tables([old_table, _align_columns(new_table, old_table)])
+    old_nbrs = Neighbors.load(run.neighbors_table)
     lonely = np.flatnonzero(~fresh.mask.any(axis=1))  # no interaction (or only isolated contexts)
-    if len(lonely) and content_fallback:
-        it, wt, mk = content_neighbors(table, new_rows[lonely], np.flatnonzero(degree[:n_old] > 0), cfg.walks.top_t,
-                                       seed=cfg.walks.seed)
-        fresh.items[lonely], fresh.weights[lonely], fresh.mask[lonely] = it, wt, mk
+    if len(lonely):
+        trained = np.flatnonzero(old_nbrs.mask.any(axis=1))  # the candidates the cold twins trained with
+        borrowed = content_neighbors(content_vectors(content_blocks(table), trained), new_rows[lonely], trained,
+                                     rank_profile(old_nbrs), seed=cfg.walks.seed)
+        if mode == "beside":
+            beside = engaged_beside(run, ds.interactions, ext_index, new_ids, cfg.train.sampler.positive_window,
+                                    bool(ds.has_timestamps) and run.summary()["has_timestamps"])
+            borrowed = revealed_neighbors(beside, new_rows[lonely], borrowed, rank_profile(old_nbrs), cfg.walks.seed)
+        fresh.items[lonely], fresh.weights[lonely], fresh.mask[lonely] = borrowed.items, borrowed.weights, borrowed.mask
         log(f"coldstart: {len(lonely)} new items without interactions borrow the neighbourhood of their "
             f"{cfg.walks.top_t} nearest trained items by content")
-    old_nbrs = Neighbors.load(run.neighbors_table)
     nbrs = Neighbors(np.concatenate([old_nbrs.items, fresh.items]), np.concatenate([old_nbrs.weights, fresh.weights]),
                      np.concatenate([old_nbrs.mask, fresh.mask]))
     manifest = json.loads(run.features_manifest.read_text())
     manifest["coldstart"] = {"run": str(run.root), "new_items": n_new,
-                             "note": "new rows featurised with the run's fitted word vectors, not refitted"}
+                             "note": "new rows featurised with the run's fitted word vectors, not refitted; "
+                                     "their log_degree is unknown to the network: the catalogue mean"}
 
     # 3. the export path with the trained network
-    model_dir = run.model_dir()
-    model = extend_model(load_model(model_dir), len(ext_index))
     emb = export_embeddings(model, feature_matrix(table), nbrs, progress=True)
     ids_run, emb_run = read_embeddings(run.embeddings)
     drift = float(np.abs(emb[:n_old] - emb_run).max()) if np.array_equal(ids_run, old_ids.to_numpy()) else None
@@ -228,13 +274,15 @@ def embed_new_items(run_dir: str | Path, data: str | Path, out: str | Path, log=
     write_json(out.summary_file, summary)
     save_features(out.features, table, manifest)
     nbrs.save(out.neighbors_table, ext_index.to_numpy())
-    prior = item_prior(model, degree)  # every item's prior from the extended graph's degrees
+    prior = item_prior(model, degree)
+    if unknown is not None:  # a new item's popularity is unknown too: the prior of the mean log degree
+        prior[new_rows] = item_prior(model, np.full(n_new, np.expm1(unknown)))
     write_embeddings(out.embeddings, ext_index.to_numpy(), emb, prior)
     index = build_index(emb, cfg.index, prior)
     save_index(out.index, index, ext_index.to_numpy())
     result = {"run": str(run.root), "data": str(root), "out": str(out.root), "n_old": n_old, "n_new": n_new,
               "new_with_interactions": int((degree[new_rows] > 0).sum()), "new_with_walk_neighbourhood": walked,
-              "new_with_content_neighbourhood": int(len(lonely)) if content_fallback else 0,
+              "new_with_content_neighbourhood": int(len(lonely)),
               "new_item_ids": list(new_items["item_id"]), "model_dir": str(model_dir),
               "max_abs_change_existing": drift, "seconds": round(time.perf_counter() - t0, 1)}
     write_json(out.coldstart, result)

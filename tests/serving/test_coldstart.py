@@ -93,11 +93,6 @@ def test_new_items_are_embedded_without_retraining_or_moving_an_existing_item(tr
     assert back["item_id"].str.startswith("new").any()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known defect of the shipped model for items without training: the input skip (G1 [h^K ; h^0]) "
-    "carries a new item's zero id vector to the output, and some new items land mostly outside their "
-    "community (docs/figures.md); the new-items issue fixes it, and then this test passes and must lose "
-    "its mark"))
 def test_new_items_land_among_their_own_community_with_the_shipped_model(trained):
     out = trained["root"] / "cold-quality"
     embed_new_items(trained["run"], trained["grown"], out, log=lambda s: None)
@@ -129,3 +124,50 @@ def test_cold_start_from_the_command_line_and_its_refusals(trained, tmp_path):
         embed_new_items(trained["run"], trained["root"] / "data", tmp_path / "none", log=lambda s: None)
     with pytest.raises(ValueError, match="must differ from the run directory"):
         embed_new_items(trained["run"], trained["grown"], trained["run"], log=lambda s: None)
+
+
+def test_only_the_new_items_interactions_join_the_graph(trained):
+    """The run's held-out interactions between existing items (in the grown data too) stay out:
+    they are the future for the run, and the next retrain's business."""
+    from pinsage.data.dataset import load_dataset
+    from pinsage.run.layout import RunDir
+    from pinsage.serve.coldstart import extended_graph
+
+    run = RunDir(trained["run"])
+    ds = load_dataset(trained["grown"])
+    ids = pd.Index(list(run.item_ids()) + trained["new_ids"])
+    g, touched = extended_graph(run, ds.interactions, ids, set(trained["new_ids"]))
+    train_edges = len(run.interactions(["context", "item"]))
+    new_rows = ds.interactions[ds.interactions["item_id"].isin(trained["new_ids"])]
+    assert len(ds.interactions) > train_edges + len(new_rows)  # held-out pairs exist that could leak
+    assert g.n_edges == train_edges + len(new_rows)
+    assert touched == new_rows["context_id"].nunique()
+    degree = g.item_degree()
+    assert (degree[len(run.item_ids()):] == [int((new_rows["item_id"] == i).sum()) for i in trained["new_ids"]]).all()
+
+
+def test_a_new_items_degree_is_unknown_to_the_network_and_to_the_prior(trained, tmp_path):
+    """Its log-degree input and its prior read the catalogue mean, as its cold twin in training did."""
+    import shutil
+
+    import torch
+
+    from pinsage.export.embeddings import read_prior
+    from pinsage.model.network import load_model, save_model
+
+    run = tmp_path / "run"  # the trained run with a non-zero prior weight
+    shutil.copytree(trained["run"], run)
+    model = load_model(run / "train")
+    with torch.no_grad():
+        model.prior_weight.fill_(0.02)
+    save_model(model, run / "train")
+    out = tmp_path / "cold-degree"
+    embed_new_items(run, trained["grown"], out, log=lambda s: None)
+    feats = pq.read_table(out / "features" / "features.parquet").to_pandas().set_index("item_id")
+    mean = float(model.feature_mean[-1])
+    assert np.allclose(feats.loc[trained["new_ids"], "log_degree"], mean, atol=1e-6)
+    old = feats.drop(index=trained["new_ids"])["log_degree"]  # existing items: their training degree
+    ids, _ = read_embeddings(out / "embeddings")
+    prior = pd.Series(read_prior(out / "embeddings"), index=ids)
+    assert np.allclose(prior[trained["new_ids"]], 0.02 * mean, atol=1e-6)
+    assert np.allclose(prior[old.index], 0.02 * old, atol=1e-6) and old.std() > 0
