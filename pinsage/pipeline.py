@@ -185,12 +185,15 @@ def train(cfg: PipelineConfig, log: Log = print, on_epoch_end=None,
         return pairs[rng.permutation(len(pairs))[:epoch_pairs(len(pairs), len(feats), cfg.train)]]
 
     degree = BipartiteGraph.load(run.graph_file).item_degree()
-    cold = cold_twins(pq.read_table(run.features_table), nbrs, cfg.walks.seed) if cfg.train.sampler.cold_share > 0 else None
+    cold = None
+    if cfg.train.sampler.cold_share > 0:
+        cold = cold_twins(pq.read_table(run.features_table), nbrs, context, item, window, ordered, cfg.walks.seed)
     data = TrainData(pairs_for_epoch, feats, nbrs, VisitTable(v["items"], v["counts"]),
                      negative_candidates(degree, cfg.train.sampler), cold)
     vq, vt = run.pairs("valid")
     torch.manual_seed(cfg.train.seed)  # the initial weights are part of what a seed reproduces
-    model = build_model(cfg.model, feats)
+    # the cold offset exists where cold twins train it
+    model = build_model(dataclasses.replace(cfg.model, cold_bias=cfg.model.cold_bias and cold is not None), feats)
     model, state = train_model(
         model, data, cfg.train, checkpoint_dir=run.train,
         evaluate_fn=lambda m: validation_mrr(m, feats, nbrs, vq, vt),

@@ -42,7 +42,8 @@ log = logging.getLogger("pinsage.tasks.refresh")
 
 def run_artifacts(run) -> tuple[Path, ...]:
     """What a refresh needs of the champion's MLflow run (the prepare step logs them), under ``run``."""
-    return (run.config, run.items, run.split("train"), run.split("valid"), run.features, run.neighbors_table)
+    return (run.config, run.summary_file, run.items, run.split("train"), run.split("valid"), run.features,
+            run.neighbors_table)
 
 
 def fetch_champion(c, name: str, base: Path) -> dict:
@@ -148,37 +149,39 @@ def register(embedded: dict) -> dict:
                                 "embedding moved.")
     ref = {"mlflow_run_id": rid, "dag_id": embedded["dag_id"], "run_key": embedded["run_key"],
            "settings": {"model_name": name}, "user": None}
-    write_report(out)  # the new items and their related items, beside the popular and long-tail ones
-    for path in (out.config, out.coldstart, out.report):
-        tracking.log_artifacts(c, rid, path)
-    for d in (out.prepare, out.features, out.neighbors, out.embeddings, out.index):
-        tracking.log_artifacts(c, rid, d, out.relative(d))
-    mv = existing_version(c, name, rid)
-    if mv is None:
-        model_id = browse.logged_model(c, ref)
-        mlflow_model.log_recommender(name=name, model_id=model_id, model_dir=str(out.export_model),
-                                     embeddings_dir=str(out.embeddings), index_dir=str(out.index),
-                                     items=str(out.items),
-                                     example_item_id=embedded["new_item_ids"][0])
-        c.log_outputs(rid, models=[LoggedModelOutput(model_id, step=0)])
-        mv = mlflow.register_model(f"models:/{model_id}", name, tags={
-            "pinsage.promotion": "candidate", "pinsage.kind": "refresh",
-            "pinsage.parent_version": embedded["parent_version"], "pinsage.new_items": str(embedded["n_new"]),
-            "airflow.dag_id": embedded["dag_id"], "airflow.run_id": embedded["run_key"]})
-    version = str(mv.version)
-    champ = champion_version(c, name)
-    same = like_with_like(out.root, name, champ) if champ is not None else None  # the champion's own pairs
-    loss = settings["max_mrr_loss"] * (same["champion"] if same and math.isfinite(same["champion"]) else 0.0)
-    # the gate takes these scores as they are while that version is still champion (no second download)
-    promoted, reason = gate(c, name, version, same["candidate"] if same else math.nan, -loss, out.root,
-                            scored=None if same is None else (str(champ.version), same),
-                            parent=embedded["parent_version"])  # refused if the champion moved meanwhile
-    c.update_model_version(name, version, description=(
-        f"Refresh of version {embedded['parent_version']}: {embedded['n_new']} new items embedded without "
-        f"retraining (existing items' embeddings unchanged). Gate: {reason}"))
-    c.set_tag(rid, "pinsage.model_version", version)
-    c.set_tag(rid, "pinsage.promoted", str(promoted).lower())
-    c.set_terminated(rid, status="FINISHED")
+    # a lost server is the retryable MlflowUnavailable, and the run is marked FAILED, like the daily steps
+    with tracking.step({"mlflow_run_id": rid}, "refresh_register") as c:
+        write_report(out)  # the new items and their related items, beside the popular and long-tail ones
+        for path in (out.config, out.coldstart, out.report):
+            tracking.log_artifacts(c, rid, path)
+        for d in (out.prepare, out.features, out.neighbors, out.embeddings, out.index):
+            tracking.log_artifacts(c, rid, d, out.relative(d))
+        mv = existing_version(c, name, rid)
+        if mv is None:
+            model_id = browse.logged_model(c, ref)
+            mlflow_model.log_recommender(name=name, model_id=model_id, model_dir=str(out.export_model),
+                                         embeddings_dir=str(out.embeddings), index_dir=str(out.index),
+                                         items=str(out.items),
+                                         example_item_id=embedded["new_item_ids"][0])
+            c.log_outputs(rid, models=[LoggedModelOutput(model_id, step=0)])
+            mv = mlflow.register_model(f"models:/{model_id}", name, tags={
+                "pinsage.promotion": "candidate", "pinsage.kind": "refresh",
+                "pinsage.parent_version": embedded["parent_version"], "pinsage.new_items": str(embedded["n_new"]),
+                "airflow.dag_id": embedded["dag_id"], "airflow.run_id": embedded["run_key"]})
+        version = str(mv.version)
+        champ = champion_version(c, name)
+        same = like_with_like(out.root, name, champ) if champ is not None else None  # the champion's own pairs
+        loss = settings["max_mrr_loss"] * (same["champion"] if same and math.isfinite(same["champion"]) else 0.0)
+        # the gate takes these scores as they are while that version is still champion (no second download)
+        promoted, reason = gate(c, name, version, same["candidate"] if same else math.nan, -loss, out.root,
+                                scored=None if same is None else (str(champ.version), same),
+                                parent=embedded["parent_version"])  # refused if the champion moved meanwhile
+        c.update_model_version(name, version, description=(
+            f"Refresh of version {embedded['parent_version']}: {embedded['n_new']} new items embedded without "
+            f"retraining (existing items' embeddings unchanged). Gate: {reason}"))
+        c.set_tag(rid, "pinsage.model_version", version)
+        c.set_tag(rid, "pinsage.promoted", str(promoted).lower())
+        c.set_terminated(rid, status="FINISHED")
     result = {"model_name": name, "version": version, "model_uri": f"models:/{name}/{version}",
               "promoted": promoted, "reason": reason, "parent_version": embedded["parent_version"],
               "mlflow_run_id": rid,  # XCom is JSON: no NaN in it

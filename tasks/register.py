@@ -64,7 +64,9 @@ def champion_version(c, name: str):
 
     try:
         return c.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
+    except MlflowException as err:
+        if tracking.is_connection_error(err):  # "no champion" only when the server says so
+            raise
         return None
 
 
@@ -237,7 +239,9 @@ def existing_version(c, name: str, run_id: str):
 
     try:
         found = c.search_model_versions(f"name = '{tracking.sql_quote(name)}' and run_id = '{run_id}'")
-    except MlflowException:
+    except MlflowException as err:
+        if tracking.is_connection_error(err):  # a blip must not read as "not registered yet": a second version
+            raise
         return None
     return sorted(found, key=lambda v: int(v.version))[0] if found else None
 

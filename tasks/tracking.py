@@ -73,7 +73,7 @@ def client():
     return MlflowClient()
 
 
-def _is_connection_error(err: BaseException) -> bool:
+def is_connection_error(err: BaseException) -> bool:
     """Does ``err`` (or its cause) say the tracking server could not be reached?"""
     seen = 0
     while err is not None and seen < 10:
@@ -196,7 +196,7 @@ def step(ref: dict, name: str) -> Iterator[Any]:
     try:
         yield c
     except BaseException as err:
-        if _is_connection_error(err) and not isinstance(err, MlflowUnavailable):
+        if is_connection_error(err) and not isinstance(err, MlflowUnavailable):
             try:
                 check_tracking_server()
             except MlflowUnavailable as down:  # cannot mark the run: say what happened instead

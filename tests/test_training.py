@@ -219,8 +219,8 @@ def test_a_cold_twin_has_no_id_an_unknown_degree_and_its_content_neighbourhood()
         twin_of[r] = real
         m = blk.mask[r].numpy()
         got = nodes[blk.neighbors[r].numpy()[m]]
-        assert np.array_equal(got, cold.content.items[real][cold.content.mask[real]])
-        assert np.allclose(blk.weights[r].numpy()[m], cold.content.weights[real][cold.content.mask[real]])
+        assert np.array_equal(got, cold.neighbors.items[real][cold.neighbors.mask[real]])
+        assert np.allclose(blk.weights[r].numpy()[m], cold.neighbors.weights[real][cold.neighbors.mask[real]])
     assert set(twin_of.values()) <= set(wanted)
     # without twins the producer draws the same stream as before twins existed
     plain = MinibatchProducer(pairs, feats, nbrs, None, SamplerConfig(batch_size=len(pairs), n_shared_negatives=5,

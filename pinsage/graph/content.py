@@ -91,3 +91,71 @@ def content_neighbors(vectors: np.ndarray, sources: np.ndarray, candidates: np.n
         weights[rows, :t] = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
         mask[rows, :t] = keep
     return Neighbors(items, weights, mask)
+
+
+def engaged_beside(context: np.ndarray, item: np.ndarray, source: np.ndarray, window: int, ordered: bool,
+                   partner_ok: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The items engaged beside some interactions: the way the loss defines positives.
+
+    Args:
+        context, item: (M,) interactions grouped by context, each context in engagement order.
+        source: (M,) bool, the interactions whose neighbours are wanted (a new item's revealed ones).
+        window: ``ordered`` (timestamps known): partners within ``window`` steps before or after;
+            otherwise every other interaction of the context.
+        partner_ok: (M,) bool, the interactions that may be partners (default: all).
+    Returns:
+        (source items, partner items), one entry per (source interaction, partner interaction).
+    """
+    m = len(item)
+    if m == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    start = np.flatnonzero(np.r_[True, context[1:] != context[:-1]])
+    length = np.diff(np.r_[start, m])
+    first = np.repeat(start, length)  # (M,) first row of each row's context
+    end = first + np.repeat(length, length)  # (M,) one past its last row
+    at = np.flatnonzero(source)
+    if ordered:
+        offsets = np.array([o for o in range(-window, window + 1) if o], dtype=np.int64)
+        src = np.repeat(at, len(offsets))
+        partner = src + np.tile(offsets, len(at))
+    else:  # every row of the context
+        span = end[at] - first[at]
+        src = np.repeat(at, span)
+        partner = np.repeat(first[at], span) + (np.arange(len(src)) - np.repeat(np.cumsum(span) - span, span))
+    ok = (partner >= first[src]) & (partner < end[src]) & (partner != src)
+    src, partner = src[ok], partner[ok]
+    if partner_ok is not None:
+        keep = partner_ok[partner]
+        src, partner = src[keep], partner[keep]
+    return item[src].astype(np.int64), item[partner].astype(np.int64)
+
+
+def beside_first(sources: np.ndarray, partners: np.ndarray, rows: np.ndarray, content: Neighbors,
+                 profile: np.ndarray, seed: int) -> Neighbors:
+    """Neighbourhoods of ``rows``: the items engaged beside each (``sources``/``partners`` from
+    :func:`engaged_beside`; most often first, equal counts by the walks' seeded tie keys), then its
+    content neighbours (``content``, one row per entry of ``rows``) not already there; weighted by
+    rank with ``profile``. -> Neighbors with len(rows) rows."""
+    t = len(profile)
+    items = np.zeros((len(rows), t), np.int32)
+    mask = np.zeros((len(rows), t), bool)
+    where = {int(r): k for k, r in enumerate(rows)}
+    keep = np.isin(sources, rows)
+    pairs, counts = np.unique(np.stack([sources[keep], partners[keep]]), axis=1, return_counts=True)
+    by_row = {}
+    if pairs.size:
+        cuts = np.flatnonzero(np.r_[True, pairs[0, 1:] != pairs[0, :-1], True])
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            by_row[int(pairs[0, a])] = (pairs[1, a:b], counts[a:b])
+    for r, row in enumerate(rows):
+        chosen: list[int] = []
+        got = by_row.get(int(row))
+        if got is not None:
+            cand, cnt = got
+            ties = tie_keys(seed, np.array([row]), cand)[0]
+            chosen = [int(i) for i in cand[np.lexsort((-ties, -cnt))][:t]]
+        taken = set(chosen)
+        chosen += [int(i) for i in content.items[r][content.mask[r]] if int(i) not in taken][:t - len(chosen)]
+        items[r, :len(chosen)], mask[r, :len(chosen)] = chosen, True
+    w = np.where(mask, profile[None, :], 0.0)
+    return Neighbors(items, (w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)).astype(np.float32), mask)

@@ -12,7 +12,9 @@ import torch
 def max_margin_loss(z_query: torch.Tensor, z_positive: torch.Tensor, z_negative: torch.Tensor,
                     margin: float, z_hard: torch.Tensor | None = None,
                     negative_mask: torch.Tensor | None = None,
-                    hard_mask: torch.Tensor | None = None) -> torch.Tensor:
+                    hard_mask: torch.Tensor | None = None,
+                    positive_bias: torch.Tensor | None = None,
+                    negative_bias: torch.Tensor | None = None) -> torch.Tensor:
     """Paper eq. (1): J(q, i) = E_{n ~ P_n(q)} max(0, z_q.z_n - z_q.z_i + Delta), averaged.
 
     Args:
@@ -21,11 +23,18 @@ def max_margin_loss(z_query: torch.Tensor, z_positive: torch.Tensor, z_negative:
         z_hard: (B, H) per-query hard negatives as (B, H, D), or None.
         negative_mask: (B, N) bool, False where a shared negative happens to be the query's positive.
         hard_mask: (B, H) bool, likewise for hard negatives.
+        positive_bias, negative_bias: (B,) and (N,) added to those items' scores (the cold twins'
+            learned offset, ``PinSage.cold_bias``), or None.
     Returns:
         scalar loss: the mean hinge over every (query, negative) term that counts.
     """
     positive = (z_query * z_positive).sum(dim=1, keepdim=True)  # (B, 1)
-    hinge = torch.relu(z_query @ z_negative.T - positive + margin)  # (B, N)
+    if positive_bias is not None:
+        positive = positive + positive_bias[:, None]  # (B, 1)
+    negative = z_query @ z_negative.T  # (B, N)
+    if negative_bias is not None:
+        negative = negative + negative_bias[None, :]
+    hinge = torch.relu(negative - positive + margin)  # (B, N)
     mask = torch.ones_like(hinge, dtype=torch.bool) if negative_mask is None else negative_mask
     terms, counts = (hinge * mask).sum(), mask.sum()
     if z_hard is not None and z_hard.shape[1] > 0:
@@ -38,7 +47,9 @@ def max_margin_loss(z_query: torch.Tensor, z_positive: torch.Tensor, z_negative:
 def sampled_softmax_loss(z_query: torch.Tensor, z_positive: torch.Tensor, z_negative: torch.Tensor,
                          temperature: float, z_hard: torch.Tensor | None = None,
                          negative_mask: torch.Tensor | None = None,
-                         hard_mask: torch.Tensor | None = None) -> torch.Tensor:
+                         hard_mask: torch.Tensor | None = None,
+                         positive_bias: torch.Tensor | None = None,
+                         negative_bias: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of the positive against the same negatives as :func:`max_margin_loss`.
 
     loss(q, i) = -log( exp(z_q.z_i / tau) / (exp(z_q.z_i / tau) + sum_n exp(z_q.z_n / tau)) )
@@ -48,7 +59,12 @@ def sampled_softmax_loss(z_query: torch.Tensor, z_positive: torch.Tensor, z_nega
     Arguments and masks as for :func:`max_margin_loss`; masked negatives drop out of the sum.
     """
     positive = (z_query * z_positive).sum(dim=1, keepdim=True)  # (B, 1)
-    logits = [positive, z_query @ z_negative.T]  # (B, 1), (B, N)
+    negative = z_query @ z_negative.T  # (B, N)
+    if positive_bias is not None:
+        positive = positive + positive_bias[:, None]
+    if negative_bias is not None:
+        negative = negative + negative_bias[None, :]
+    logits = [positive, negative]  # (B, 1), (B, N)
     masks = [torch.ones_like(positive, dtype=torch.bool),
              torch.ones_like(logits[1], dtype=torch.bool) if negative_mask is None else negative_mask]
     if z_hard is not None and z_hard.shape[1] > 0:

@@ -40,6 +40,11 @@ class ModelConfig:
     # interactions; w chosen on validation after training (0: the plain cosine). Unit vectors cannot
     # say "popular"; every baseline can (docs/paper_differences.md).
     popularity_prior: bool = True
+    # A learned score offset for items without training interactions (the cold twins in training,
+    # new items when served): cold embeddings are vaguer, so their cosines run lower than a warm
+    # item's; the offset is trained with twins as positives and negatives at the same rate, so it
+    # calibrates rather than promotes. Set from SamplerConfig.cold_share (no twins: no offset).
+    cold_bias: bool = True
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -48,6 +53,7 @@ class ModelConfig:
     def from_json(cls, text: str) -> "ModelConfig":
         d = json.loads(text)
         d.setdefault("popularity_prior", False)  # written before the prior existed
+        d.setdefault("cold_bias", False)  # written before the cold twins existed
         for key, default in REMOVED_MODEL_OPTIONS.items():  # a checkpoint written before the option went
             if key in d and d.pop(key) != default:
                 raise ValueError(f"model config sets {key!r}, an option removed after measurement "
@@ -87,6 +93,7 @@ class PinSage(nn.Module):
         # pairs' popularity and lost on validation (docs/removed_options.md); the served w is chosen
         # on the validation pairs (``choose_prior_weight``) and saved with the model.
         self.register_buffer("prior_weight", torch.zeros(()) if config.popularity_prior else None)
+        self.cold_bias = nn.Parameter(torch.zeros(())) if config.cold_bias else None  # score units
         self.G1 = nn.Linear(2 * h if config.input_skip else h, h)
         self.G2 = nn.Linear(h, config.output_dim)
 

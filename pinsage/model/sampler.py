@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from pinsage.features.build import content_blocks, degree_column
-from pinsage.graph.content import content_neighbors, content_vectors, rank_profile
+from pinsage.graph.content import beside_first, content_neighbors, content_vectors, engaged_beside, rank_profile
 from pinsage.graph.neighbors import Neighbors, VisitTable
 from pinsage.graph.walks import WalkConfig
 
@@ -192,7 +192,7 @@ def hard_negative_band(n_items: int, reach: int | None = None) -> tuple[int, int
 class ColdTwins:
     """What the cold twin of catalogue item i (row ``N + i`` of the producer's graph) is made of."""
 
-    content: Neighbors  # (N, T) content neighbourhoods (pinsage.graph.content), never the item itself
+    neighbors: Neighbors  # (N, T) the twins' neighbourhoods: engaged beside, then content; never the item itself
     degree_column: int | None  # the log-degree column of the features (None: no degree input)
     unknown_degree: float  # what an unknown degree reads: the catalogue mean (0 once standardised)
 
@@ -211,6 +211,8 @@ class Minibatch:
     positive_item: torch.Tensor  # (B,) catalogue indices: a negative equal to the positive is masked
     negative_item: torch.Tensor  # (N_neg,)
     hard_item: torch.Tensor  # (B, H)
+    positive_cold: torch.Tensor  # (B,) bool: the positive is a cold twin (its score gets the cold offset)
+    negative_cold: torch.Tensor  # (N_neg,) bool
     share: float  # this process's fraction of the global batch: weights its loss under DDP
 
     def to(self, device: torch.device) -> "Minibatch":
@@ -276,7 +278,7 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
         self.n_items = len(features)
         self.cold = cold if config.cold_share > 0 else None
         if self.cold is not None:  # rows N..2N-1 of the graph: the cold twins, with content neighbourhoods
-            c = self.cold.content
+            c = self.cold.neighbors
             self.neighbors = Neighbors(np.concatenate([neighbors.items, c.items]),
                                        np.concatenate([neighbors.weights, c.weights]),
                                        np.concatenate([neighbors.mask, c.mask]))
@@ -316,9 +318,10 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
             side = rng.random(n_batch) < 0.5  # True: the query is the cold one
             queries = np.where(cold & side, queries + self.n_items, queries)
             positives_in = np.where(cold & ~side, positives + self.n_items, positives)
-            # the same share of the shared negatives are twins: new items compete with each other in
-            # every list, so unrelated twins must be pushed apart too, not only from warm items
-            negatives_in = np.where(rng.random(len(negatives)) < self.config.cold_share,
+            # twins among the shared negatives at the positives' rate (cold_share / 2): new items
+            # compete with each other in every list, so unrelated twins are pushed apart too, and the
+            # cold offset learns a calibration, not the twins' share
+            negatives_in = np.where(rng.random(len(negatives)) < self.config.cold_share / 2 * float(__import__("os").environ.get("CNEG", "1")),
                                     negatives + self.n_items, negatives)
         if self.world_size > 1:  # this process's share of the global batch (drawn whole above)
             share = np.array_split(np.arange(n_batch), self.world_size)[self.rank]
@@ -344,7 +347,9 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
             negative=torch.from_numpy(inverse[2 * nq:2 * nq + nn_]),
             hard=torch.from_numpy(inverse[2 * nq + nn_:].reshape(nq, hard.shape[1])),  # (B * H,) -> (B, H)
             positive_item=torch.from_numpy(positives), negative_item=torch.from_numpy(negatives),
-            hard_item=torch.from_numpy(hard), share=len(queries) / n_batch)
+            hard_item=torch.from_numpy(hard), share=len(queries) / n_batch,
+            positive_cold=torch.from_numpy(positives_in >= self.n_items),
+            negative_cold=torch.from_numpy(negatives_in >= self.n_items))
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -376,13 +381,38 @@ def negative_candidates(degree: np.ndarray, sampler: SamplerConfig) -> np.ndarra
     return candidates if len(candidates) else np.arange(len(degree))
 
 
-def cold_twins(table, walks: Neighbors, seed: int) -> ColdTwins:
-    """The cold twins of a catalogue (``SamplerConfig.cold_share``) from its feature table and walk
-    neighbourhoods: content neighbourhoods among the items with a walk neighbourhood (the cold-start
-    path's candidates), never the item itself; the degree input read as unknown (its catalogue mean)."""
+MAX_REVEALED = 3  # a twin sees 0..3 of its own interactions, as a new item in its first days
+
+
+def cold_twins(table, walks: Neighbors, context: np.ndarray, item: np.ndarray, window: int, ordered: bool,
+               seed: int) -> ColdTwins:
+    """The cold twins of a catalogue (``SamplerConfig.cold_share``): what the cold-start path gives a
+    new item (:mod:`pinsage.serve.coldstart`), built from the training data.
+
+    Each item's twin sees r of its own interactions (r seeded, uniform in 0..``MAX_REVEALED``; which
+    ones at random): its neighbourhood is the items engaged beside those (``window``, ``ordered`` as
+    the loss's positives), then its content neighbours among the items with a walk neighbourhood
+    (never itself); its degree input reads the catalogue mean (unknown).
+
+    Args:
+        table: the feature table; walks: the walk neighbourhoods (candidates and the rank profile);
+        context, item: (M,) training interactions grouped by context in engagement order.
+    """
+    n = len(walks.items)
+    rng = np.random.default_rng([seed, 29])
     trained = np.flatnonzero(walks.mask.any(axis=1))
+    profile = rank_profile(walks)
     vectors = content_vectors(content_blocks(table), trained)
-    content = content_neighbors(vectors, np.arange(len(walks.items)), trained, rank_profile(walks), seed=seed)
+    content = content_neighbors(vectors, np.arange(n), trained, profile, seed=seed)
+    revealed = rng.integers(0, MAX_REVEALED + 1, size=n)  # (N,) interactions each twin sees
+    key = rng.random(len(item))
+    by_item = np.lexsort((key, item))  # each item's interactions in a random order
+    sorted_items = item[by_item]
+    first = np.searchsorted(sorted_items, sorted_items)  # start of each item's run
+    rank = np.empty(len(item), dtype=np.int64)
+    rank[by_item] = np.arange(len(item)) - first
+    sources, partners = engaged_beside(context, item, rank < revealed[item], window, ordered)
+    neighbourhoods = beside_first(sources, partners, np.arange(n), content, profile, seed)
     col = degree_column(table)
     unknown = 0.0 if col is None else float(table.column("log_degree").to_numpy().astype(np.float32).mean())
-    return ColdTwins(content, col, unknown)
+    return ColdTwins(neighbourhoods, col, unknown)

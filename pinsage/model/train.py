@@ -256,11 +256,14 @@ def _train(model, data: TrainData, config: TrainConfig, checkpoint_dir, evaluate
             if len(zq) == 0:  # a last batch smaller than the process count leaves some shares empty
                 loss = z.sum() * 0.0
             else:
+                bias = model.cold_bias
                 loss = loss_fn(
                     zq, z[batch.positive], z[batch.negative], scale,
                     z_hard=z[batch.hard],  # (B, H, D)
                     negative_mask=batch.negative_item[None, :] != pos_item[:, None],
-                    hard_mask=batch.hard_item != pos_item[:, None])
+                    hard_mask=batch.hard_item != pos_item[:, None],
+                    positive_bias=None if bias is None else bias * batch.positive_cold,
+                    negative_bias=None if bias is None else bias * batch.negative_cold)
             if group.distributed:
                 # DDP averages over processes; weighting by each share makes that the global-batch mean.
                 loss = loss * (batch.share * group.world_size)

@@ -11,13 +11,17 @@ and a few interactions or none), :func:`embed_new_items`:
    mean/std buffers), so nothing else is refitted. A new item's degree is *unknown* to the network
    (its log-degree input and its popularity prior read the catalogue mean): what its cold twins were
    trained with (``SamplerConfig.cold_share``);
-2. builds the item <-> context graph extended with the new items' interactions (only those: see
-   :func:`extended_graph`), and runs the random walks *from the new items only* (same walk settings
-   and seed) to get their importance neighbourhoods; an item without interactions borrows the
-   content neighbourhood of its look-alikes (:mod:`pinsage.graph.content`), as its cold twin did;
+2. gives each new item a neighbourhood of trained items: first the existing items engaged beside
+   it in the contexts that hold it (within ``positive_window`` steps, the way the loss defines
+   positives; :func:`beside_new_items`), then its content neighbours (:mod:`pinsage.graph.content`),
+   weighted by rank with the walk neighbourhoods' profile. Walks from a new item over a handful of
+   interactions wander through those contexts' whole histories: measured, they lose to this on the
+   new items' validation pairs (docs/figures.md). Only the new items' interactions join the graph
+   (:func:`extended_graph`);
 3. runs the MapReduce export (:func:`pinsage.export.embed.export_embeddings`) over the extended catalogue
    with the trained network, its id-embedding table extended with zero rows (the cold twins' state:
-   no id vector);
+   no id vector), and gives the new items the network's learned cold offset (``PinSage.cold_bias``)
+   in their ``prior``;
 4. writes the extended catalogue as a run directory of its own: ``prepare/items.parquet``,
    ``features/``, ``neighbors/``, ``embeddings/``, ``index/`` and ``coldstart.json``, so
    ``python -m pinsage recommend --run OUT`` answers with the new items in the index.
@@ -115,12 +119,13 @@ def extended_graph(run: RunDir, interactions: pd.DataFrame, ext_index: pd.Index,
     return g, int(extra["context_id"].nunique())
 
 
-def engaged_beside(run: RunDir, interactions: pd.DataFrame, ext_index: pd.Index, new_ids: set, window: int,
-                   ordered: bool) -> pd.DataFrame:
-    """The existing items engaged beside each new item in the contexts that hold it: within ``window``
-    steps before or after it (``ordered``: timestamps known), else anywhere in the context; the way
-    the loss defines positives (``SamplerConfig.positive_window``).
-    -> columns new (row), item (row), count: how many of its interactions had that item beside it."""
+def beside_new_items(run: RunDir, interactions: pd.DataFrame, ext_index: pd.Index, new_ids: set, window: int,
+                     ordered: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(new item rows, existing item rows): the existing items engaged beside each interaction of a
+    new item (:func:`pinsage.graph.content.engaged_beside`) in the training sequence of its context,
+    the new interaction placed by its timestamp (``ordered``), else anywhere in the context."""
+    from pinsage.graph.content import engaged_beside
+
     extra = interactions[interactions["item_id"].isin(new_ids)]
     cols = ["context_id", "item"] + (["timestamp"] if ordered else [])
     train = RunDir(run).interactions(cols)
@@ -132,51 +137,9 @@ def engaged_beside(run: RunDir, interactions: pd.DataFrame, ext_index: pd.Index,
                                     "new": True})], ignore_index=True)
     rows = rows.sort_values(["context_id", "timestamp", "new"] if ordered else ["context_id", "new"],
                             kind="stable").reset_index(drop=True)
-    ctx = rows["context_id"].to_numpy()
-    start = np.flatnonzero(np.r_[True, ctx[1:] != ctx[:-1]])
-    length = np.diff(np.r_[start, len(rows)])
-    first = np.repeat(start, length)  # (M,) first row of each row's context
-    end = first + np.repeat(length, length)  # (M,) one past its last row
-    item, is_new = rows["item"].to_numpy(), rows["new"].to_numpy()
-    at = np.flatnonzero(is_new)  # rows of the new items' interactions
-    if ordered:
-        offsets = np.array([o for o in range(-window, window + 1) if o], dtype=np.int64)
-        src = np.repeat(at, len(offsets))
-        partner = src + np.tile(offsets, len(at))
-    else:  # every other row of the context
-        span = end[at] - first[at]
-        src = np.repeat(at, span)
-        partner = np.repeat(first[at], span) + (np.arange(len(src)) - np.repeat(np.cumsum(span) - span, span))
-    ok = (partner >= first[src]) & (partner < end[src]) & (partner != src)
-    src, partner = src[ok], partner[ok]
-    ok = ~is_new[partner]  # existing items only: they have trained vectors
-    pairs = pd.DataFrame({"new": item[src[ok]], "item": item[partner[ok]]})
-    return pairs.groupby(["new", "item"], sort=True).size().rename("count").reset_index()
-
-
-def revealed_neighbors(beside: pd.DataFrame, rows: np.ndarray, content, profile: np.ndarray, seed: int):
-    """Neighbourhoods of the new items ``rows``: the existing items engaged beside them first (most
-    often first; equal counts by the walks' seeded tie keys), then their content neighbours, weighted
-    by rank with ``profile`` like every content neighbourhood. ``content``: Neighbors of ``rows``."""
-    from pinsage.graph.neighbors import Neighbors
-    from pinsage.graph.walks import tie_keys
-
-    t = len(profile)
-    items = np.zeros((len(rows), t), np.int32)
-    mask = np.zeros((len(rows), t), bool)
-    by_new = {k: g for k, g in beside.groupby("new")}
-    for r, row in enumerate(rows):
-        got = by_new.get(int(row))
-        seen = []
-        if got is not None:
-            cand = got["item"].to_numpy(dtype=np.int64)
-            ties = tie_keys(seed, np.array([row]), cand)[0]
-            seen = list(cand[np.lexsort((-ties, -got["count"].to_numpy()))][:t])
-        taken = set(seen)
-        seen += [int(i) for i in content.items[r][content.mask[r]] if int(i) not in taken][:t - len(seen)]
-        items[r, :len(seen)], mask[r, :len(seen)] = seen, True
-    w = np.where(mask, profile[None, :], 0.0)
-    return Neighbors(items, (w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)).astype(np.float32), mask)
+    is_new = rows["new"].to_numpy(dtype=bool)
+    codes = pd.factorize(rows["context_id"])[0]
+    return engaged_beside(codes, rows["item"].to_numpy(dtype=np.int64), is_new, window, ordered, partner_ok=~is_new)
 
 
 def embed_new_items(run_dir: str | Path, data: str | Path, out: str | Path, log=print) -> dict:
@@ -189,11 +152,10 @@ def embed_new_items(run_dir: str | Path, data: str | Path, out: str | Path, log=
     from pinsage.export.embeddings import read_embeddings, write_embeddings
     from pinsage.export.embed import export_embeddings, item_prior
     from pinsage.features.build import build_features, content_blocks, degree_column, feature_matrix, save_features
-    from pinsage.graph.content import content_neighbors, content_vectors, rank_profile
+    from pinsage.graph.content import beside_first, content_neighbors, content_vectors, rank_profile
     from pinsage.export.index import build_index, save_index
     from pinsage.model.network import load_model
-    from pinsage.graph.walks import walk_visits
-    from pinsage.graph.neighbors import Neighbors, neighbors_from_visits
+    from pinsage.graph.neighbors import Neighbors
 
     t0 = time.perf_counter()
     run, out = RunDir(run_dir), RunDir(out)
@@ -216,18 +178,15 @@ def embed_new_items(run_dir: str | Path, data: str | Path, out: str | Path, log=
     model_dir = run.model_dir()
     model = extend_model(load_model(model_dir), len(ext_index))
 
-    # 1. the graph extended with the new items' interactions; walks from the new items only
+    # 1. the graph extended with the new items' interactions (their degree, for the record and the
+    # next refresh's graph) and the existing items engaged beside them
     g, n_touched = extended_graph(run, ds.interactions, ext_index, new_ids)
     degree = g.item_degree()
-    import os
-    mode = os.environ.get("PINSAGE_COLD_NEIGHBOURHOOD", "beside")  # PROBE: walk | beside
-    visits = walk_visits(g, new_rows, cfg.walks.top_t, cfg.walks, label="coldstart: walks")
-    fresh = neighbors_from_visits(visits, cfg.walks.top_t)
-    if mode == "beside":
-        fresh.mask[:] = False
-    walked = int(fresh.mask.any(axis=1).sum())
+    sources, partners = beside_new_items(run, ds.interactions, ext_index, new_ids, cfg.train.sampler.positive_window,
+                                         bool(ds.has_timestamps) and bool(run.summary()["has_timestamps"]))
+    engaged = len(np.unique(sources))
     log(f"coldstart: {n_new} new items ({int((degree[new_rows] > 0).sum())} with interactions in {n_touched} "
-        f"contexts, {walked} with a walk neighbourhood), {n_old} existing")
+        f"contexts, {engaged} with existing items engaged beside them), {n_old} existing")
 
     # 2. features of the new items with the run's fitted transforms; their degree is unknown to the
     # network (what its cold twins were trained with): the catalogue mean, which standardises to 0
@@ -242,19 +201,13 @@ def embed_new_items(run_dir: str | Path, data: str | Path, out: str | Path, log=
         new_table = new_table.set_column(new_table.column_names.index("log_degree"), "log_degree",
                                          pa.array(np.full(n_new, unknown, dtype=np.float32)))
     table = pa.concat_tables([old_table, _align_columns(new_table, old_table)])
+    # 3. their neighbourhoods: the existing items engaged beside them, then their content neighbours
     old_nbrs = Neighbors.load(run.neighbors_table)
-    lonely = np.flatnonzero(~fresh.mask.any(axis=1))  # no interaction (or only isolated contexts)
-    if len(lonely):
-        trained = np.flatnonzero(old_nbrs.mask.any(axis=1))  # the candidates the cold twins trained with
-        borrowed = content_neighbors(content_vectors(content_blocks(table), trained), new_rows[lonely], trained,
-                                     rank_profile(old_nbrs), seed=cfg.walks.seed)
-        if mode == "beside":
-            beside = engaged_beside(run, ds.interactions, ext_index, new_ids, cfg.train.sampler.positive_window,
-                                    bool(ds.has_timestamps) and run.summary()["has_timestamps"])
-            borrowed = revealed_neighbors(beside, new_rows[lonely], borrowed, rank_profile(old_nbrs), cfg.walks.seed)
-        fresh.items[lonely], fresh.weights[lonely], fresh.mask[lonely] = borrowed.items, borrowed.weights, borrowed.mask
-        log(f"coldstart: {len(lonely)} new items without interactions borrow the neighbourhood of their "
-            f"{cfg.walks.top_t} nearest trained items by content")
+    trained = np.flatnonzero(old_nbrs.mask.any(axis=1))  # the candidates the cold twins trained with
+    profile = rank_profile(old_nbrs)
+    content = content_neighbors(content_vectors(content_blocks(table), trained), new_rows, trained, profile,
+                                seed=cfg.walks.seed)
+    fresh = beside_first(sources, partners, new_rows, content, profile, cfg.walks.seed)
     nbrs = Neighbors(np.concatenate([old_nbrs.items, fresh.items]), np.concatenate([old_nbrs.weights, fresh.weights]),
                      np.concatenate([old_nbrs.mask, fresh.mask]))
     manifest = json.loads(run.features_manifest.read_text())
@@ -262,12 +215,12 @@ def embed_new_items(run_dir: str | Path, data: str | Path, out: str | Path, log=
                              "note": "new rows featurised with the run's fitted word vectors, not refitted; "
                                      "their log_degree is unknown to the network: the catalogue mean"}
 
-    # 3. the export path with the trained network
+    # 4. the export path with the trained network
     emb = export_embeddings(model, feature_matrix(table), nbrs, progress=True)
     ids_run, emb_run = read_embeddings(run.embeddings)
     drift = float(np.abs(emb[:n_old] - emb_run).max()) if np.array_equal(ids_run, old_ids.to_numpy()) else None
 
-    # 4. the extended catalogue as a run directory
+    # 5. the extended catalogue as a run directory
     write_table(out.items, pa.Table.from_pandas(ext_items, preserve_index=False))
     summary = {"dataset": str(root), "n_items": len(ext_index), "n_new_items": n_new, "source_run": str(run.root),
                "n_train_interactions": int(g.n_edges), "has_timestamps": bool(ds.has_timestamps)}
@@ -277,12 +230,13 @@ def embed_new_items(run_dir: str | Path, data: str | Path, out: str | Path, log=
     prior = item_prior(model, degree)
     if unknown is not None:  # a new item's popularity is unknown too: the prior of the mean log degree
         prior[new_rows] = item_prior(model, np.full(n_new, np.expm1(unknown)))
+    if model.cold_bias is not None:  # and its score the cold offset its twins were trained with
+        prior[new_rows] += np.float32(float(model.cold_bias))
     write_embeddings(out.embeddings, ext_index.to_numpy(), emb, prior)
     index = build_index(emb, cfg.index, prior)
     save_index(out.index, index, ext_index.to_numpy())
     result = {"run": str(run.root), "data": str(root), "out": str(out.root), "n_old": n_old, "n_new": n_new,
-              "new_with_interactions": int((degree[new_rows] > 0).sum()), "new_with_walk_neighbourhood": walked,
-              "new_with_content_neighbourhood": int(len(lonely)),
+              "new_with_interactions": int((degree[new_rows] > 0).sum()), "new_with_engaged_neighbours": engaged,
               "new_item_ids": list(new_items["item_id"]), "model_dir": str(model_dir),
               "max_abs_change_existing": drift, "seconds": round(time.perf_counter() - t0, 1)}
     write_json(out.coldstart, result)

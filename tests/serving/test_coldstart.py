@@ -78,8 +78,7 @@ def test_new_items_are_embedded_without_retraining_or_moving_an_existing_item(tr
     weights_before = (run / "train" / "model.pt").read_bytes()
     result = embed_new_items(run, trained["grown"], out, log=lambda s: None)
     assert result["n_new"] == 16 and result["n_old"] == 80
-    assert result["new_with_interactions"] == 8 and result["new_with_walk_neighbourhood"] == 8
-    assert result["new_with_content_neighbourhood"] == 8
+    assert result["new_with_interactions"] == 8 and result["new_with_engaged_neighbours"] == 8
     assert sorted(result["new_item_ids"]) == sorted(trained["new_ids"])
     # the trained run is untouched and the existing items keep exactly their embeddings
     assert (run / "train" / "model.pt").read_bytes() == weights_before
@@ -147,7 +146,8 @@ def test_only_the_new_items_interactions_join_the_graph(trained):
 
 
 def test_a_new_items_degree_is_unknown_to_the_network_and_to_the_prior(trained, tmp_path):
-    """Its log-degree input and its prior read the catalogue mean, as its cold twin in training did."""
+    """Its log-degree input and its prior read the catalogue mean, as its cold twin in training did, and
+    its score carries the network's learned cold offset."""
     import shutil
 
     import torch
@@ -169,5 +169,38 @@ def test_a_new_items_degree_is_unknown_to_the_network_and_to_the_prior(trained, 
     old = feats.drop(index=trained["new_ids"])["log_degree"]  # existing items: their training degree
     ids, _ = read_embeddings(out / "embeddings")
     prior = pd.Series(read_prior(out / "embeddings"), index=ids)
-    assert np.allclose(prior[trained["new_ids"]], 0.02 * mean, atol=1e-6)
+    offset = 0.0 if model.cold_bias is None else float(model.cold_bias.detach())  # the learned cold offset
+    assert np.allclose(prior[trained["new_ids"]], 0.02 * mean + offset, atol=1e-6)
     assert np.allclose(prior[old.index], 0.02 * old, atol=1e-6) and old.std() > 0
+
+
+def test_a_new_items_neighbourhood_is_what_was_engaged_beside_it_then_its_look_alikes(trained, tmp_path):
+    """The existing items engaged within the positive window of a new item's interactions come first
+    (most often first), its content neighbours fill the rest; an item without interactions has only
+    content neighbours; no neighbour is new."""
+    from pinsage.graph.neighbors import Neighbors
+    from pinsage.run.layout import RunDir
+
+    out = tmp_path / "cold-nbrs"
+    embed_new_items(trained["run"], trained["grown"], out, log=lambda s: None)
+    ids = RunDir(out).item_ids().astype(str)
+    nb = Neighbors.load(out / "neighbors" / "neighbors.parquet")
+    row = {i: k for k, i in enumerate(ids)}
+    inter = pd.read_csv(trained["grown"] / "interactions.csv")
+    train = RunDir(trained["run"]).interactions(["context_id", "item_id", "timestamp"])
+    window = 3  # SamplerConfig.positive_window
+    for new in trained["new_ids"]:
+        got = [ids[i] for i in nb.items[row[new]][nb.mask[row[new]]]]
+        assert len(got) == 5 and not any(g.startswith("new") for g in got)  # top_t = 5, existing items only
+        contexts = inter.loc[inter["item_id"] == new, "context_id"]
+        if new.endswith(("_0", "_1")):  # 3 interactions, each the last of its context in time
+            counts = {}
+            for c in contexts:
+                last = train[train["context_id"] == c].sort_values("timestamp")["item_id"].astype(str).tolist()[-window:]
+                for i in last:
+                    counts[i] = counts.get(i, 0) + 1
+            best = sorted(counts.values(), reverse=True)
+            assert all(g in counts for g in got[:min(5, len(counts))])
+            assert [counts[g] for g in got[:min(5, len(counts))]] == best[:min(5, len(counts))]
+        else:
+            assert contexts.empty
