@@ -70,3 +70,30 @@ def test_a_small_candidate_set_pads_the_row():
     v = content_vectors([np.eye(3)], np.arange(3))
     nb = content_neighbors(v, np.array([0]), np.array([1]), np.full(4, 0.25, np.float32))
     assert nb.items.shape == (1, 4) and nb.mask.sum() <= 1
+
+
+def test_engaged_beside_within_the_window_or_the_whole_context():
+    from pinsage.graph.content import engaged_beside
+
+    context = np.array([0, 0, 0, 0, 0, 1, 1, 1])
+    item = np.array([10, 11, 12, 13, 14, 20, 12, 21])
+    source = np.zeros(8, bool)
+    source[2] = source[6] = True  # item 12 in both contexts
+    s, p = engaged_beside(context, item, source, window=1, ordered=True)
+    assert sorted(zip(s.tolist(), p.tolist())) == [(12, 11), (12, 13), (12, 20), (12, 21)]
+    s, p = engaged_beside(context, item, source, window=2, ordered=True, partner_ok=item != 10)
+    assert sorted(p.tolist()) == [11, 13, 14, 20, 21]
+    s, p = engaged_beside(context, item, source, window=1, ordered=False)  # no order: the whole context
+    assert sorted(p.tolist()) == [10, 11, 13, 14, 20, 21]
+
+
+def test_beside_first_ranks_by_count_then_fills_with_content():
+    from pinsage.graph.content import beside_first
+
+    content = Neighbors(np.array([[7, 8, 9, 5]], np.int32), np.full((1, 4), 0.25, np.float32), np.ones((1, 4), bool))
+    profile = np.array([0.4, 0.3, 0.2, 0.1], np.float32)
+    nb = beside_first(np.array([3, 3, 3, 4]), np.array([5, 6, 5, 1]), np.array([3]), content, profile, seed=0)
+    assert nb.items[0].tolist() == [5, 6, 7, 8]  # 5 twice, 6 once, then content (5 not twice)
+    assert np.allclose(nb.weights[0], profile) and nb.mask.all()
+    alone = beside_first(np.zeros(0, np.int64), np.zeros(0, np.int64), np.array([3]), content, profile, seed=0)
+    assert alone.items[0].tolist() == [7, 8, 9, 5]

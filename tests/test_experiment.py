@@ -270,11 +270,12 @@ def test_the_new_items_experiment_trains_without_them_and_compares_on_their_pair
     cfg = small_config(data, tmp_path / "exp", epochs=2)
     report = run_new_items_experiment(cfg, seeds=1, log=lambda s: None, revealed=(0, 3), draws=100)
     saved = json.loads((tmp_path / "exp" / "new_items.json").read_text())
-    assert set(saved["revealed"]) == {"0", "3"}
+    assert {(c["direction"], c["revealed"]) for c in saved["cases"]} == {
+        (d, r) for d in ("to-new", "from-new") for r in (0, 3)}
     trained = set(RunDir(tmp_path / "exp" / "seed0" / "pinsage").item_ids().astype(str))
     assert len(trained) == 54  # 10% of the 60 items with interactions are held back, model and all
-    for r, rep in report["revealed"].items():
-        c = rep["counts"]
+    for rep in report["cases"]:
+        c, r = rep["counts"], rep["revealed"]
         assert c["new_items"] == 6 and c["items"] == 60 and c["revealed_interactions"] == 6 * r
         assert c["test_pairs"] > 0 and c["valid_pairs"] > 0
         table = rep["table"]
@@ -287,5 +288,13 @@ def test_the_new_items_experiment_trains_without_them_and_compares_on_their_pair
         lo, hi = rep["bootstrap_95"][f"pinsage vs {rep['best_other']}"]["mrr"]
         assert lo <= table["pinsage"]["mrr"][0] - table[rep["best_other"]]["mrr"][0] <= hi
         assert rep["bar"]["interval_above_zero"] == (lo > 0)
+        assert rep["bar"]["ratio_needed"] == {("to-new", 0): 1.1, ("to-new", 3): 1.3, ("from-new", 3): 1.2}.get(
+            (rep["direction"], r))
+    # per-seed results are kept: a second call renders from them without training or cold-starting again
+    again = run_new_items_experiment(cfg, seeds=1, log=lambda s: None, revealed=(0, 3), draws=100)
+    assert [c["table"]["pinsage"]["mrr"] for c in again["cases"]] == [c["table"]["pinsage"]["mrr"]
+                                                                      for c in report["cases"]]
+    assert run_new_items_experiment(cfg, seeds=1, log=lambda s: None, revealed=(0, 3), only_seeds=(0,)) is None
     md = (tmp_path / "exp" / "new_items.md").read_text()
-    assert md.count("#### new-items, r = ") == 2 and "pinsage vs " in md
+    assert md.count("#### new-items, to-new, r = ") == 2 and md.count("#### new-items, from-new, r = ") == 2
+    assert "pinsage vs " in md

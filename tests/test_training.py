@@ -238,3 +238,34 @@ def test_a_cold_twin_gets_no_id_vector_in_the_model():
     cold = model.embed_input(x, torch.tensor([-1, -1, 2, -1]))
     assert torch.allclose(cold[2], warm[2])
     assert torch.allclose(cold[[0, 1, 3]], model.project((x[[0, 1, 3]] - model.feature_mean) / model.feature_std))
+
+
+def test_cold_twins_see_up_to_three_of_their_interactions_then_their_look_alikes():
+    """``cold_twins``: never the item itself; a twin's neighbourhood starts with items engaged beside
+    some of its own interactions (for about 3 in 4 items) and is filled with content neighbours."""
+    import pyarrow as pa
+
+    from pinsage.model.sampler import cold_twins
+    from pinsage.util.io import vector_column
+
+    rng = np.random.default_rng(0)
+    n, t = 60, 4
+    contexts = [rng.choice(n, 8, replace=False) for _ in range(80)]
+    context = np.repeat(np.arange(80), 8)
+    item = np.concatenate(contexts).astype(np.int64)
+    walks = Neighbors(rng.integers(0, n, (n, t)).astype(np.int32), np.full((n, t), 0.25, np.float32),
+                      np.ones((n, t), bool))
+    table = pa.table({"item_id": [f"i{k}" for k in range(n)],
+                      "annotation": vector_column(rng.normal(size=(n, 8)).astype(np.float32)),
+                      "log_degree": np.log1p(np.bincount(item, minlength=n)).astype(np.float32)})
+    twins = cold_twins(table, walks, context, item, window=1, ordered=True, seed=0)
+    nb = twins.neighbors
+    assert nb.mask.all() and not (nb.items == np.arange(n)[:, None]).any()
+    assert twins.degree_column == 8 and twins.unknown_degree == pytest.approx(table["log_degree"].to_numpy().mean())
+    beside = {k: set() for k in range(n)}
+    for c in contexts:
+        for a, b in zip(c[:-1], c[1:]):
+            beside[a].add(b)
+            beside[b].add(a)
+    first_beside = np.mean([int(nb.items[k, 0]) in beside[k] for k in range(n)])
+    assert 0.5 < first_beside < 0.95  # r = 0 for about a quarter of the items: content only

@@ -321,7 +321,7 @@ class MinibatchProducer(torch.utils.data.IterableDataset):
             # twins among the shared negatives at the positives' rate (cold_share / 2): new items
             # compete with each other in every list, so unrelated twins are pushed apart too, and the
             # cold offset learns a calibration, not the twins' share
-            negatives_in = np.where(rng.random(len(negatives)) < self.config.cold_share / 2 * float(__import__("os").environ.get("CNEG", "1")),
+            negatives_in = np.where(rng.random(len(negatives)) < self.config.cold_share / 2,
                                     negatives + self.n_items, negatives)
         if self.world_size > 1:  # this process's share of the global batch (drawn whole above)
             share = np.array_split(np.arange(n_batch), self.world_size)[self.rank]
