@@ -171,6 +171,9 @@ PARAMS: tuple[Param, ...] = (
     Param("popularity_prior", "model.popularity_prior", _B, True, "Popularity prior",
           "Scores add w log(1 + interactions of the item), w chosen on the validation pairs after "
           "training (it may choose 0; docs/paper_differences.md)."),
+    Param("cold_bias", "model.cold_bias", _B, True, "Cold offset",
+          "A learned score offset for items without training (cold twins in training, new items when "
+          "served); it exists only where cold twins train it (cold_share > 0)."),
     # -- training -------------------------------------------------------------------------------------
     Param("epochs", "train.epochs", _I, 40, "Most epochs",
           "The budget: at most this many epochs of max(100,000, 10 x catalogue) pairs. Training stops "
@@ -222,6 +225,10 @@ PARAMS: tuple[Param, ...] = (
           "Engagement steps counted as 'one after the other' for positive pairs.", minimum=1),
     Param("negatives_from", "train.sampler.negatives_from", _S, "trained", "Negatives from",
           "'trained': items with training interactions; 'catalogue': every item.", choices=("trained", "catalogue")),
+    Param("cold_share", "train.sampler.cold_share", _F, 0.25, "Cold twins",
+          "Share of the training pairs with one side replaced by its cold twin (no id vector, degree unknown, "
+          "the neighbourhood the cold-start path would give it): trains how new items are embedded; 0: none.",
+          minimum=0, maximum=1),
     Param("restart_prob", "walks.restart_prob", _F, 0.5, "Restart probability",
           "Random-walk restart probability per hop.", above=0, maximum=1),
     Param("max_walk_length", "walks.max_walk_length", _I, 8, "Longest walk", "Hop cap of one walk.", minimum=1),
