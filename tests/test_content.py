@@ -1,7 +1,6 @@
 """Content neighbourhoods: what an item without interactions (a new item, a cold twin) is convolved over."""
 
 import numpy as np
-import pytest
 
 from pinsage.graph.content import content_neighbors, content_vectors, rank_profile
 from pinsage.graph.neighbors import Neighbors

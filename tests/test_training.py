@@ -229,7 +229,7 @@ def test_a_cold_twin_has_no_id_an_unknown_degree_and_its_content_neighbourhood()
 
 
 def test_a_cold_twin_gets_no_id_vector_in_the_model():
-    nbrs, feats, _ = random_graph(n=50, t=3)
+    _, feats, _ = random_graph(n=50, t=3)
     model = build_model(ModelConfig(hidden_dim=8, output_dim=4, n_layers=0), feats)
     with torch.no_grad():
         model.id_embedding.weight.normal_()

@@ -139,7 +139,6 @@ def beside_first(sources: np.ndarray, partners: np.ndarray, rows: np.ndarray, co
     t = len(profile)
     items = np.zeros((len(rows), t), np.int32)
     mask = np.zeros((len(rows), t), bool)
-    where = {int(r): k for k, r in enumerate(rows)}
     keep = np.isin(sources, rows)
     pairs, counts = np.unique(np.stack([sources[keep], partners[keep]]), axis=1, return_counts=True)
     by_row = {}

@@ -27,27 +27,13 @@ from pinsage.data.dataset import DatasetError, load_dataset
 from tasks import errors, flow, refresh
 from tasks import register as register_step
 
+from orchestration.conftest import with_new_items
+
 from .conftest import ROOT, community_data, small_params
 
 pytestmark = pytest.mark.slow
 
 MODEL = "reliability-refresh"
-NEW = [f"new{k}" for k in range(3)]
-
-
-def with_new_items(data: Path, out: Path) -> Path:
-    """The dataset plus three "a"-community items, each engaged in three "a" contexts (even ones); as
-    ``tests/orchestration/conftest.py`` builds it for the refresh tests there."""
-    shutil.copytree(data, out)
-    items = pd.read_csv(out / "items.csv", dtype=str, keep_default_na=False)
-    items = pd.concat([items, pd.DataFrame({"item_id": NEW, "title": [f"new item {k}" for k in range(3)],
-                                            "text": ["alpha apple w1"] * 3})], ignore_index=True)
-    items.to_csv(out / "items.csv", index=False)
-    inter = pd.read_csv(out / "interactions.csv", dtype={"context_id": str, "item_id": str})
-    rows = [{"context_id": f"u{c}", "item_id": i, "timestamp": int(inter["timestamp"].max()) + 10 + c}
-            for k, i in enumerate(NEW) for c in (2 * k, 2 * k + 2, 2 * k + 4)]
-    pd.concat([inter, pd.DataFrame(rows)], ignore_index=True).to_csv(out / "interactions.csv", index=False)
-    return out
 
 
 def _call_step():
@@ -104,7 +90,7 @@ def test_a_defective_new_item_row_fails_embed_naming_file_row_and_column_and_reg
     from airflow.sdk.exceptions import AirflowFailException
 
     c = mlflow_server.client()
-    good = with_new_items(champion["data"], tmp_path / "good")
+    good, new = with_new_items(champion["data"], tmp_path / "good")
     before, parent = _versions(c), _champion(c)
     exp = c.get_experiment_by_name("pinsage").experiment_id
     # the header is line 1, the 60 known items lines 2-61, new0 line 62: new1 is line 63 (Parquet: row 62)
@@ -131,14 +117,14 @@ def test_a_defective_new_item_row_fails_embed_naming_file_row_and_column_and_reg
         assert _versions(c) == before
         assert _champion(c) == parent
     # the same files without the defect load: it was the row, not something else, that failed
-    assert load_dataset(good).items["item_id"].tolist()[-3:] == NEW
+    assert load_dataset(good).items["item_id"].tolist()[-3:] == new
     assert _versions(c) == before and _champion(c) == parent
 
 
 def test_mlflow_down_during_refresh_register_fails_retryably_and_the_retry_registers_once(
         mlflow_server, champion, server_env, tmp_path, monkeypatch):
     c = mlflow_server.client()
-    data = with_new_items(champion["data"], tmp_path / "data")
+    data, _ = with_new_items(champion["data"], tmp_path / "data")
     run_key = "manual__refresh_outage"
     embedded = refresh.embed({"data": str(data), "model_name": MODEL, "max_mrr_loss": 0.5}, run_key=run_key)
     assert embedded["n_new"] == 3
