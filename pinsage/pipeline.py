@@ -26,6 +26,7 @@ from pinsage.engines import export_on_engine, walk_engine
 from pinsage.eval import baselines
 from pinsage.eval.metrics import embedding_scorer, evaluate_scorer, markdown_table, metrics_from_ranks
 from pinsage.export.embed import choose_prior_weight, item_prior, validation_mrr
+from pinsage.export.answers import table_k
 from pinsage.export.embeddings import read_embeddings, read_prior, write_embeddings
 from pinsage.export.index import build_index, save_index
 from pinsage.features.build import build_features, feature_blocks, feature_matrix, save_features
@@ -231,8 +232,9 @@ def index(cfg: PipelineConfig, log: Log = print) -> dict:
     run = RunDir(cfg.out)
     ids, emb = read_embeddings(run.embeddings)
     idx = build_index(emb, cfg.index, read_prior(run.embeddings))
-    log(f"index: {type(idx).__name__} over {idx.ntotal} items")
-    return {"index_dir": str(save_index(run.index, idx, ids))}
+    log(f"index: {type(idx).__name__} over {idx.ntotal} items, and each one's top {table_k(idx.ntotal)} "
+        "(the answer table)")
+    return {"index_dir": str(save_index(run.index, idx, ids, emb))}
 
 
 # ---------------------------------------------------------------------------------------------

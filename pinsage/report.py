@@ -312,7 +312,8 @@ def _examples_section(run: RunDir, groups: list[QueryGroup], k: int) -> str:
     root = None
     if images and run.summary_file.exists():
         root = Path(run.summary()["dataset"])
-    answer = catalogue.related([q for g in groups for q in g.items], k)
+    queries = [q for g in groups for q in g.items]
+    answer = dict(zip(queries, catalogue.answers(queries, k)))
 
     def cell(item_id, title, score=None) -> str:
         uri = image_data_uri(root, images.get(item_id)) if images else None
@@ -321,12 +322,12 @@ def _examples_section(run: RunDir, groups: list[QueryGroup], k: int) -> str:
         return f"<li>{img}<span class=\"title\">{_esc(title or item_id)}</span> {sc}</li>"
 
     def card(q) -> str | None:
-        rows = answer[answer["query_item_id"] == q]
-        if rows["error"].notna().any():
+        found = answer[q]
+        if found.error is not None:
             return None
         uri = image_data_uri(root, images.get(q)) if images else None
         img = f'<img src="{uri}" alt="" width="{THUMB_PX}"/>' if uri else ""
-        lis = "".join(cell(r.item_id, r.title, float(r.score)) for r in rows.itertuples(index=False))
+        lis = "".join(cell(i, catalogue.title(i), s) for i, s in zip(found.item_ids, found.scores))
         return (f'<div class="card"><div class="query">{img}<b>{_esc(catalogue.title(q) or q)}</b><br/>'
                 f'<small>item {_esc(q)} \u00b7 <span class="degree">{degree.get(q, 0)}</span> training '
                 f"interactions</small></div><ol>{lis}</ol></div>")

@@ -5,7 +5,8 @@ Logged as an MLflow "model from code" (this file is the model's code; nothing is
 
     model_dir   model.pt (state dict, loadable with weights_only=True) + model_config.json
     embeddings  part-*.parquet (item_id, embedding) + manifest.json + source.json (which model)
-    index       index.faiss + ids.parquet + manifest.json + source.json (which model, which embeddings)
+    index       index.faiss + ids.parquet + answers.parquet (every item's top K, precomputed with this
+                index) + manifest.json (the answers' sha256) + source.json (which model, which embeddings)
     items       items.parquet: item_id, title (for display)
 
 ``predict`` takes a DataFrame with an ``item_id`` column (and an optional per-row ``k``; else the
@@ -19,7 +20,12 @@ Logged as an MLflow "model from code" (this file is the model's code; nothing is
 A bad row (an item id not in the catalogue, an empty id, k < 1) is answered with one row whose
 ``error`` names it (``unknown item_id 'x': not in the model's catalogue``) and null rank, item and
 score; the other rows of the batch are answered. A served batch is never refused as a whole for one
-stale id. The ranking itself is :class:`pinsage.serve.recommend.Catalogue`, shared with the CLI.
+stale id. The ranking itself is :class:`pinsage.serve.recommend.Catalogue` (the answer table, the
+index past it), shared with the CLI and the recommender service (``python -m tasks.serve``).
+
+Answering never runs the network, so the model's requirements name no torch: ``mlflow models serve
+--env-manager virtualenv`` and ``mlflow models build-docker`` install numpy, pandas, pyarrow and faiss
+only. ``model_dir`` travels with the version for what does need it (a refresh embeds new items).
 """
 
 from __future__ import annotations
@@ -33,10 +39,25 @@ import pandas as pd
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
-from pinsage.serve.recommend import DEFAULT_K
+from pinsage.serve.recommend import DEFAULT_K, OUTPUT_COLUMNS
 
-# Distributions the model needs at load time (exact versions of this environment are pinned).
-REQUIREMENTS = ("mlflow", "numpy", "pandas", "pyarrow", "faiss-cpu", "torch")
+# Distributions the model needs at load time (exact versions of this environment are pinned); no
+# torch: the answer path never imports it (tests/serving/test_serve.py loads the model without it).
+REQUIREMENTS = ("mlflow", "numpy", "pandas", "pyarrow", "faiss-cpu")
+
+
+def answer_frame(records: list[dict]) -> pd.DataFrame:
+    """Records of ``Catalogue.related`` as the signature's frame: nullable rank and score (an error
+    row has neither), None (never NaN) for missing text, so JSON shows null."""
+    col = {c: [r[c] for r in records] for c in OUTPUT_COLUMNS}
+    return pd.DataFrame({
+        "query_item_id": pd.Series(col["query_item_id"], dtype=object),
+        "rank": pd.array(col["rank"], dtype="Int64"),
+        "item_id": pd.Series(col["item_id"], dtype=object),
+        "title": pd.Series(col["title"], dtype=object),
+        "score": pd.array(col["score"], dtype="Float64"),
+        "error": pd.Series(col["error"], dtype=object),
+    })[OUTPUT_COLUMNS]
 
 
 class PinSageRecommender(PythonModel):
@@ -57,7 +78,7 @@ class PinSageRecommender(PythonModel):
         if "k" in df.columns:  # per-row k where given, the parameter elsewhere
             ks = [default_k if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v
                   for v in df["k"].tolist()]
-        return self.catalogue.related(df["item_id"].tolist(), ks)
+        return answer_frame(self.catalogue.related(df["item_id"].tolist(), ks))
 
 
 def signature():

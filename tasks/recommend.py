@@ -27,8 +27,9 @@ def registered_source(model_uri: str, tracking_uri: str | None = None):
     if catalogue is None:
         raise ValueError(f"{model_uri} is not a PinSage recommender")
 
-    def answer(item_ids, k: int) -> pd.DataFrame:
-        return model.predict(pd.DataFrame({"item_id": list(item_ids)}), params={"k": int(k)})
+    def answer(item_ids, k: int) -> list[dict]:
+        frame = model.predict(pd.DataFrame({"item_id": list(item_ids)}), params={"k": int(k)})
+        return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
     return catalogue, answer
 

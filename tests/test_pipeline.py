@@ -81,9 +81,9 @@ def test_run_all_writes_every_artifact_and_sensible_metrics(tmp_path):
     assert np.allclose(prior, chosen * np.log1p(degree), atol=1e-6)
     answer = Catalogue.from_run(out).related([f"i{k}" for k in range(5)], k=5)
     row = {item: k for k, item in enumerate(RunDir(out).item_ids())}
-    for r in answer.itertuples():
-        q, i = row[r.query_item_id], row[r.item_id]
-        assert r.score == pytest.approx(float(emb[q] @ emb[i] + prior[i]), abs=1e-5)
+    for r in answer:
+        q, i = row[r["query_item_id"]], row[r["item_id"]]
+        assert r["score"] == pytest.approx(float(emb[q] @ emb[i] + prior[i]), abs=1e-5)
     # neighbourhoods stay inside each item's community
     nbrs = Neighbors.load(out / "neighbors" / "neighbors.parquet")
     for i in range(60):

@@ -2,10 +2,14 @@
 
 With a popularity prior the index holds [z_i ; prior_i] and a query searches with [z_q ; 1]: the
 inner product is then z_q . z_i + prior_i, the model's score, and the search stays exact.
+
+The index directory also holds the version's answer table (``export.answers``): every item's top K,
+from one batched search with this index, its sha256 in ``manifest.json``.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pinsage.util.io import atomic_dir, write_json
+from pinsage.export.answers import ANSWERS_FILE, AnswerTable, build_answers, read_answers, table_k, write_answers
+from pinsage.util.io import atomic_dir, sha256_file, write_json
 
 
 @dataclass
@@ -52,15 +57,26 @@ def build_index(embeddings: np.ndarray, config: IndexConfig = IndexConfig(),
     return index
 
 
-def save_index(directory: str | Path, index: faiss.Index, item_ids: np.ndarray) -> Path:
-    """``index.faiss`` (faiss native format, no pickle) + ``ids.parquet`` (row -> item_id)."""
+def save_index(directory: str | Path, index: faiss.Index, item_ids: np.ndarray,
+               embeddings: np.ndarray | None = None, answer_k: int | None = None) -> Path:
+    """``index.faiss`` (faiss native format, no pickle) + ``ids.parquet`` (row -> item_id) + the answer
+    table (``answers.parquet``, when ``embeddings`` (N, D), row r the embedding of ``item_ids[r]``, are
+    given), written as one directory: a reader never sees an index without its table.
+
+    ``answer_k``: items per answer row (default :func:`export.answers.table_k` of the catalogue size).
+    """
     directory = Path(directory)
+    manifest = {"n_items": int(index.ntotal), "dim": int(index.d), "type": type(index).__name__,
+                "metric": "inner_product"}
     with atomic_dir(directory) as tmp:
         faiss.write_index(index, str(tmp / "index.faiss"))
         pq.write_table(pa.table({"item_id": pa.array(np.asarray(item_ids, dtype=object), pa.string())}),
                        tmp / "ids.parquet")
-        write_json(tmp / "manifest.json", {"n_items": int(index.ntotal), "dim": int(index.d),
-                                           "type": type(index).__name__, "metric": "inner_product"})
+        if embeddings is not None:
+            k = table_k(index.ntotal) if answer_k is None else answer_k
+            write_answers(tmp / ANSWERS_FILE, item_ids, build_answers(index, query_vectors(index, embeddings), k))
+            manifest["answers"] = {"file": ANSWERS_FILE, "k": k, "sha256": sha256_file(tmp / ANSWERS_FILE)}
+        write_json(tmp / "manifest.json", manifest)
     return directory
 
 
@@ -69,6 +85,20 @@ def load_index(directory: str | Path) -> tuple[faiss.Index, np.ndarray]:
     index = faiss.read_index(str(directory / "index.faiss"))
     ids = pq.read_table(directory / "ids.parquet").column("item_id").to_numpy(zero_copy_only=False)
     return index, ids.astype(str)
+
+
+def load_answers(directory: str | Path, n_rows: int) -> AnswerTable | None:
+    """The index's answer table, checked against the sha256 its manifest records; None for an index
+    saved without one (an older version)."""
+    directory = Path(directory)
+    entry = json.loads((directory / "manifest.json").read_text()).get("answers")
+    if entry is None:
+        return None
+    path = directory / entry["file"]
+    if sha256_file(path) != entry["sha256"]:
+        raise ValueError(f"{path}: sha256 {sha256_file(path)} differs from the {entry['sha256']} recorded in "
+                         f"{directory / 'manifest.json'}; the answer table is damaged, rebuild the index")
+    return read_answers(path, n_rows)
 
 
 def query_vectors(index: faiss.Index, vectors: np.ndarray) -> np.ndarray:

@@ -234,7 +234,7 @@ def embed_new_items(run_dir: str | Path, data: str | Path, out: str | Path, log=
         prior[new_rows] += np.float32(float(model.cold_bias))
     write_embeddings(out.embeddings, ext_index.to_numpy(), emb, prior)
     index = build_index(emb, cfg.index, prior)
-    save_index(out.index, index, ext_index.to_numpy())
+    save_index(out.index, index, ext_index.to_numpy(), emb)  # the answer table too: new items enter old lists
     result = {"run": str(run.root), "data": str(root), "out": str(out.root), "n_old": n_old, "n_new": n_new,
               "new_with_interactions": int((degree[new_rows] > 0).sum()), "new_with_engaged_neighbours": engaged,
               "new_item_ids": list(new_items["item_id"]), "model_dir": str(model_dir),

@@ -11,6 +11,7 @@ leave the new name pointing at a file whose blocks never reached the disk.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -133,3 +134,12 @@ def column_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     d = column.type.list_size
     flat = column.flatten().to_numpy(zero_copy_only=False)
     return np.asarray(flat, dtype=np.float32).reshape(len(column), d)  # (N*D,) -> (N, D)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 (hex) of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

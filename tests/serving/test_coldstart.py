@@ -88,17 +88,16 @@ def test_new_items_are_embedded_without_retraining_or_moving_an_existing_item(tr
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert pq.read_table(out / "index" / "ids.parquet").num_rows == 96  # they entered the index
     # and the new items are found from the existing ones' side too (the index is symmetric)
-    back = Catalogue.from_run(out).related([f"c{c}_0" for c in range(4)], 30)
-    assert back["item_id"].str.startswith("new").any()
+    back = Catalogue.from_run(out).answers([f"c{c}_0" for c in range(4)], 30)
+    assert any(i.startswith("new") for a in back for i in a.item_ids)
 
 
 def test_new_items_land_among_their_own_community_with_the_shipped_model(trained):
     out = trained["root"] / "cold-quality"
     embed_new_items(trained["run"], trained["grown"], out, log=lambda s: None)
-    answer = Catalogue.from_run(out).related(trained["new_ids"], 10)
-    assert answer["error"].isna().all()
-    same = {q: sum(community(i) == community(q) for i in group["item_id"])
-            for q, group in answer.groupby("query_item_id")}
+    answer = Catalogue.from_run(out).answers(trained["new_ids"], 10)
+    assert all(a.error is None and len(a.item_ids) == 10 for a in answer)
+    same = {a.query: sum(community(i) == community(a.query) for i in a.item_ids) for a in answer}
     # chance is about 2.5 of 10; every new item well above it, and most of them all but perfect
     assert min(same.values()) >= 5 and np.mean(list(same.values())) >= 8, sorted(same.items())
 

@@ -65,6 +65,6 @@ def test_resolve_prefers_ids_then_exact_titles_then_parts_of_titles(served):
     assert cat.resolve("item 12") == "i12"
     with pytest.raises(AmbiguousItem) as err:
         cat.resolve("tem 2")
-    assert set(err.value.candidates["item_id"]) == {"i2"} | {f"i{k}" for k in range(20, 30)}
+    assert {i for i, _ in err.value.candidates} == {"i2"} | {f"i{k}" for k in range(20, 30)}
     with pytest.raises(ItemNotFound):
         cat.resolve("")

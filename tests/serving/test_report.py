@@ -83,12 +83,13 @@ def test_headless_chromium_shows_the_charts_and_the_example_titles(served, tmp_p
     text = _dom(tmp_path, report)
     catalogue = Catalogue.from_run(served["run_dir"])
     groups = example_queries(served["run_dir"], 8)
-    answer = catalogue.related([q for g in groups for q in g.items], 10)
-    assert answer["error"].isna().all()
+    queries = [q for g in groups for q in g.items]
+    answer = dict(zip(queries, catalogue.answers(queries, 10)))
+    assert all(a.error is None for a in answer.values())
     for g in groups:  # every example query with its whole top-10, by title
         for q in g.items:
             assert f"<b>{catalogue.title(q)}</b>" in text, q
-            for title in answer.loc[answer["query_item_id"] == q, "title"]:
+            for title in map(catalogue.title, answer[q].item_ids):
                 assert f'<span class="title">{title}</span>' in text, (q, title)
     assert "PinSage against the baselines" in text and "validation MRR" in text
     stopped = json.loads((served["run_dir"] / "train" / "history.json").read_text())["stopped"]
@@ -198,11 +199,12 @@ def test_example_queries_come_from_the_head_and_the_long_tail(served, tmp_path):
     pool = degree[(degree >= 1) & (degree <= cap)].drop(head, errors="ignore")
     assert len(tail) == min(8, len(pool)) and set(tail) <= set(pool.index), (tail, pool)
     # each card lists its query's top-10 in rank order
-    answer = Catalogue.from_run(run).related(head + tail, 10)
+    catalogue = Catalogue.from_run(run)
+    answer = dict(zip(head + tail, catalogue.answers(head + tail, 10)))
     for _, body in sections:
         for item, ol in re.findall(r'<small>item (\S+) \u00b7 .*?</small></div><ol>(.*?)</ol>', body, re.S):
             titles = re.findall(r'<span class="title">([^<]*)</span>', ol)
-            assert titles == answer.loc[answer["query_item_id"] == item, "title"].tolist(), item
+            assert titles == [catalogue.title(i) for i in answer[item].item_ids], item
 
 
 def test_the_report_links_the_mlflow_run_only_when_given_one(served, tmp_path):
