@@ -1,7 +1,8 @@
 """Step 7, index: the faiss index over the embeddings of the model it is handed.
 
 The handed ``model_uri`` / ``model_sha256`` must be the model the embeddings were exported with
-(their ``source.json``); the index records the same in its own ``source.json``.
+(their ``source.json``); the index records the same in its own ``source.json``, with the sha256 of
+its answer table (every item's top K, built with the index: ``pinsage.export.answers``).
 
     python -m tasks.index --run-dir RUN_DIR
 """
@@ -18,6 +19,7 @@ from tasks.step import main_for, stage_step
 def run(ref: dict, embeddings_dir: str | None = None, model_uri: str | None = None,
         model_sha256: str | None = None) -> dict:
     from pinsage import pipeline
+    from pinsage.export.index import answers_sha256
     from pinsage.util.io import write_json
 
     if embeddings_dir is None or model_uri is None or model_sha256 is None:
@@ -36,7 +38,8 @@ def run(ref: dict, embeddings_dir: str | None = None, model_uri: str | None = No
         pipeline.index(s.cfg, log=s.log)
         write_json(s.run.index / "source.json", {
             "model_uri": model_uri, "model_sha256": model_sha256,
-            "embeddings_manifest_sha256": sha256_file(emb / "manifest.json")})
+            "embeddings_manifest_sha256": sha256_file(emb / "manifest.json"),
+            "answers_sha256": answers_sha256(s.run.index)})
         s.log_artifacts(s.run.index, "index")
         s.result = {"index_dir": str(s.run.index), "embeddings_dir": str(emb), "model_uri": model_uri,
                     "model_sha256": model_sha256}

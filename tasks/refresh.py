@@ -130,6 +130,7 @@ def register(embedded: dict) -> dict:
     import mlflow
     from mlflow.entities import LoggedModelOutput
 
+    from pinsage.export.index import answers_sha256
     from pinsage.report import write_report
     from pinsage.run.layout import RunDir
 
@@ -167,6 +168,7 @@ def register(embedded: dict) -> dict:
             mv = mlflow.register_model(f"models:/{model_id}", name, tags={
                 "pinsage.promotion": "candidate", "pinsage.kind": "refresh",
                 "pinsage.parent_version": embedded["parent_version"], "pinsage.new_items": str(embedded["n_new"]),
+                "answers_sha256": answers_sha256(out.index),
                 "airflow.dag_id": embedded["dag_id"], "airflow.run_id": embedded["run_key"]})
         version = str(mv.version)
         champ = champion_version(c, name)

@@ -274,6 +274,8 @@ def run(ref: dict, model_uri: str | None = None, embeddings_dir: str | None = No
     import mlflow
     from mlflow.entities import LoggedModelOutput
 
+    from pinsage.export.index import answers_sha256
+
     from tasks import mlflow_model
 
     settings = ref["settings"]
@@ -314,6 +316,7 @@ def run(ref: dict, model_uri: str | None = None, embeddings_dir: str | None = No
                 c.log_outputs(rid, models=[LoggedModelOutput(model_id, step=0)])
             tags = {"pinsage.promotion": "candidate", "validation_mrr": f"{validation_mrr:.4f}",
                     "test_mrr": f"{test_mrr:.4f}", "model_sha256": sha, "source_model_uri": model_uri,
+                    "answers_sha256": answers_sha256(idx),
                     "data_sha256": ref.get("data_sha256", ""), "airflow.dag_id": ref["dag_id"],
                     "airflow.run_id": ref["run_key"], "git_commit": run_tags.get("git_commit", "")}
             mv = mlflow.register_model(f"models:/{model_id}", name, tags=tags)

@@ -87,6 +87,12 @@ def load_index(directory: str | Path) -> tuple[faiss.Index, np.ndarray]:
     return index, ids.astype(str)
 
 
+def answers_sha256(directory: str | Path) -> str:
+    """The sha256 the index manifest records for its answer table ("" for an index without one)."""
+    entry = json.loads((Path(directory) / "manifest.json").read_text()).get("answers")
+    return "" if entry is None else entry["sha256"]
+
+
 def load_answers(directory: str | Path, n_rows: int) -> AnswerTable | None:
     """The index's answer table, checked against the sha256 its manifest records; None for an index
     saved without one (an older version)."""

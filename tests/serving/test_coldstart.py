@@ -87,8 +87,11 @@ def test_new_items_are_embedded_without_retraining_or_moving_an_existing_item(tr
     assert len(ids) == 96 and set(trained["new_ids"]) <= set(ids)
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert pq.read_table(out / "index" / "ids.parquet").num_rows == 96  # they entered the index
-    # and the new items are found from the existing ones' side too (the index is symmetric)
-    back = Catalogue.from_run(out).answers([f"c{c}_0" for c in range(4)], 30)
+    # and the new items are found from the existing ones' side too (the index is symmetric): the
+    # rebuilt answer table, which serves these queries, lists them
+    catalogue = Catalogue.from_run(out)
+    assert catalogue.table is not None and catalogue.table.related.shape == (96, 95)
+    back = catalogue.answers([f"c{c}_0" for c in range(4)], 30)
     assert any(i.startswith("new") for a in back for i in a.item_ids)
 
 
