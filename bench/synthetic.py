@@ -171,3 +171,30 @@ if __name__ == "__main__":
     print(f"{len(it):,} edges in {dt:.2f}s; item degree max {deg.max()}, median "
           f"{int(np.median(deg))}, isolated {(deg == 0).sum():,}; context degree max "
           f"{g.context_degree().max()}")
+
+
+def synthetic_recommender(root: str | Path, n_items: int, dim: int = 128, seed: int = 0) -> dict:
+    """What a registered version carries, for a catalogue of ``n_items`` seeded unit vectors: titles
+    (``items.parquet``), ``embeddings/``, ``index/`` (with its answer table) and an untrained network
+    of the default size (``model/``; serving never runs it). Returns the paths and the item ids."""
+    import pyarrow as pa
+    import torch
+
+    from pinsage.export.embeddings import write_embeddings
+    from pinsage.export.index import build_index, save_index
+    from pinsage.model.network import ModelConfig, PinSage, save_model
+    from pinsage.util.io import write_table
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    ids = np.array([f"i{k}" for k in range(n_items)])
+    emb = rng.standard_normal((n_items, dim)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    write_table(root / "items.parquet", pa.table({"item_id": ids.tolist(),
+                                                  "title": [f"item {k}" for k in range(n_items)]}))
+    write_embeddings(root / "embeddings", ids, emb)
+    save_index(root / "index", build_index(emb), ids, emb)
+    torch.manual_seed(seed)
+    save_model(PinSage(ModelConfig(input_dim=257, n_items=n_items, output_dim=dim)), root / "model")
+    return {"model_dir": root / "model", "embeddings": root / "embeddings", "index": root / "index",
+            "items": root / "items.parquet", "ids": ids}

@@ -1,7 +1,9 @@
 """Command line: ``python -m pinsage run --data DIR --out OUT [--seed N] [--epochs N] [--device D]``.
 
-Also ``recommend --item ID|TITLE [-k K] --run OUT`` (related items as a table) and
-``coldstart --run OUT --data DIR --out NEW`` (embed items added after training, no retraining).
+Also ``recommend --item ID|TITLE [-k K] --run OUT`` (related items as a table), ``serve --run OUT``
+(the recommender's HTTP service over a run directory; a registered model's alias, followed:
+``python -m tasks.serve --model models:/NAME@champion``) and ``coldstart --run OUT --data DIR --out
+NEW`` (embed items added after training, no retraining).
 """
 
 from __future__ import annotations
@@ -59,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--run", metavar="OUT", required=True,
                      help="output directory of `python -m pinsage run` (or coldstart); a registered model: "
                           "`python -m tasks.recommend --model URI`")
+    srv = sub.add_parser("serve", help="answer related items over HTTP from a run directory")
+    srv.add_argument("--run", metavar="OUT", required=True,
+                     help="output directory of `python -m pinsage run` (or coldstart); a registered model's "
+                          "alias, followed: `python -m tasks.serve --model models:/NAME@champion`")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
     cold = sub.add_parser("coldstart", help="embed items added after training, without retraining")
     cold.add_argument("--run", required=True, metavar="OUT", help="the trained run directory")
     cold.add_argument("--data", required=True, help="the dataset with the added items (and any interactions)")
@@ -69,6 +77,15 @@ def main(argv: list[str] | None = None) -> int:
 
         return recommend_main(args.item, args.k, lambda: run_source(args.run), source=args.run,
                               out=print, err=lambda s: print(s, file=sys.stderr))
+
+    if args.command == "serve":  # no torch import either
+        from pinsage.serve.http import Loaded, Serving, create_app, run_server
+        from pinsage.serve.recommend import Catalogue
+
+        serving = Serving()
+        serving.swap(Loaded(Catalogue.from_run(args.run), model=str(args.run), version="run", source=str(args.run)))
+        run_server(create_app(serving), args.host, args.port)
+        return 0
 
     from pinsage.data.dataset import DatasetError
     from pinsage.run.params import ParamError
