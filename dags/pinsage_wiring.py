@@ -13,8 +13,9 @@ from airflow.sdk import Asset, BaseNotifier
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-# Updated when a version takes the `champion` alias (a retrain or a refresh): schedule downstream DAGs
-# on it (`schedule=[Asset("pinsage_champion")]`); the event's extra carries the model name and version.
+# Updated when a version takes the `champion` alias (a retrain or a refresh); the event's extra carries
+# the model name, version and URI. Schedule downstream DAGs on this object (dags/pinsage_serving.py) or on
+# `Asset.ref(name="pinsage_champion")`: `Asset("pinsage_champion")` has another URI, so it is another asset.
 CHAMPION_ASSET = Asset(name="pinsage_champion", uri="pinsage://registry/champion", group="model")
 
 

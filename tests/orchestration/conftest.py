@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
@@ -113,3 +117,39 @@ def subprocess_env(extra: dict | None = None) -> dict:
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.update(extra or {})
     return env
+
+
+class RecordingServer:
+    """An HTTP server on 127.0.0.1 (a thread of this process) that records each POST (path and JSON
+    body) and answers ``status`` with ``headers``, after ``delay_s``: the recommender's ``/reload`` as
+    the reload DAG's task sees it."""
+
+    def __init__(self, status: int = 202, headers: dict | None = None, delay_s: float = 0.0):
+        self.requests: list[dict] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                recorder.requests.append({"path": self.path, "body": json.loads(body) if body else None,
+                                          "content_type": self.headers.get("Content-Type")})
+                time.sleep(delay_s)
+                answer = json.dumps({"model": "pinsage", "serving_version": "1", "checking": True}).encode()
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

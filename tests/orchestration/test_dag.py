@@ -70,6 +70,20 @@ PARSE = textwrap.dedent("""
         merged = copy.deepcopy(dag.params)
         merged.update({"epochs": 2, "data": "/x", "overrides": {"a": 1}, "max_timestamp": 5})
         merged.validate()
+    consumer = bag.dags.get("pinsage_champion_reload")
+    if consumer is not None:
+        condition = consumer.timetable.asset_condition
+        out["consumer"] = {
+            "timetable": type(consumer.timetable).__name__, "condition": type(condition).__name__,
+            "assets": [[a.name, a.uri] for a in getattr(condition, "objects", [])],
+            "max_active_runs": consumer.max_active_runs, "paused_upon_creation": consumer.is_paused_upon_creation,
+            "doc_md": consumer.doc_md or "", "tags": sorted(consumer.tags),
+            "tasks": {t.task_id: {"retries": t.retries, "timeout": t.execution_timeout.total_seconds(),
+                                  "downstream": sorted(t.downstream_task_ids),
+                                  "on_failure": [type(cb).__name__ for cb in t.on_failure_callback]}
+                      for t in consumer.tasks}}
+    out["announced"] = {dag_id: [[o.name, o.uri] for o in bag.dags[dag_id].get_task("announce_champion").outlets]
+                        for dag_id in ("pinsage_daily", "pinsage_refresh") if dag_id in bag.dags}
     print("@@PARSED@@" + json.dumps(out, default=str))
 """)
 
@@ -89,7 +103,7 @@ def parsed(tmp_path_factory):
 
 def test_the_dag_parses_without_import_errors(parsed):
     assert parsed["errors"] == {}
-    assert parsed["dag_ids"] == ["pinsage_daily", "pinsage_refresh"]
+    assert parsed["dag_ids"] == ["pinsage_champion_reload", "pinsage_daily", "pinsage_refresh"]
 
 
 # The parameter table the forms are generated from: stdlib only, the one part of the project a DAG
@@ -194,6 +208,20 @@ def test_description_failure_notification_pool_and_champion_asset(parsed):
     assert {t["pool"] for k, t in parsed["tasks"].items() if k != "train"} == {"default_pool"}
     assert parsed["tasks"]["announce_champion"]["outlets"] == ["pinsage_champion"]
     assert all(t["outlets"] == [] for k, t in parsed["tasks"].items() if k != "announce_champion")
+
+
+def test_the_reload_dag_is_scheduled_on_the_asset_the_producers_update(parsed):
+    """``pinsage_champion_reload`` listens to the very asset (name and URI) both producers' outlets carry:
+    ``Asset("pinsage_champion")`` would be another asset (its URI is its name) and never fire."""
+    consumer = parsed["consumer"]
+    champion = ["pinsage_champion", "pinsage://registry/champion"]
+    assert parsed["announced"] == {"pinsage_daily": [champion], "pinsage_refresh": [champion]}
+    assert consumer["timetable"] == "AssetTriggeredTimetable" and consumer["assets"] == [champion]
+    assert consumer["max_active_runs"] == 1
+    assert consumer["paused_upon_creation"] is None  # Airflow's setting decides: paused, like the others
+    assert consumer["tasks"] == {"reload_recommender": {"retries": 2, "timeout": 120.0, "downstream": [],
+                                                        "on_failure": ["FailureNotifier"]}}
+    assert "PINSAGE_RECOMMENDER_URL" in consumer["doc_md"] and "pinsage" in consumer["tags"]
 
 
 def test_the_forms_are_the_parameter_table(parsed):

@@ -1,6 +1,8 @@
 """The production topology as real processes: Airflow on PostgreSQL with the LocalExecutor, an
 MLflow tracking server on PostgreSQL with served artifacts; the DAG triggered through Airflow's REST
 API with a ``conf`` (as the UI's trigger form sends it) and the results read through MLflow's REST API.
+The scheduler runs the schedules as in compose: a new champion triggers ``pinsage_champion_reload``
+through the ``pinsage_champion`` asset, and it tells a recording stand-in for the recommender service.
 
 The test creates and drops its own databases, starts and stops its own processes (by PID), binds to
 127.0.0.1 on free ports and keeps Airflow's parallelism at 2. PostgreSQL is expected at
@@ -23,12 +25,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import ROOT, community_data, small_params, subprocess_env, weak_params, with_new_items
+from .conftest import (ROOT, RecordingServer, community_data, small_params, subprocess_env, weak_params,
+                       with_new_items)
 
 pytestmark = pytest.mark.slow
 
 PG = os.environ.get("PINSAGE_E2E_PG", "host=127.0.0.1 port=5432 user=postgres")
 DAG_ID = "pinsage_daily"
+RELOAD_DAG_ID = "pinsage_champion_reload"
 RUN_TIMEOUT_S = 360
 DATA_START = 1_717_200_000  # 2024-06-01T00:00:00Z: the fabricated interactions span about 33 hours
 
@@ -154,6 +158,7 @@ def topology(tmp_path_factory):
     af_db, mlf_db = f"pinsage_e2e_airflow_{suffix}", f"pinsage_e2e_mlflow_{suffix}"
     procs = Processes(tmp)
     created: list[str] = []
+    recommender = RecordingServer()  # POST /reload answered 202, as the service does
     try:
         for db in (af_db, mlf_db):
             _admin(f'CREATE DATABASE "{db}"')
@@ -196,13 +201,20 @@ def topology(tmp_path_factory):
             "AIRFLOW__API__BASE_URL": api_url,
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # only the runs this test triggers
+            # The schedules run (asset-triggered runs need them): unpausing pinsage_daily or pinsage_refresh
+            # creates its @daily run for the last interval, with the default data "data/ml-latest-small",
+            # which does not exist under this PINSAGE_DATA_ROOT: those runs fail at once (a DatasetError: no
+            # retry, no model version, no asset event) before or after the runs this test triggers.
+            "PINSAGE_DATA_ROOT": str(tmp / "no-default-dataset"),
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
             "MLFLOW_TRACKING_URI": mlflow_url,
             "MLFLOW_TRACKING_USERNAME": "admin",  # the workers' credentials for the tracking server
             "MLFLOW_TRACKING_PASSWORD": mlflow_password,
             "PINSAGE_RUNS_DIR": str(tmp / "runs"),
+            # the reload DAG tells the stand-in about champions of "pinsage" (the model it serves)
+            "PINSAGE_RECOMMENDER_URL": recommender.url,
+            "PINSAGE_RECOMMENDER_MODEL": "pinsage",
         })
         migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, cwd=tmp,
                                  capture_output=True, text=True, timeout=300)
@@ -240,12 +252,13 @@ def topology(tmp_path_factory):
         inter.to_csv(data / "interactions.csv", index=False)
         yield {"api": api_url, "mlflow": mlflow_url, "session": session, "procs": procs, "tmp": tmp,
                "data": data, "start_mlflow": start_mlflow, "password": password,
-               "viewer_password": viewer_password,
+               "viewer_password": viewer_password, "recommender": recommender,
                "mlflow_auth": ("admin", mlflow_password),
                "mlflow_env": {"MLFLOW_TRACKING_URI": mlflow_url, "MLFLOW_TRACKING_USERNAME": "admin",
                               "MLFLOW_TRACKING_PASSWORD": mlflow_password}}
     finally:
         procs.stop_all()
+        recommender.close()
         for db in created:
             for _ in range(5):
                 try:
@@ -305,21 +318,33 @@ def _artifact_files(top, run_id: str, path: str = "") -> set[str]:
 def test_triggered_runs_register_versions_and_only_the_better_one_takes_champion(topology):
     top = topology
     s, api = top["session"], top["api"]
-    _wait("the DAG to be parsed",
-          lambda: s.get(f"{api}/api/v2/dags/{DAG_ID}", timeout=30).status_code == 200, 180, top["procs"])
+    for dag_id in (DAG_ID, RELOAD_DAG_ID):
+        _wait(f"{dag_id} to be parsed",
+              lambda: s.get(f"{api}/api/v2/dags/{dag_id}", timeout=30).status_code == 200, 180, top["procs"])
     errors = s.get(f"{api}/api/v2/importErrors", timeout=30).json()
     assert errors["total_entries"] == 0, errors
     dag = s.get(f"{api}/api/v2/dags/{DAG_ID}/details", timeout=30).json()
     assert dag["is_paused"] is True  # new DAGs start paused
     assert {"epochs", "promotion_margin", "data", "engine"} <= set(dag["params"])
-    r = s.patch(f"{api}/api/v2/dags/{DAG_ID}", json={"is_paused": False}, timeout=30)
-    assert r.ok, r.text
+    reload_dag = s.get(f"{api}/api/v2/dags/{RELOAD_DAG_ID}/details", timeout=30).json()
+    assert reload_dag["is_paused"] is True and reload_dag["timetable_summary"] == "Asset", reload_dag
+    for dag_id in (RELOAD_DAG_ID, DAG_ID):  # the consumer first: events while it is paused are not queued
+        r = s.patch(f"{api}/api/v2/dags/{dag_id}", json={"is_paused": False}, timeout=30)
+        assert r.ok, r.text
 
     # 1. a good small config: the first version becomes champion
     states = _trigger_and_wait(top, "e2e_strong", small_params(top["data"]))
     assert set(states) == {"prepare", "features", "graph", "neighbors", "train", "export", "index",
                            "evaluate", "register", "announce_champion"} and set(states.values()) == {"success"}
     assert [e["extra"]["version"] for e in _champion_events(top, "pinsage")] == ["1"]  # the asset was updated
+    # ... which triggered the reload DAG: it told the recommender (the stand-in) to load version 1
+    reloads = _wait("the asset-triggered reload run", lambda: _reload_runs(top), 120, top["procs"], interval=2)
+    assert len(reloads) == 1, reloads
+    assert _wait_for_run(top, reloads[0]["dag_run_id"], RELOAD_DAG_ID) == {"reload_recommender": "success"}
+    assert _reload_result(top, reloads[0]["dag_run_id"]) == {"model_name": "pinsage", "version": "1",
+                                                             "told_recommender": True}
+    assert top["recommender"].requests == [{"path": "/reload", "body": {"version": "1"},
+                                            "content_type": "application/json"}]
     champion = _mlflow(top, "registered-models/alias", name="pinsage", alias="champion")["model_version"]
     assert champion["version"] == "1"
     tags = {t["key"]: t["value"] for t in champion.get("tags", [])}
@@ -355,6 +380,9 @@ def test_triggered_runs_register_versions_and_only_the_better_one_takes_champion
     weak_states = _trigger_and_wait(top, "e2e_weak", weak_params(top["data"]))
     assert weak_states["announce_champion"] == "skipped" and weak_states["register"] == "success"
     assert [e["extra"]["version"] for e in _champion_events(top, "pinsage")] == ["1"]  # no new champion, no event
+    time.sleep(15)  # several scheduler loops: no event, so no second reload run and nothing told
+    assert [r["dag_run_id"] for r in _reload_runs(top)] == [reloads[0]["dag_run_id"]]
+    assert len(top["recommender"].requests) == 1
     versions = _mlflow(top, "model-versions/search", filter="name='pinsage'")["model_versions"]
     assert sorted(v["version"] for v in versions) == ["1", "2"]
     weak = next(v for v in versions if v["version"] == "2")
@@ -464,6 +492,16 @@ def test_the_refresh_dag_adds_new_items_and_the_served_champion_answers_for_them
     assert tags["pinsage.kind"] == "refresh" and tags["pinsage.parent_version"] == parent["version"]
     assert tags["pinsage.new_items"] == "3"
     assert _champion_events(top, "pinsage")[-1]["extra"]["version"] == champion["version"]
+
+    def told_refreshed():  # the reload DAG ran on the refresh's event and told the recommender
+        for run in reversed(_reload_runs(top)):
+            if run["state"] == "success" and _reload_result(top, run["dag_run_id"])["version"] == champion["version"]:
+                return run
+        return None
+
+    run = _wait("the reload run of the refreshed champion", told_refreshed, 120, top["procs"], interval=2)
+    assert _reload_result(top, run["dag_run_id"])["told_recommender"] is True
+    assert top["recommender"].requests[-1]["body"] == {"version": champion["version"]}
     # the champion as users query it: `mlflow models serve` over loopback, one new item asked
     port = _free_port()
     top["procs"].start("serve", [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/pinsage@champion",
@@ -490,6 +528,24 @@ def _champion_events(top, model_name: str) -> list[dict]:
     events = s.get(f"{api}/api/v2/assets/events", params={"asset_id": asset["id"], "order_by": "timestamp",
                                                            "limit": 100}, timeout=30).json()["asset_events"]
     return [e for e in events if (e.get("extra") or {}).get("model_name") == model_name]
+
+
+def _reload_runs(top) -> list[dict]:
+    """The asset-triggered runs of the reload DAG, oldest first."""
+    s, api = top["session"], top["api"]
+    runs = s.get(f"{api}/api/v2/dags/{RELOAD_DAG_ID}/dagRuns", params={"run_type": "asset_triggered", "limit": 100},
+                 timeout=30).json()["dag_runs"]
+    return sorted(runs, key=lambda r: r["run_after"])
+
+
+def _reload_result(top, run_id: str) -> dict:
+    """What the reload DAG's task returned (its XCom ``return_value``), read through the REST API."""
+    s, api = top["session"], top["api"]
+    r = s.get(f"{api}/api/v2/dags/{RELOAD_DAG_ID}/dagRuns/{run_id}/taskInstances/reload_recommender/xcomEntries/"
+              "return_value", timeout=30)
+    assert r.ok, r.text
+    value = r.json()["value"]
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def _task_instances(top, run_id: str) -> dict:
