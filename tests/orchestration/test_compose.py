@@ -129,3 +129,212 @@ def test_the_ray_services_refuse_to_start_without_a_token(compose, tmp_path):
         started = subprocess.run([*entry, "start", "--block"], env={**env, "RAY_AUTH_TOKEN": "t"},
                                  capture_output=True, text=True)
         assert started.returncode == 0 and started.stdout.strip() == "started start --block", name
+
+
+SERVE_REQUIREMENTS = ROOT / "requirements-serve.txt"
+RECOMMENDER_DOCKERFILE = ROOT / "docker" / "recommender.Dockerfile"
+NOT_IN_THE_SERVICE = {"torch", "pandas", "mlflow", "apache-airflow"}  # and every apache-airflow-* distribution
+
+
+def _name(requirement: str) -> str:
+    from packaging.utils import canonicalize_name
+
+    return canonicalize_name(re.split(r"[\[=<>!~;\s]", requirement.strip(), maxsplit=1)[0])
+
+
+def _pins(path) -> dict[str, str]:
+    """``{distribution: version}`` of a requirements file's lines (every line must pin with ``==``)."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            m = re.fullmatch(r"([A-Za-z0-9_.\-]+)(\[[^\]]*\])?==([^\s;]+)", line)
+            assert m, f"{path.name}: {line!r} is not pinned with =="
+            pins[_name(m.group(1))] = m.group(3)
+    return pins
+
+
+def _closure(names) -> set[str]:
+    """The installed distributions ``names`` need, theirs included (extras left out)."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+
+    seen: set[str] = set()
+    todo = [_name(n) for n in names]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for spec in md.requires(name) or []:
+            req = Requirement(spec)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(_name(req.name))
+    return seen
+
+
+def test_the_recommender_service_serves_the_champion_on_loopback_with_a_health_check(compose):
+    services = compose["services"]
+    rec = services["recommender"]
+    assert rec["build"] == {"context": ".", "dockerfile": "docker/recommender.Dockerfile"}
+    assert rec["image"] != services["mlflow"]["image"]  # its own image, not the Airflow one
+    assert rec["command"] == ["python", "-m", "tasks.serve", "--model",
+                              "models:/${PINSAGE_MODEL_NAME:-pinsage}@champion", "--host", "0.0.0.0", "--port", "8000"]
+    assert rec["ports"] == ["127.0.0.1:${RECOMMENDER_PORT:-8000}:8000"]  # loopback only
+    test = " ".join(rec["healthcheck"]["test"])
+    assert rec["healthcheck"]["test"][:2] == ["CMD", "python"] and "http://localhost:8000/health" in test  # no curl
+    assert rec["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert rec["restart"] == "unless-stopped"
+    worker = services["airflow-scheduler"]["environment"]
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        assert rec["environment"][key] == worker[key], key  # signs in as the workers do
+    # the workers tell it about its own model's champions (dags/pinsage_serving.py)
+    for name in AIRFLOW_SERVICES:
+        env = services[name]["environment"]
+        assert env["PINSAGE_RECOMMENDER_URL"] == "http://recommender:8000", name
+        assert env["PINSAGE_RECOMMENDER_MODEL"] == "${PINSAGE_MODEL_NAME:-pinsage}", name
+    header = COMPOSE.read_text().split("\n\n", 1)[0]
+    assert "Recommender http://localhost:8000" in header
+    assert re.search(r"^# RECOMMENDER_PORT=8000", (ROOT / ".env.example").read_text(), re.M)
+
+
+def test_the_recommender_image_is_slim_non_root_and_carries_the_code():
+    docker = RECOMMENDER_DOCKERFILE.read_text()
+    lines = [line.strip() for line in docker.splitlines()]
+    assert docker.startswith("#") and "FROM python:3.11-slim" in lines
+    assert ("RUN pip install --no-cache-dir -r /opt/pinsage/requirements-serve.txt -c /opt/pinsage/constraints.txt"
+            in lines)
+    assert "COPY requirements-serve.txt constraints.txt /opt/pinsage/" in lines
+    for part in ("pinsage", "tasks"):  # the service imports these packages only (see the next test)
+        assert f"COPY {part} /opt/pinsage/{part}" in lines
+    assert "COPY dags" not in docker and "requirements.txt " not in docker.replace("requirements-serve.txt", "")
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0") and not users[-1].startswith("0:")
+    pythonpath = re.compile(r"PYTHONPATH=(\S+)")
+    assert pythonpath.findall(docker) == pythonpath.findall((ROOT / "Dockerfile").read_text()) == ["/opt/pinsage"]
+
+
+def test_the_serve_requirements_pull_in_no_torch_airflow_pandas_or_full_mlflow():
+    import importlib.metadata as md
+
+    pins = _pins(SERVE_REQUIREMENTS)
+    assert {"mlflow-skinny", "numpy", "pyarrow", "faiss-cpu", "starlette", "uvicorn", "httptools", "uvloop",
+            "orjson"} == set(pins)
+    main = _pins(ROOT / "requirements.txt")
+    assert pins["mlflow-skinny"] == main["mlflow"]  # the client of the server the stack runs
+    for name, version in pins.items():
+        assert md.version(name) == version, f"{name}=={version} in requirements-serve.txt, {md.version(name)} here"
+        if name in main:
+            assert main[name] == version, name
+    for name in ("torch",):  # what constraints.txt pins, requirements-serve.txt does not ask for
+        assert name in _pins(ROOT / "constraints.txt") and name not in pins
+    # what installing it brings, as the installed distributions' metadata says
+    closure = _closure(pins)
+    assert not closure & NOT_IN_THE_SERVICE, closure & NOT_IN_THE_SERVICE
+    assert not {n for n in closure if n.startswith("apache-airflow")}
+
+
+SLIM_IMPORT = """
+import importlib.abc, importlib.machinery, json, runpy, sys, sysconfig
+allowed = set(json.loads(sys.argv[1]))
+stdlib = tuple({sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]})
+PathFinder = importlib.machinery.PathFinder
+
+class ImageFinder(importlib.abc.MetaPathFinder):
+    \"\"\"The path finder, blind to top-level modules outside the standard library and ``allowed``.\"\"\"
+
+    def find_spec(self, name, path=None, target=None):
+        spec = PathFinder.find_spec(name, path, target)
+        if spec is None or "." in name or name in allowed:
+            return spec  # a submodule comes with its package
+        where = spec.origin or next(iter(spec.submodule_search_locations or []), None) or ""
+        return spec if where.startswith(stdlib) and "-packages" not in where else None
+
+sys.meta_path[:] = [ImageFinder() if f is PathFinder else f for f in sys.meta_path]
+for name in sys.argv[2:]:
+    if name.startswith("-"):
+        sys.argv = [name[1:], "--help"]
+        try:
+            runpy.run_module(name[1:], run_name="__main__", alter_sys=True)
+        except SystemExit as stop:
+            assert stop.code in (0, None), stop.code
+    else:
+        __import__(name)
+print("@@LOADED@@" + json.dumps(sorted({k: getattr(m, "__file__", None) for k, m in list(sys.modules.items())
+                                        if getattr(m, "__file__", None)}.items())))
+"""
+
+
+def _import_as_in_the_image(*modules: str):
+    """Import ``modules`` (``-module``: run it with ``--help``) in a fresh interpreter that finds only
+    the standard library, the distributions requirements-serve.txt installs, and pinsage/ + tasks/."""
+    import importlib.metadata as md
+    import json
+    import subprocess
+    import sys
+
+    from .conftest import subprocess_env
+
+    closure = _closure(_pins(SERVE_REQUIREMENTS))
+    allowed = {top for top, dists in md.packages_distributions().items() if any(_name(d) in closure for d in dists)}
+    allowed |= {"pinsage", "tasks"}  # what the image copies
+    return subprocess.run([sys.executable, "-c", SLIM_IMPORT, json.dumps(sorted(allowed)), *modules],
+                          env=subprocess_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_the_image_check_refuses_what_the_image_lacks():
+    """The check below sees what the slim image would: its own libraries, not this machine's others."""
+    for missing in ("torch", "pandas", "airflow", "sklearn"):
+        p = _import_as_in_the_image(missing)
+        assert p.returncode != 0 and f"No module named '{missing}'" in p.stderr, (missing, p.stderr[-2000:])
+    p = _import_as_in_the_image("numpy", "pyarrow", "faiss", "mlflow", "starlette", "uvicorn", "orjson")
+    assert p.returncode == 0, p.stderr[-3000:]
+
+
+def _module_file(name: str):
+    """The source file of the project module ``name`` (under the repository), or None."""
+    path = ROOT.joinpath(*name.split("."))
+    return next((f for f in (path.with_suffix(".py"), path / "__init__.py") if f.exists()), None)
+
+
+def _service_imports(entry: str = "tasks.serve") -> tuple[dict, set[str]]:
+    """What the service's code imports, anywhere in it (inside functions too): ``({project module: file},
+    {other modules})``, followed through every project module it reaches."""
+    import ast
+
+    project, other, todo = {}, set(), [entry]
+    while todo:
+        name = todo.pop()
+        path = _module_file(name)
+        if name in project or path is None:
+            continue
+        project[name] = path
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module if not node.level else ".".join(
+                    package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
+                names = [base] + [f"{base}.{a.name}" for a in node.names if _module_file(f"{base}.{a.name}")]
+            else:
+                continue
+            for imported in names:
+                (todo.append if imported.split(".")[0] in ("pinsage", "tasks") else other.add)(imported)
+    return project, other - {"__future__"}
+
+
+def test_every_module_the_service_imports_is_in_its_image():
+    """``python -m tasks.serve`` (the compose command) and every module its code imports, lazily imported
+    ones included, load with only the slim image's libraries and the copied pinsage/ and tasks/."""
+    if not (ROOT / "tasks" / "serve.py").exists():
+        pytest.skip("tasks/serve.py (the recommender service) is not in this checkout yet")
+    project, other = _service_imports()
+    outside = {name: str(path) for name, path in project.items()
+               if path.relative_to(ROOT).parts[0] not in ("pinsage", "tasks")}
+    assert outside == {}, outside  # the image copies pinsage/ and tasks/ only
+    assert {"mlflow", "numpy", "faiss", "starlette", "uvicorn"} <= {m.split(".")[0] for m in other}, other
+    p = _import_as_in_the_image(*sorted(other), *sorted(project), "-tasks.serve")
+    assert p.returncode == 0, p.stderr[-5000:]
+    assert "usage:" in p.stdout and "--model" in p.stdout  # its command line parsed, --help answered
