@@ -94,32 +94,38 @@ def log_datasets(c, ref: dict, summary: dict) -> dict:
 MODEL_TAG = "pinsage.logged_model_id"
 
 
-def logged_model(c, ref: dict) -> str:
-    """The run's logged model id: found again (run tag) or created PENDING with the run's params."""
+def logged_model(c, run_id: str, *, model_name: str, dag_id: str, run_key: str, user: str | None = None,
+                 data_sha256: str = "") -> str:
+    """The MLflow run's logged model id: found again (run tag) or created PENDING with the run's params."""
     from mlflow.exceptions import MlflowException
 
-    rid = ref["mlflow_run_id"]
-    run = c.get_run(rid)
+    run = c.get_run(run_id)
     model_id = run.data.tags.get(MODEL_TAG)
     if model_id:
         try:
             return c.get_logged_model(model_id).model_id
         except MlflowException:
             pass  # deleted since: make a new one
-    tags = dict(source_tags(ref, task="register", user=ref.get("user")), data_sha256=ref.get("data_sha256", ""))
-    tags[NOTE] = (f"The PinSage recommender of {ref['dag_id']} run `{ref['run_key']}`: network, item embeddings "
+    tags = dict(source_tags(dag_id, task="register", user=user), data_sha256=data_sha256)
+    tags[NOTE] = (f"The PinSage recommender of {dag_id} run `{run_key}`: network, item embeddings "
                   "and faiss index, with the offline evaluation it was registered on.")
-    model = c.create_logged_model(run.info.experiment_id, name=ref["settings"]["model_name"], source_run_id=rid,
+    model = c.create_logged_model(run.info.experiment_id, name=model_name, source_run_id=run_id,
                                   tags=tags, params=dict(run.data.params))
-    c.set_tag(rid, MODEL_TAG, model.model_id)
+    c.set_tag(run_id, MODEL_TAG, model.model_id)
     return model.model_id
 
 
-def source_tags(ref: dict, task: str | None = None, user: str | None = None) -> dict[str, str]:
+def step_logged_model(c, ref: dict) -> str:
+    """:func:`logged_model` of a step's run reference."""
+    return logged_model(c, ref["mlflow_run_id"], model_name=ref["settings"]["model_name"], dag_id=ref["dag_id"],
+                        run_key=ref["run_key"], user=ref.get("user"), data_sha256=ref.get("data_sha256", ""))
+
+
+def source_tags(dag_id: str, task: str | None = None, user: str | None = None) -> dict[str, str]:
     """``mlflow.source.*`` and ``mlflow.user``: the Airflow DAG (and task) that made a run or a model."""
     from mlflow.utils.mlflow_tags import MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
 
-    where = f"Airflow DAG {ref['dag_id']}" if ref["dag_id"] != "cli" else "python -m tasks"
+    where = f"Airflow DAG {dag_id}" if dag_id != "cli" else "python -m tasks"
     tags = {MLFLOW_SOURCE_NAME: f"{where}, task {task}" if task else where, MLFLOW_SOURCE_TYPE: "JOB"}
     if user:
         tags[MLFLOW_USER] = user

@@ -65,7 +65,7 @@ def run(ref: dict, embeddings_dir: str | None = None, index_dir: str | None = No
             raise ValueError(f"validation MRR is {values['validation_mrr']}: the evaluation failed")
         # on the run and on its logged model (filled by register), linked to the evaluation dataset
         tracking.log_metrics(c, rid, values, dataset=(ref.get("datasets") or {}).get("evaluation"),
-                             model_id=browse.logged_model(c, ref))
+                             model_id=browse.step_logged_model(c, ref))
         # the baselines' settings chosen on validation (weights, EASE's lambda, RP3beta's alpha and beta, ...)
         tracking.log_params(c, rid, {f"baselines.{name}.{k}": setting_text(v)
                                      for name, params in metrics.get("hyperparameters", {}).items()

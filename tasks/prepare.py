@@ -67,7 +67,7 @@ def run(params: dict, *, run_key: str, dag_id: str = "cli", logical_date: str | 
     ref = {"run_key": run_key, "dag_id": dag_id, "run_dir": str(run_dir),
            "config": str(run.config), "experiment_id": exp_id, "settings": settings,
            "data_path": cfg.data, "user": browse.run_user(triggered_by, run_type)}
-    tags.update(browse.source_tags(ref, user=ref["user"]))
+    tags.update(browse.source_tags(ref["dag_id"], user=ref["user"]))
     browse.describe_experiment(c, exp_id)
     mlflow_run_id = tracking.find_or_create_run(c, exp_id, dag_id, run_key, tags)
     ref["mlflow_run_id"] = mlflow_run_id

@@ -1,11 +1,9 @@
-"""What a run records about where it came from: the code's commit and files' digests."""
+"""What a run records about where it came from: the code's commit (files' digests: ``pinsage.util.io.sha256_file``)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
-from pathlib import Path
 
 from tasks.runs import REPO_ROOT
 
@@ -22,11 +20,3 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return "unknown"
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -29,7 +29,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tasks import browse, tracking
+import mlflow
+
+from pinsage.data.dataset import load_dataset
+from pinsage.report import write_report
+from pinsage.run.layout import RunDir
+from pinsage.serve.coldstart import embed_new_items
+from pinsage.util.io import atomic_dir, atomic_path, write_json
+
+from tasks import browse, registry, tracking
 from tasks.errors import ConfigError
 from tasks.provenance import git_commit
 from tasks.runs import run_dir_for, write_step_record
@@ -48,17 +56,10 @@ def run_artifacts(run) -> tuple[Path, ...]:
 
 def fetch_champion(c, name: str, base: Path) -> dict:
     """The champion version's inputs as a run directory under ``base``; returns {version, run_id}."""
-    import mlflow
-
-    from pinsage.run.layout import RunDir
-    from pinsage.util.io import atomic_dir
-
-    from tasks.register import champion_version
-
-    champ = champion_version(c, name)
+    champ = registry.champion_version(c, name)
     if champ is None:
         raise ConfigError(f"registered model {name!r} has no 'champion' version to refresh: "
-                                 "run pinsage_daily first")
+                          "run pinsage_daily first")
     # staged beside ``base`` and swapped in whole (atomic_dir): a failed fetch leaves the last one as it was
     with atomic_dir(base) as tmp, tempfile.TemporaryDirectory() as scratch:
         staged = RunDir(tmp)
@@ -70,26 +71,15 @@ def fetch_champion(c, name: str, base: Path) -> dict:
             if not got.exists():
                 raise FileNotFoundError(f"champion version {champ.version}: run {champ.run_id} has no artifact "
                                         f"{path!r} (registered before refreshes were possible?)")
-        version_uri = f"models:/{name}/{champ.version}"
-        import yaml
-
-        mlmodel = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(f"{version_uri}/MLmodel",
-                                                                         dst_path=scratch)).read_text())
-        stored = mlmodel["flavors"]["python_function"]["artifacts"]  # key -> {"path": "artifacts/<name>"}
         for artifact, dest in (("model_dir", staged.export_model), ("embeddings", staged.embeddings)):
-            got = mlflow.artifacts.download_artifacts(f"{version_uri}/{stored[artifact]['path']}", dst_path=scratch)
+            got = registry.version_artifact(f"models:/{name}/{champ.version}", artifact, scratch)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(got, dest)
+            shutil.move(str(got), dest)
     return {"version": str(champ.version), "run_id": champ.run_id}
 
 
 def embed(params: dict, *, run_key: str, dag_id: str = DAG_ID) -> dict:
     """Fetch the champion, find the new items of ``params['data']``, embed them. See the module docstring."""
-    from pinsage.data.dataset import load_dataset
-    from pinsage.run.layout import RunDir
-    from pinsage.serve.coldstart import embed_new_items
-    from pinsage.util.io import atomic_dir, atomic_path, write_json
-
     settings = build_settings(params)
     data = resolve_data_path(params.get("data") or "data/ml-latest-small")
     run_dir = run_dir_for(dag_id, run_key)
@@ -127,16 +117,6 @@ def embed(params: dict, *, run_key: str, dag_id: str = DAG_ID) -> dict:
 
 def register(embedded: dict) -> dict:
     """Log, register and gate the refreshed catalogue. See the module docstring."""
-    import mlflow
-    from mlflow.entities import LoggedModelOutput
-
-    from pinsage.export.index import answers_sha256
-    from pinsage.report import write_report
-    from pinsage.run.layout import RunDir
-
-    from tasks import mlflow_model
-    from tasks.register import champion_version, existing_version, gate, like_with_like
-
     settings, out = embedded["settings"], RunDir(embedded["out"])
     name = settings["model_name"]
     c = tracking.client()
@@ -148,8 +128,6 @@ def register(embedded: dict) -> dict:
     c.set_tag(rid, browse.NOTE, f"Refresh of `{name}` version {embedded['parent_version']} without retraining: "
                                 f"{embedded['n_new']} new items embedded with its network; no existing item's "
                                 "embedding moved.")
-    ref = {"mlflow_run_id": rid, "dag_id": embedded["dag_id"], "run_key": embedded["run_key"],
-           "settings": {"model_name": name}, "user": None}
     # a lost server is the retryable MlflowUnavailable, and the run is marked FAILED, like the daily steps
     with tracking.step({"mlflow_run_id": rid}, "refresh_register") as c:
         write_report(out)  # the new items and their related items, beside the popular and long-tail ones
@@ -157,25 +135,18 @@ def register(embedded: dict) -> dict:
             tracking.log_artifacts(c, rid, path)
         for d in (out.prepare, out.features, out.neighbors, out.embeddings, out.index):
             tracking.log_artifacts(c, rid, d, out.relative(d))
-        mv = existing_version(c, name, rid)
-        if mv is None:
-            model_id = browse.logged_model(c, ref)
-            mlflow_model.log_recommender(name=name, model_id=model_id, model_dir=str(out.export_model),
-                                         embeddings_dir=str(out.embeddings), index_dir=str(out.index),
-                                         items=str(out.items),
-                                         example_item_id=embedded["new_item_ids"][0])
-            c.log_outputs(rid, models=[LoggedModelOutput(model_id, step=0)])
-            mv = mlflow.register_model(f"models:/{model_id}", name, tags={
+        mv = registry.register_version(c, name, rid, browse.logged_model(
+            c, rid, model_name=name, dag_id=embedded["dag_id"], run_key=embedded["run_key"]), out, tags={
                 "pinsage.promotion": "candidate", "pinsage.kind": "refresh",
                 "pinsage.parent_version": embedded["parent_version"], "pinsage.new_items": str(embedded["n_new"]),
-                "answers_sha256": answers_sha256(out.index),
-                "airflow.dag_id": embedded["dag_id"], "airflow.run_id": embedded["run_key"]})
+                "airflow.dag_id": embedded["dag_id"], "airflow.run_id": embedded["run_key"]},
+            example_item_id=embedded["new_item_ids"][0])
         version = str(mv.version)
-        champ = champion_version(c, name)
-        same = like_with_like(out.root, name, champ) if champ is not None else None  # the champion's own pairs
+        champ = registry.champion_version(c, name)
+        same = registry.like_with_like(out.root, name, champ) if champ is not None else None  # the champion's own pairs
         loss = settings["max_mrr_loss"] * (same["champion"] if same and math.isfinite(same["champion"]) else 0.0)
         # the gate takes these scores as they are while that version is still champion (no second download)
-        promoted, reason = gate(c, name, version, same["candidate"] if same else math.nan, -loss, out.root,
+        promoted, reason = registry.gate(c, name, version, same["candidate"] if same else math.nan, -loss, out.root,
                                 scored=None if same is None else (str(champ.version), same),
                                 parent=embedded["parent_version"])  # refused if the champion moved meanwhile
         c.update_model_version(name, version, description=(

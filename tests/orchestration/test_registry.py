@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from tasks import register
+from tasks import registry
 
 
 
@@ -51,7 +51,7 @@ def make_version(store, tmp_path, name, mrr=None, embeddings=None) -> str:
 
 
 def champion(store, name):
-    return register.champion_version(store.client(), name)
+    return registry.champion_version(store.client(), name)
 
 
 def tags_of(store, name, version) -> dict:
@@ -61,7 +61,7 @@ def tags_of(store, name, version) -> dict:
 def test_first_version_becomes_champion(store, tmp_path, name):
     v1 = make_version(store, tmp_path, name, 0.12)
     assert champion(store, name) is None
-    promoted, reason = register.gate(store.client(), name, v1, 0.12, margin=0.0)
+    promoted, reason = registry.gate(store.client(), name, v1, 0.12, margin=0.0)
     assert promoted and "no champion yet" in reason
     assert str(champion(store, name).version) == v1
     assert tags_of(store, name, v1)["pinsage.promotion"] == "champion"
@@ -71,9 +71,9 @@ def test_first_version_becomes_champion(store, tmp_path, name):
 def test_a_worse_version_does_not_take_champion_and_is_tagged_with_why(store, tmp_path, name):
     c = store.client()
     v1 = make_version(store, tmp_path, name, 0.20)
-    register.gate(c, name, v1, 0.20, margin=0.0)
+    registry.gate(c, name, v1, 0.20, margin=0.0)
     v2 = make_version(store, tmp_path, name, 0.15)
-    promoted, reason = register.gate(c, name, v2, 0.15, margin=0.0)
+    promoted, reason = registry.gate(c, name, v2, 0.15, margin=0.0)
     assert not promoted
     assert str(champion(store, name).version) == v1
     tags = tags_of(store, name, v2)
@@ -82,7 +82,7 @@ def test_a_worse_version_does_not_take_champion_and_is_tagged_with_why(store, tm
     assert "0.1500" in reason and f"champion version {v1}" in reason and "0.2000" in reason
     # an equal score does not "beat" the champion either
     v3 = make_version(store, tmp_path, name, 0.20)
-    assert register.gate(c, name, v3, 0.20, margin=0.0)[0] is False
+    assert registry.gate(c, name, v3, 0.20, margin=0.0)[0] is False
     assert str(champion(store, name).version) == v1
     # aliases and tags only: no version was ever moved to a stage
     assert {mv.current_stage for mv in c.search_model_versions(f"name = '{name}'")} <= {"None", None}
@@ -91,13 +91,13 @@ def test_a_worse_version_does_not_take_champion_and_is_tagged_with_why(store, tm
 def test_the_margin_is_required_and_the_old_champion_is_tagged_when_replaced(store, tmp_path, name):
     c = store.client()
     v1 = make_version(store, tmp_path, name, 0.100)
-    register.gate(c, name, v1, 0.100, margin=0.01)
+    registry.gate(c, name, v1, 0.100, margin=0.01)
     v2 = make_version(store, tmp_path, name, 0.105)  # better, but not by the margin
-    promoted, reason = register.gate(c, name, v2, 0.105, margin=0.01)
+    promoted, reason = registry.gate(c, name, v2, 0.105, margin=0.01)
     assert not promoted and "margin 0.01" in reason
     assert str(champion(store, name).version) == v1
     v3 = make_version(store, tmp_path, name, 0.150)
-    promoted, reason = register.gate(c, name, v3, 0.150, margin=0.01)
+    promoted, reason = registry.gate(c, name, v3, 0.150, margin=0.01)
     assert promoted and f"beats champion version {v1}" in reason
     assert str(champion(store, name).version) == v3
     assert tags_of(store, name, v1)["pinsage.replaced_by"] == v3
@@ -109,31 +109,31 @@ def test_a_missing_or_failed_evaluation_never_moves_the_alias(store, tmp_path, n
     c = store.client()
     # not even when there is no champion at all
     v1 = make_version(store, tmp_path, name, None)
-    promoted, reason = register.gate(c, name, v1, bad, margin=0.0)
+    promoted, reason = registry.gate(c, name, v1, bad, margin=0.0)
     assert not promoted and "no valid evaluation" in reason
     assert champion(store, name) is None
     assert tags_of(store, name, v1)["pinsage.promotion"] == "rejected"
     # nor away from an existing champion
     v2 = make_version(store, tmp_path, name, 0.05)
-    assert register.gate(c, name, v2, 0.05, margin=0.0)[0]
+    assert registry.gate(c, name, v2, 0.05, margin=0.0)[0]
     v3 = make_version(store, tmp_path, name, None)
-    assert register.gate(c, name, v3, bad, margin=0.0)[0] is False
+    assert registry.gate(c, name, v3, bad, margin=0.0)[0] is False
     assert str(champion(store, name).version) == v2
 
 
 def test_the_gate_keeps_its_decision_when_retried(store, tmp_path, name):
     c = store.client()
     v1 = make_version(store, tmp_path, name, 0.30)
-    register.gate(c, name, v1, 0.30, margin=0.0)
+    registry.gate(c, name, v1, 0.30, margin=0.0)
     v2 = make_version(store, tmp_path, name, 0.10)
-    first = register.gate(c, name, v2, 0.10, margin=0.0)
+    first = registry.gate(c, name, v2, 0.10, margin=0.0)
     # a retry (even one that would now read a different score) does not re-decide
-    assert register.gate(c, name, v2, 0.99, margin=0.0) == first
+    assert registry.gate(c, name, v2, 0.99, margin=0.0) == first
     assert str(champion(store, name).version) == v1
     # a retry after the alias moved but before the decision tag was written completes the promotion
     v3 = make_version(store, tmp_path, name, 0.40)
     c.set_registered_model_alias(name, "champion", v3)
-    promoted, reason = register.gate(c, name, v3, 0.40, margin=0.0)
+    promoted, reason = registry.gate(c, name, v3, 0.40, margin=0.0)
     assert promoted and "already champion" in reason
     assert tags_of(store, name, v3)["pinsage.promotion"] == "champion"
 
@@ -141,10 +141,10 @@ def test_the_gate_keeps_its_decision_when_retried(store, tmp_path, name):
 def test_a_champion_without_recorded_mrr_falls_back_to_its_run_metric(store, tmp_path, name):
     c = store.client()
     v1 = make_version(store, tmp_path, name, 0.25)
-    register.gate(c, name, v1, 0.25, margin=0.0)
+    registry.gate(c, name, v1, 0.25, margin=0.0)
     c.delete_model_version_tag(name, v1, "validation_mrr")  # e.g. registered by an older version of the DAG
     v2 = make_version(store, tmp_path, name, 0.20)
-    promoted, reason = register.gate(c, name, v2, 0.20, margin=0.0)
+    promoted, reason = registry.gate(c, name, v2, 0.20, margin=0.0)
     assert not promoted and "(0.2500)" in reason
 
 
@@ -181,11 +181,11 @@ def test_the_gate_scores_both_versions_on_this_runs_pairs_not_their_recorded_fig
     pairs += [("i1", "new7"), ("new7", "i2")]  # items the champion never saw: left out of the comparison
 
     v1 = make_version(store, tmp_path, name, 0.99, embeddings=(ids, noise))
-    assert register.gate(store.client(), name, v1, 0.99, margin=0.0)[0]
+    assert registry.gate(store.client(), name, v1, 0.99, margin=0.0)[0]
     ids_new, good_new = np.append(ids, "new7"), np.vstack([good, good[:1]])
     v2 = make_version(store, tmp_path, name, 0.30, embeddings=(ids_new, good_new))
     out = _run_dir(tmp_path, ids_new, good_new, pairs)
-    promoted, reason = register.gate(store.client(), name, v2, 0.30, margin=0.0, out=out)
+    promoted, reason = registry.gate(store.client(), name, v2, 0.30, margin=0.0, out=out)
     assert promoted, reason  # the recorded 0.30 < 0.99 would have kept the noise
     assert "beats champion version 1" in reason and "on the 40 of this run's 42 validation pairs" in reason
     gate = __import__("json").loads(tags_of(store, name, v2)["pinsage.gate"])
@@ -193,7 +193,7 @@ def test_the_gate_scores_both_versions_on_this_runs_pairs_not_their_recorded_fig
 
     v3 = make_version(store, tmp_path, name, 0.99)  # recorded high, ranks at chance
     out = _run_dir(tmp_path, ids_new, np.vstack([noise, noise[:1]]), pairs)
-    promoted, reason = register.gate(store.client(), name, v3, 0.99, margin=0.0, out=out)
+    promoted, reason = registry.gate(store.client(), name, v3, 0.99, margin=0.0, out=out)
     assert not promoted and "does not beat champion version 2" in reason and "42 of this run's 42" in reason, reason
     assert str(champion(store, name).version) == v2
 
@@ -218,11 +218,11 @@ def test_a_run_on_other_data_never_takes_champion_from_a_champion_that_knows_non
     validation items, so nothing can be compared, and it is refused, however high its own MRR."""
     ids, vectors, pairs = _clusters()
     v1 = make_version(store, tmp_path, name, 0.05, embeddings=(ids, vectors))
-    assert register.gate(store.client(), name, v1, 0.05, margin=0.0)[0]
+    assert registry.gate(store.client(), name, v1, 0.05, margin=0.0)[0]
     other = np.char.add("x", ids)  # another catalogue: no id in common
     v2 = make_version(store, tmp_path, name, 0.90, embeddings=(other, vectors))
     out = _run_dir(tmp_path, other, vectors, [(f"x{q}", f"x{t}") for q, t in pairs])
-    promoted, reason = register.gate(store.client(), name, v2, 0.90, margin=0.0, out=out)
+    promoted, reason = registry.gate(store.client(), name, v2, 0.90, margin=0.0, out=out)
     assert not promoted and f"champion version {v1} knows none of this run's validation pairs' items" in reason
     assert str(champion(store, name).version) == v1
     assert tags_of(store, name, v2)["pinsage.promotion"] == "rejected"
@@ -236,7 +236,7 @@ def test_a_champion_with_neither_embeddings_nor_a_recorded_mrr_is_not_replaced_b
     ids, vectors, pairs = _clusters()
     v2 = make_version(store, tmp_path, name, 0.40, embeddings=(ids, vectors))
     out = _run_dir(tmp_path, ids, vectors, pairs)
-    promoted, reason = register.gate(c, name, v2, 0.40, margin=0.0, out=out)
+    promoted, reason = registry.gate(c, name, v2, 0.40, margin=0.0, out=out)
     assert not promoted and "has no recorded validation MRR and no embeddings to score" in reason
     assert str(champion(store, name).version) == v1
 
@@ -244,11 +244,11 @@ def test_a_champion_with_neither_embeddings_nor_a_recorded_mrr_is_not_replaced_b
 def test_a_champion_without_embeddings_is_compared_by_recorded_mrr_and_the_reason_says_so(store, tmp_path, name):
     c = store.client()
     v1 = make_version(store, tmp_path, name, 0.10)  # an older version: no embeddings artifact
-    register.gate(c, name, v1, 0.10, margin=0.0)
+    registry.gate(c, name, v1, 0.10, margin=0.0)
     ids, vectors, pairs = _clusters()
     v2 = make_version(store, tmp_path, name, 0.30, embeddings=(ids, vectors))
     out = _run_dir(tmp_path, ids, vectors, pairs)
-    promoted, reason = register.gate(c, name, v2, 0.30, margin=0.0, out=out)
+    promoted, reason = registry.gate(c, name, v2, 0.30, margin=0.0, out=out)
     assert promoted and "(0.1000)" in reason
     assert f"recorded validation MRRs, measured on different pairs: champion version {v1} serves no embeddings" \
         in reason
@@ -259,17 +259,17 @@ def test_a_refresh_is_refused_when_the_champion_moved_since_it_began(store, tmp_
     c = store.client()
     ids, vectors, pairs = _clusters()
     v1 = make_version(store, tmp_path, name, 0.30, embeddings=(ids, vectors))
-    register.gate(c, name, v1, 0.30, margin=0.0)
+    registry.gate(c, name, v1, 0.30, margin=0.0)
     v2 = make_version(store, tmp_path, name, 0.40, embeddings=(ids, vectors))  # a daily retrain took over
     c.set_registered_model_alias(name, "champion", v2)
     v3 = make_version(store, tmp_path, name, 0.30, embeddings=(ids, vectors))  # the refresh of v1
     out = _run_dir(tmp_path, ids, vectors, pairs)
-    promoted, reason = register.gate(c, name, v3, 0.30, margin=-0.05, out=out, parent=v1)
+    promoted, reason = registry.gate(c, name, v3, 0.30, margin=-0.05, out=out, parent=v1)
     assert not promoted, reason
     assert reason == (f"a refresh replaces only the version it refreshed: champion was version {v1} when this "
                       f"refresh began and is now version {v2}")
     assert str(champion(store, name).version) == v2
     # the same refresh while its parent is still the champion goes through the usual comparison
     v4 = make_version(store, tmp_path, name, 0.30, embeddings=(ids, vectors))
-    promoted, reason = register.gate(c, name, v4, 0.30, margin=-0.05, out=out, parent=v2)
+    promoted, reason = registry.gate(c, name, v4, 0.30, margin=-0.05, out=out, parent=v2)
     assert promoted and "beats champion version" in reason

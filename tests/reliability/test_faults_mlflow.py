@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 from pinsage.data.dataset import DatasetError
-from tasks import errors, evaluate, export, features, flow, graph, index, neighbors, prepare, register, tracking, train
+from tasks import errors, evaluate, export, features, flow, graph, index, neighbors, prepare, register, registry, tracking, train
 
 from .conftest import ROOT, community_data, small_params, subprocess_env
 
@@ -300,9 +300,9 @@ def test_the_champion_gate_waits_for_a_concurrent_gate(store, tmp_path):
     v0 = make_version(store, tmp_path, "gate-lock", 0.5)
     v1 = make_version(store, tmp_path, "gate-lock", 0.1)
     results = []
-    with register.gate_lock("gate-lock") as path:
+    with registry.gate_lock("gate-lock") as path:
         assert path.parent == Path(store.env["PINSAGE_RUNS_DIR"]).resolve() / ".locks"
-        worker = threading.Thread(target=lambda: results.append(register.gate(c, "gate-lock", v1, 0.1, 0.0)))
+        worker = threading.Thread(target=lambda: results.append(registry.gate(c, "gate-lock", v1, 0.1, 0.0)))
         worker.start()
         time.sleep(1.0)  # a gate that ignored the lock would have decided by now (it takes ~0.1 s here)
         c.set_registered_model_alias("gate-lock", "champion", v0)  # what the first gate decided
@@ -310,4 +310,4 @@ def test_the_champion_gate_waits_for_a_concurrent_gate(store, tmp_path):
     worker.join(timeout=60)
     assert results and results[0][0] is False, results
     assert f"does not beat champion version {v0} (0.5000)" in results[0][1]
-    assert str(register.champion_version(c, "gate-lock").version) == v0
+    assert str(registry.champion_version(c, "gate-lock").version) == v0

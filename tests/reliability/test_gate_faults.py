@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import requests
 
-from tasks import register
+from tasks import registry
 
 pytestmark = pytest.mark.slow
 
@@ -109,19 +109,19 @@ def test_a_5xx_while_fetching_the_champions_embeddings_fails_the_gate_and_the_re
     # the champion's recorded MRR is high, but it ranks this run's pairs at chance: only the
     # like-with-like comparison promotes the candidate; the recorded one (0.30 < 0.99) would not
     v1 = _served_version(c, name, 0.99, ids, noise, tmp_path)
-    assert register.gate(c, name, v1, 0.99, margin=0.0)[0]
+    assert registry.gate(c, name, v1, 0.99, margin=0.0)[0]
     v2 = _served_version(c, name, 0.30, ids, good, tmp_path)
     out = _run_dir(tmp_path, ids, good, pairs)
 
     proxy.failing = True
     with pytest.raises(Exception) as failed:
-        register.gate(c, name, v2, 0.30, margin=0.0, out=out)
+        registry.gate(c, name, v2, 0.30, margin=0.0, out=out)
     assert proxy.refused > 0 and "503" in str(failed.value), failed.value
     proxy.failing = False
     assert str(c.get_model_version_by_alias(name, "champion").version) == v1
     tags = c.get_model_version(name, v2).tags
     assert tags["pinsage.promotion"] == "candidate" and "pinsage.promotion_reason" not in tags  # nothing decided
 
-    promoted, reason = register.gate(c, name, v2, 0.30, margin=0.0, out=out)  # Airflow's retry
+    promoted, reason = registry.gate(c, name, v2, 0.30, margin=0.0, out=out)  # Airflow's retry
     assert promoted and f"beats champion version {v1}" in reason and "of this run's 40 validation pairs" in reason
     assert str(c.get_model_version_by_alias(name, "champion").version) == v2

@@ -25,7 +25,7 @@ import pytest
 
 from pinsage.data.dataset import DatasetError, load_dataset
 from tasks import errors, flow, refresh
-from tasks import register as register_step
+from tasks import registry
 
 from orchestration.conftest import with_new_items
 
@@ -152,7 +152,7 @@ def test_mlflow_down_during_refresh_register_fails_retryably_and_the_retry_regis
     assert c.search_runs([exp], f"tags.`airflow.run_id` = '{run_key}'") == []
 
     # 2. the first retry loses the server while it runs: after the version is registered, before the gate
-    real = register_step.like_with_like
+    real = registry.like_with_like
     lost = []
 
     def server_lost(*args, **kwargs):
@@ -160,7 +160,7 @@ def test_mlflow_down_during_refresh_register_fails_retryably_and_the_retry_regis
         mlflow_server.stop()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(register_step, "like_with_like", server_lost)
+    monkeypatch.setattr(registry, "like_with_like", server_lost)
     try:
         t0 = time.monotonic()
         with pytest.raises(Exception) as mid:
@@ -176,7 +176,7 @@ def test_mlflow_down_during_refresh_register_fails_retryably_and_the_retry_regis
         assert isinstance(mid.value, errors.MlflowUnavailable) or (
             mlflow_server.url in text and "Connection refused" in text), repr(mid.value)
     finally:
-        monkeypatch.setattr(register_step, "like_with_like", real)
+        monkeypatch.setattr(registry, "like_with_like", real)
         if lost:  # stopped by server_lost: bring it back as it was
             mlflow_server.start()
 
