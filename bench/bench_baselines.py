@@ -4,7 +4,7 @@
     python bench/bench_baselines.py --eigh               # + one eigendecomposition of G, for comparison
 
 What is timed per method is what ``pipeline.evaluate`` adds: the grid (every weight treatment, extended
-past an edge where the best point lies) scored on at most ``baselines.VALIDATION_SAMPLE`` validation pairs
+past an edge where the best point lies) scored on at most ``tuning.VALIDATION_SAMPLE`` validation pairs
 (``select_on_validation``), then the chosen setting ranked on the test and validation pairs.
 Peak memory is the tracemalloc peak of that region (numpy and scipy buffers; LAPACK's own small
 workspace is not counted); the process's max RSS is printed at the end.
@@ -34,13 +34,13 @@ if __package__ in (None, ""):  # run as a script from anywhere: make `pinsage` /
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.synthetic import synthetic_graph  # noqa: E402
-from pinsage.eval import baselines
+from pinsage.eval import baselines, tuning  # noqa: E402
 from pinsage import pipeline  # noqa: E402
 from pinsage.eval.metrics import evaluate_scorer, metrics_from_ranks  # noqa: E402
 from pinsage.graph.bipartite import BipartiteGraph  # noqa: E402
 from pinsage.run.layout import RunDir  # noqa: E402
 
-GRIDS = {"ease": baselines.ease_grid, "rp3beta": baselines.rp3beta_grid, "itemknn": baselines.itemknn_grid}
+GRIDS = {"ease": tuning.ease_grid, "rp3beta": tuning.rp3beta_grid, "itemknn": tuning.itemknn_grid}
 
 
 def movielens(data: str) -> tuple[BipartiteGraph, tuple, tuple]:
@@ -68,7 +68,7 @@ def random_pairs(g: BipartiteGraph, n: int, seed: int) -> tuple[np.ndarray, np.n
 def bench_method(name: str, g: BipartiteGraph, valid: tuple, test: tuple) -> str:
     tracemalloc.start()
     t0 = time.perf_counter()
-    chosen = baselines.select_on_validation(GRIDS[name](g), *valid, max_pairs=baselines.VALIDATION_SAMPLE)
+    chosen = tuning.select_on_validation(GRIDS[name](g), *valid, max_pairs=tuning.VALIDATION_SAMPLE)
     t_grid = time.perf_counter() - t0
     test_mrr = metrics_from_ranks(evaluate_scorer(chosen.scorer, *test))["mrr"]
     evaluate_scorer(chosen.scorer, *valid)  # what evaluate does again for the validation row
@@ -102,7 +102,7 @@ def eigh_comparison(g: BipartiteGraph) -> None:
     sla.eigh(gram, driver="evr", check_finite=False)
     t_eig = time.perf_counter() - t0
     t0 = time.perf_counter()
-    next(baselines._ease_primal(x, [500.0]))
+    baselines._ease_primal_solver(x)(500.0)  # G, then one potrf + potri
     t_chol = time.perf_counter() - t0
     print(f"  G of {gram.shape[0]} items: one eigh {t_eig:.1f}s vs one lambda by Cholesky (incl. G) {t_chol:.1f}s")
 

@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make `pinsage` / `bench` impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.synthetic import synthetic_graph  # noqa: E402
-from pinsage.graph.walks import WalkConfig, _walk_topm, random_walk_neighbors  # noqa: E402
+from pinsage.graph.walks import WalkConfig, random_walk_neighbors, walk_topm  # noqa: E402
 
 MIB = 1024 * 1024
 
@@ -82,7 +82,7 @@ def main(argv=None) -> None:
             runners[engine](tiny, cfg)  # warm-up: numba compile, Ray workers started
             for graph, _ in graphs:
                 # identical walks on both engines (per-source seeding): count the steps once, untimed
-                _, hops = _walk_topm(graph, np.arange(graph.n_items), cfg.top_t, cfg.walks_per_item,
+                _, hops = walk_topm(graph, np.arange(graph.n_items), cfg.top_t, cfg.walks_per_item,
                                      cfg.restart_prob, cfg.max_walk_length, cfg.seed)
                 r = runners[engine](graph, cfg)
                 print(f"| {engine} | {graph.n_edges:,} | {graph.n_items:,} | {hops:,} | {r['seconds']:.2f} | "

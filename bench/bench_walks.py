@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run as a script from anywhere: make `pinsage` /
 import numba  # noqa: E402
 
 from bench.synthetic import synthetic_graph  # noqa: E402
-from pinsage.graph.walks import _walk_topm  # noqa: E402
+from pinsage.graph.walks import walk_topm  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -53,13 +53,13 @@ def main(argv=None) -> None:
     walk_args = (a.top_t, a.walks_per_item, a.restart_prob, a.max_walk_length)
     t0 = time.perf_counter()
     tiny = synthetic_graph(200, 100, 1000, seed=1, weighted=a.weighted)
-    _walk_topm(tiny, np.arange(tiny.n_items), *walk_args, a.seed)  # compile / load the numba cache
+    walk_topm(tiny, np.arange(tiny.n_items), *walk_args, a.seed)  # compile / load the numba cache
     t_warm = time.perf_counter() - t0
 
     times, hops = [], 0
     for rep in range(a.repeat):
         t0 = time.perf_counter()
-        visits, hops = _walk_topm(graph, np.arange(graph.n_items), *walk_args, a.seed + rep)
+        visits, hops = walk_topm(graph, np.arange(graph.n_items), *walk_args, a.seed + rep)
         times.append(time.perf_counter() - t0)
     best, median = min(times), statistics.median(times)
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB

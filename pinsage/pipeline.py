@@ -23,7 +23,7 @@ from pinsage.data.adapters import resolve_dataset_dir
 from pinsage.data.dataset import DatasetError, load_dataset
 from pinsage.data.split import split_interactions
 from pinsage.engines import export_on_engine, walk_engine
-from pinsage.eval import baselines
+from pinsage.eval import baselines, tuning
 from pinsage.eval.metrics import embedding_scorer, evaluate_scorer, markdown_table, metrics_from_ranks
 from pinsage.export.embed import choose_prior_weight, item_prior, validation_mrr
 from pinsage.export.answers import table_k
@@ -33,8 +33,9 @@ from pinsage.features.build import build_features, feature_blocks, feature_matri
 from pinsage.graph.bipartite import BipartiteGraph, build_graph
 from pinsage.graph.neighbors import Neighbors, VisitTable
 from pinsage.model import distributed
+from pinsage.model.coldtwins import cold_twins
 from pinsage.model.network import build_model, load_model, save_model
-from pinsage.model.sampler import cold_twins, hard_negative_depth, negative_candidates, positive_pairs
+from pinsage.model.sampler import hard_negative_depth, negative_candidates, positive_pairs
 from pinsage.model.train import TrainData, epoch_pairs, train_model
 from pinsage.run.config import PipelineConfig
 from pinsage.run.layout import RunDir
@@ -260,7 +261,7 @@ def evaluate(cfg: PipelineConfig, log: Log = print) -> dict:
     if "visual" in blocks:
         scorers["visual"] = baselines.annotation(blocks["visual"])
     t_tune = time.perf_counter()
-    tuned = baselines.tuned_baselines(g, *run.pairs("valid"), ease_max_items=baselines.EASE_MAX_ITEMS)
+    tuned = tuning.tuned_baselines(g, *run.pairs("valid"), ease_max_items=baselines.EASE_MAX_ITEMS)
     t_tune = time.perf_counter() - t_tune
     scorers.update(tuned.scorers)
     result, rank_tables = {}, []
@@ -277,7 +278,7 @@ def evaluate(cfg: PipelineConfig, log: Log = print) -> dict:
                "hyperparameters": tuned.hyperparameters, "selection": tuned.selection, "skipped": tuned.skipped}
     write_json(run.metrics, metrics)
     table = (markdown_table(test, n_test, "Test") + "\n" + markdown_table(valid, n_valid, "Validation"))
-    note = baselines.settings_note(tuned)
+    note = tuning.settings_note(tuned)
     if note:
         table += "\nSettings chosen on the validation pairs:\n\n" + note
     write_text(run.metrics_table, table)

@@ -19,7 +19,6 @@ needs it to render. Every text from the data is HTML-escaped.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import time
 from dataclasses import dataclass
@@ -29,125 +28,15 @@ from urllib.parse import urlsplit
 import numpy as np
 import pyarrow.parquet as pq
 
+from pinsage.charts import HIGHLIGHT, bar_chart, esc, line_chart
 from pinsage.eval.selection import run_best_baseline
 from pinsage.run.layout import RunDir
 from pinsage.util.io import write_text
 
 METRICS = ("mrr", "hr@10", "hr@50", "hr@100")
-HIGHLIGHT, OTHER = "#c0392b", "#7f8c8d"
 THUMB_PX = 96  # thumbnails: small enough that 2 x 8 x 11 images keep the page well under a few MB
 TAIL_QUANTILE = 0.25  # long-tail examples: at most this quantile of the training degrees (of items with any)
 BOOTSTRAP_DRAWS, BOOTSTRAP_SEED = 1000, 0  # PinSage against the best baseline: fixed, so a re-render agrees
-
-
-def _esc(value) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def nice_ticks(lo: float, hi: float, most: int = 5, integer: bool = False) -> list[float]:
-    """3 to ``most`` round values (1, 2, 2.5 or 5 x 10^k apart) from at or below lo to at or above hi.
-
-    ``integer``: only whole steps (epochs). A flat range (lo == hi) is widened around its value.
-    """
-    if not hi > lo:
-        lo, hi = lo - (abs(lo) * 0.1 or 1.0), hi + (abs(hi) * 0.1 or 1.0)
-    mag = 10.0 ** np.floor(np.log10((hi - lo) / (most - 1)))
-    steps = [f * mag * 10 ** e for e in (0, 1) for f in (1, 2, 2.5, 5)]
-    for step in steps if not integer else [s for s in steps if s >= 1 and s == int(s)] or [1.0]:
-        first, last = np.floor(lo / step + 1e-9), np.ceil(hi / step - 1e-9)
-        if last - first + 1 <= most:
-            break
-    return [float(f"{i * step:.12g}") for i in np.arange(first, last + 1)]
-
-
-def _svg_open(title: str, width: int, height: int) -> list[str]:
-    return [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'role="img" aria-label="{_esc(title)}">',
-            f'<text x="0" y="16" font-size="14" font-weight="bold">{_esc(title)}</text>']
-
-
-def _y_axis(ticks: list[float], sy, left: float, right: float, title: str | None, mid: float) -> list[str]:
-    """Tick labels and light gridlines at ``ticks`` (bottom first), the axis line and its title."""
-    parts = []
-    for v in ticks:
-        y = sy(v)
-        parts.append(f'<line class="grid" x1="{left}" x2="{right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e6e6e6"/>'
-                     f'<text class="ytick" x="{left - 4}" y="{y + 3.5:.1f}" font-size="10" '
-                     f'text-anchor="end">{v:g}</text>')
-    parts.append(f'<line class="axis" x1="{left}" x2="{left}" y1="{sy(ticks[-1]):.1f}" y2="{sy(ticks[0]):.1f}" '
-                 'stroke="#888"/>')
-    if title:
-        parts.append(f'<text class="axis-title" x="11" y="{mid:.1f}" font-size="11" text-anchor="middle" '
-                     f'transform="rotate(-90 11 {mid:.1f})">{_esc(title)}</text>')
-    return parts
-
-
-def bar_chart(title: str, values: dict[str, float], highlight: str = "pinsage", y_title: str | None = None,
-              width: int = 360, height: int = 250) -> str:
-    """Vertical bars, best first, the highlighted method in colour; y axis from 0 with gridlines,
-    method names under the bars. -> inline SVG"""
-    items = sorted(values.items(), key=lambda kv: -kv[1])
-    left, right, top, bottom = 50, 8, 34, 66
-    pw, ph = width - left - right, height - top - bottom
-    ticks = nice_ticks(0.0, max([v for _, v in items] + [0.0]) or 1.0)
-
-    def sy(v):
-        return top + ph * (1 - v / ticks[-1])
-
-    parts = _svg_open(title, width, height) + _y_axis(ticks, sy, left, left + pw, y_title, top + ph / 2)
-    slot = pw / max(len(items), 1)
-    for i, (name, v) in enumerate(items):
-        cx, y = left + slot * (i + 0.5), sy(v)
-        colour = HIGHLIGHT if name == highlight else OTHER
-        parts.append(f'<rect x="{cx - slot * 0.35:.1f}" y="{y:.1f}" width="{slot * 0.7:.1f}" '
-                     f'height="{max(top + ph - y, 1.0):.1f}" fill="{colour}"/>'
-                     f'<text x="{cx:.1f}" y="{y - 3:.1f}" font-size="9" text-anchor="middle">{v:.4f}</text>'
-                     f'<text class="xtick" x="{cx:.1f}" y="{top + ph + 12}" font-size="11" text-anchor="end" '
-                     f'transform="rotate(-35 {cx:.1f} {top + ph + 12})">{_esc(name)}</text>')
-    parts.append(f'<line class="axis" x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="#888"/>'
-                 "</svg>")
-    return "".join(parts)
-
-
-def line_chart(title: str, xs: list[float], ys: list[float], mark_x: float | None = None,
-               colour: str = "#2c3e50", y_title: str | None = None, width: int = 360, height: int = 210) -> str:
-    """A polyline with its points over epochs: y ticks with gridlines, whole-epoch x ticks. -> inline SVG"""
-    left, right, top, bottom = 58, 12, 28, 34
-    parts = _svg_open(title, width, height)
-    pts = [(x, y) for x, y in zip(xs, ys) if y is not None and np.isfinite(y)]
-    if not pts:
-        parts.append(f'<text x="{left}" y="{height / 2}" font-size="12">no data</text></svg>')
-        return "".join(parts)
-    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
-    ticks = nice_ticks(min(p[1] for p in pts), max(p[1] for p in pts))
-    x_ticks = [v for v in nice_ticks(x0, x1, integer=True) if x0 <= v <= x1] if x1 > x0 else [x0]
-    if x1 == x0:
-        x0, x1 = x0 - 1, x1 + 1
-    pw, ph = width - left - right, height - top - bottom
-
-    def sx(x):
-        return left + pw * (x - x0) / (x1 - x0)
-
-    def sy(y):
-        return top + ph * (1 - (y - ticks[0]) / (ticks[-1] - ticks[0]))
-
-    parts += _y_axis(ticks, sy, left, left + pw, y_title, top + ph / 2)
-    base = top + ph
-    parts.append(f'<line class="axis" x1="{left}" x2="{left + pw}" y1="{base}" y2="{base}" stroke="#888"/>')
-    for v in x_ticks:
-        parts.append(f'<line x1="{sx(v):.1f}" x2="{sx(v):.1f}" y1="{base}" y2="{base + 4}" stroke="#888"/>'
-                     f'<text class="xtick" x="{sx(v):.1f}" y="{base + 15}" font-size="10" '
-                     f'text-anchor="middle">{v:g}</text>')
-    parts.append(f'<text class="axis-title" x="{left + pw / 2:.1f}" y="{height - 3}" font-size="11" '
-                 'text-anchor="middle">epoch</text>')
-    if mark_x is not None and x0 <= mark_x <= x1:
-        parts.append(f'<line x1="{sx(mark_x):.1f}" x2="{sx(mark_x):.1f}" y1="{top}" y2="{base}" '
-                     f'stroke="{HIGHLIGHT}" stroke-dasharray="4 3"/>')
-    path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
-    parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
-    parts += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{colour}"/>' for x, y in pts]
-    parts.append("</svg>")
-    return "".join(parts)
 
 
 def image_data_uri(root: Path | None, rel, px: int = THUMB_PX) -> str | None:
@@ -228,7 +117,7 @@ def _comparison_sentence(run: RunDir, metrics: dict, model: str = "pinsage") -> 
         return ""
     ranks = run.ranks_table("test") if run.ranks.exists() else None
     if ranks is None or not {model, other} <= set(ranks.columns) or ranks.empty:
-        return (f'<p class="bootstrap">No per-pair ranks of {_esc(model)} and {_esc(other)} on the test pairs '
+        return (f'<p class="bootstrap">No per-pair ranks of {esc(model)} and {esc(other)} on the test pairs '
                 "(ranks.parquet is missing or lacks them): no paired bootstrap interval against the best "
                 "baseline.</p>")
     a, b = ranks[model].to_numpy(), ranks[other].to_numpy()
@@ -240,8 +129,8 @@ def _comparison_sentence(run: RunDir, metrics: dict, model: str = "pinsage") -> 
         verdict = "ahead" if lo > 0 else "behind" if hi < 0 else "within noise"
         said.append(f"\u0394 {metric.upper()} {_signed(ma[metric] - mb[metric])} (95% paired bootstrap "
                     f"[{_signed(lo)}, {_signed(hi)}]): {verdict}")
-    return (f'<p class="bootstrap">PinSage vs {_esc(other)} on {len(a)} test pairs: {"; ".join(said)}. '
-            f"({_esc(other)} is the best baseline by validation MRR; {BOOTSTRAP_DRAWS:,} resamples of the pairs, "
+    return (f'<p class="bootstrap">PinSage vs {esc(other)} on {len(a)} test pairs: {"; ".join(said)}. '
+            f"({esc(other)} is the best baseline by validation MRR; {BOOTSTRAP_DRAWS:,} resamples of the pairs, "
             f"seed {BOOTSTRAP_SEED}.)</p>")
 
 
@@ -253,15 +142,15 @@ def _metrics_section(run: RunDir, metrics: dict | None) -> str:
                                                        y_title=m.upper()) + "</div>"
                      for m in METRICS if all(m in v for v in methods.values()))
     valid = metrics.get("validation", {}).get("methods", {})
-    head = "".join(f"<th>{_esc(m.upper())}</th>" for m in METRICS) + "<th>validation MRR</th>"
+    head = "".join(f"<th>{esc(m.upper())}</th>" for m in METRICS) + "<th>validation MRR</th>"
     rows = ""
     for name, v in sorted(methods.items(), key=lambda kv: -kv[1].get("mrr", 0)):
         cls = ' class="pinsage"' if name == "pinsage" else ""
         cells = "".join(f"<td>{v[m]:.4f}</td>" if m in v else "<td></td>" for m in METRICS)
         vm = valid.get(name, {}).get("mrr")
-        rows += f"<tr{cls}><td>{_esc(name)}</td>{cells}<td>{'' if vm is None else f'{vm:.4f}'}</td></tr>"
+        rows += f"<tr{cls}><td>{esc(name)}</td>{cells}<td>{'' if vm is None else f'{vm:.4f}'}</td></tr>"
     n_pairs = metrics.get("n_pairs", "?")
-    return (f"<h2>PinSage against the baselines</h2><p>Test pairs: {_esc(n_pairs)}, full ranking over the "
+    return (f"<h2>PinSage against the baselines</h2><p>Test pairs: {esc(n_pairs)}, full ranking over the "
             f"catalogue.</p>{_comparison_sentence(run, metrics)}<div class=\"charts\">{charts}</div>"
             f"<table><tr><th>method</th>{head}</tr>{rows}</table>{_settings_note(metrics)}")
 
@@ -270,9 +159,9 @@ def _settings_note(metrics: dict) -> str:
     """The baselines' settings chosen on validation pairs, and the baselines skipped (and why)."""
     from pinsage.eval.baselines import setting_text
 
-    chosen = [f"{_esc(name)}: " + ", ".join(f"{_esc(k)} {_esc(setting_text(v))}" for k, v in params.items())
+    chosen = [f"{esc(name)}: " + ", ".join(f"{esc(k)} {esc(setting_text(v))}" for k, v in params.items())
               for name, params in metrics.get("hyperparameters", {}).items()]
-    skipped = [f"{_esc(name)} skipped: {_esc(why)}" for name, why in metrics.get("skipped", {}).items()]
+    skipped = [f"{esc(name)} skipped: {esc(why)}" for name, why in metrics.get("skipped", {}).items()]
     if not chosen and not skipped:
         return ""
     return ('<p class="settings">Baseline settings chosen on the validation pairs: '
@@ -290,14 +179,14 @@ def _training_section(history: dict | None) -> str:
                      colour=HIGHLIGHT, y_title="MRR")
     total = sum(e.get("seconds", 0) for e in epochs)
     stopped = history.get("stopped") or {}
-    why = (f" Training stopped on its {_esc(stopped['reason'])} rule: {_esc(stopped.get('detail', ''))}."
+    why = (f" Training stopped on its {esc(stopped['reason'])} rule: {esc(stopped.get('detail', ''))}."
            if stopped.get("reason") else "")
     prior = history.get("prior") or {}
     said = (f" Scores add a popularity prior w log(1 + interactions of the item); validation chose "
             f"w = {prior['chosen']:g} (validation MRR {prior['validation_mrr'].get('0', float('nan')):.4f} "
             "without it)." if prior.get("validation_mrr") else "")
     return (f"<h2>Training</h2><p>{len(epochs)} epochs, {total:.0f} s; the kept model is epoch "
-            f"{_esc(best)} (validation MRR {history.get('best_validation_mrr', float('nan')):.4f}, dashed "
+            f"{esc(best)} (validation MRR {history.get('best_validation_mrr', float('nan')):.4f}, dashed "
             f"line).{why}{said}</p><div class=\"charts\"><div class=\"chart\">{loss}</div><div class=\"chart\">{mrr}"
             "</div></div>")
 
@@ -317,9 +206,9 @@ def _examples_section(run: RunDir, groups: list[QueryGroup], k: int) -> str:
 
     def cell(item_id, title, score=None) -> str:
         uri = image_data_uri(root, images.get(item_id)) if images else None
-        img = f'<img src="{uri}" alt="{_esc(title)}" width="48"/>' if uri else ""
+        img = f'<img src="{uri}" alt="{esc(title)}" width="48"/>' if uri else ""
         sc = "" if score is None else f'<span class="score">{score:.3f}</span>'
-        return f"<li>{img}<span class=\"title\">{_esc(title or item_id)}</span> {sc}</li>"
+        return f"<li>{img}<span class=\"title\">{esc(title or item_id)}</span> {sc}</li>"
 
     def card(q) -> str | None:
         found = answer[q]
@@ -328,14 +217,14 @@ def _examples_section(run: RunDir, groups: list[QueryGroup], k: int) -> str:
         uri = image_data_uri(root, images.get(q)) if images else None
         img = f'<img src="{uri}" alt="" width="{THUMB_PX}"/>' if uri else ""
         lis = "".join(cell(i, catalogue.title(i), s) for i, s in zip(found.item_ids, found.scores))
-        return (f'<div class="card"><div class="query">{img}<b>{_esc(catalogue.title(q) or q)}</b><br/>'
-                f'<small>item {_esc(q)} \u00b7 <span class="degree">{degree.get(q, 0)}</span> training '
+        return (f'<div class="card"><div class="query">{img}<b>{esc(catalogue.title(q) or q)}</b><br/>'
+                f'<small>item {esc(q)} \u00b7 <span class="degree">{degree.get(q, 0)}</span> training '
                 f"interactions</small></div><ol>{lis}</ol></div>")
 
     sections = []
     for g in groups:
         cards = [c for c in map(card, g.items) if c]
-        sections.append(f'<section class="queries"><h3>{_esc(g.title)}</h3>'
+        sections.append(f'<section class="queries"><h3>{esc(g.title)}</h3>'
                         f"<div class=\"grid\">{''.join(cards)}</div></section>")
     return (f"<h2>Example queries: top {k} related items</h2><p>Scores are cosine similarities of the "
             f"embeddings.</p>{''.join(sections)}")
@@ -368,7 +257,7 @@ def _mlflow_link(url: str | None) -> str:
         return ""
     if urlsplit(url).scheme not in ("http", "https"):
         raise ValueError(f"mlflow_run_url must be an http(s) URL, got {url!r}")
-    return f'<p class="mlflow">MLflow run: <a class="mlflow-run" href="{_esc(url)}">{_esc(url)}</a></p>'
+    return f'<p class="mlflow">MLflow run: <a class="mlflow-run" href="{esc(url)}">{esc(url)}</a></p>'
 
 
 def render_report(run_dir: str | Path, queries: list[str] | None = None, n_queries: int = 8,
@@ -389,9 +278,9 @@ def render_report(run_dir: str | Path, queries: list[str] | None = None, n_queri
                                     f"{cold['n_new']} added", new))
     meta = ""
     if summary:
-        meta = (f"dataset {_esc(Path(summary['dataset']).name)}: {summary['n_items']:,} items, "
+        meta = (f"dataset {esc(Path(summary['dataset']).name)}: {summary['n_items']:,} items, "
                 f"{summary['n_train_interactions']:,} training interactions; ")
-    meta += f"run directory {_esc(run.root.resolve().name)}; generated {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    meta += f"run directory {esc(run.root.resolve().name)}; generated {time.strftime('%Y-%m-%d %H:%M:%S')}"
     body = (f"<h1>PinSage run report</h1><p class=\"meta\">{meta}</p>{link}" + _metrics_section(run, metrics)
             + _training_section(history) + _examples_section(run, groups, k))
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"/><title>PinSage run report"

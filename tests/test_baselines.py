@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 
-from pinsage.eval import baselines
+from pinsage.eval import baselines, tuning
 from pinsage import pipeline
 from pinsage.eval.metrics import evaluate_scorer, metrics_from_ranks
 from pinsage.graph.bipartite import build_graph
@@ -89,11 +89,11 @@ def test_ease_skip_above_the_limit():
     assert baselines.ease_skip_reason(g, max_items=5) is None
     reason = baselines.ease_skip_reason(g, max_items=4)
     assert reason == "5 items with training interactions (catalogue of 6) exceed the dense-inverse limit of 4"
-    tuned = baselines.tuned_baselines(g, np.array([0, 1]), np.array([1, 2]), ease_max_items=4)
+    tuned = tuning.tuned_baselines(g, np.array([0, 1]), np.array([1, 2]), ease_max_items=4)
     assert tuned.skipped == {"ease": reason}
     # itemknn is tuned too now (weights, shrinkage), beside rp3beta
     assert set(tuned.scorers) == {"rp3beta", "itemknn"} and "ease" not in tuned.hyperparameters
-    assert set(baselines.tuned_baselines(g, np.array([0]), np.array([1]), ease_max_items=5).scorers) == \
+    assert set(tuning.tuned_baselines(g, np.array([0]), np.array([1]), ease_max_items=5).scorers) == \
         {"ease", "rp3beta", "itemknn"}
 
 
@@ -162,7 +162,7 @@ def test_selection_uses_the_validation_pairs_only():
 
     good_on_test, good_on_valid = favouring(tq, tt), favouring(vq, vt)
     seen: list = []
-    chosen = baselines.select_on_validation(
+    chosen = tuning.select_on_validation(
         [({"k": 1.0}, recording(good_on_test, seen)), ({"k": 2.0}, recording(good_on_valid, seen))], vq, vt)
     assert chosen.params == {"k": 2.0}
     assert set(seen) <= set(vq.tolist())  # never scored a test query
@@ -177,7 +177,7 @@ def test_selection_uses_the_validation_pairs_only():
 
 def test_selection_keeps_the_first_of_equal_scores():
     score = lambda q: np.zeros((len(q), 5), np.float32)  # noqa: E731
-    chosen = baselines.select_on_validation([({"k": 1.0}, score), ({"k": 2.0}, score)], np.array([0]), np.array([1]))
+    chosen = tuning.select_on_validation([({"k": 1.0}, score), ({"k": 2.0}, score)], np.array([0]), np.array([1]))
     assert chosen.params == {"k": 1.0}
 
 
@@ -197,7 +197,7 @@ def test_evaluate_reports_the_validation_choice(tmp_path, monkeypatch):
     pipeline.run_all(cfg, log=lambda s: None)
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
     n_valid = m["validation"]["n_pairs"]
-    assert n_valid <= baselines.VALIDATION_SAMPLE  # every validation pair scores the grid here
+    assert n_valid <= tuning.VALIDATION_SAMPLE  # every validation pair scores the grid here
     for name, grid_size in (("ease", len(baselines.EASE_LAMBDAS)),
                             ("rp3beta", len(baselines.RP3BETA_ALPHAS) * len(baselines.RP3BETA_BETAS)),
                             ("itemknn", len(baselines.ITEMKNN_SHRINKS))):
@@ -207,7 +207,7 @@ def test_evaluate_reports_the_validation_choice(tmp_path, monkeypatch):
         # unweighted data: one treatment (the three differ by a constant factor), its initial grid,
         # then any extension past an edge
         assert {p["weights"] for p in grid} == {"binary"}
-        assert grid_size <= len(grid) <= grid_size + 2 * 2 * baselines.MAX_EXTENSIONS
+        assert grid_size <= len(grid) <= grid_size + 2 * 2 * tuning.MAX_EXTENSIONS
         best = next(p for p in grid if p["validation_mrr"] == max(q["validation_mrr"] for q in grid))
         assert m["hyperparameters"][name] == {k: v for k, v in best.items() if k != "validation_mrr"}
         assert list(m["hyperparameters"][name])[-1] == "weights"
@@ -260,15 +260,15 @@ def test_grid_extends_past_the_edge_until_the_best_is_interior():
     # MRR peaks at lambda = 32,000 (strictly falls away from it): far above the initial grid's top
     # (2,000), reached by x4 steps
     k_of = lambda p: 1 + round(2 * abs(np.log(p["lambda"] / 32_000.0) / np.log(4.0)))  # noqa: E731
-    grid = baselines.Grid(lambda w: ranked_at(k_of), (baselines.Axis("lambda", baselines.EASE_LAMBDAS, factor=4.0),),
+    grid = tuning.Grid(lambda w: ranked_at(k_of), (tuning.Axis("lambda", baselines.EASE_LAMBDAS, factor=4.0),),
                           weights=("binary",))
-    chosen = baselines.select_on_validation(grid, *PAIRS)
+    chosen = tuning.select_on_validation(grid, *PAIRS)
     assert chosen.params == {"lambda": 32_000.0, "weights": "binary"}
     tried = [p["lambda"] for p in chosen.grid]
     assert tried == list(baselines.EASE_LAMBDAS) + [8_000.0, 32_000.0, 128_000.0]  # stops once interior
     assert chosen.cap_hit == {} and chosen.grid[-1]["validation_mrr"] == pytest.approx(1 / 3)
     # with one extension allowed the search stops on the edge and says so
-    capped = baselines.select_on_validation(dataclasses.replace(grid, max_extensions=1), *PAIRS)
+    capped = tuning.select_on_validation(dataclasses.replace(grid, max_extensions=1), *PAIRS)
     assert capped.params["lambda"] == 8_000.0 and capped.cap_hit == {"lambda": "upper"}
     assert capped.record()["cap_hit"] == {"lambda": "upper"}
 
@@ -276,15 +276,15 @@ def test_grid_extends_past_the_edge_until_the_best_is_interior():
 def test_grid_extends_each_axis_both_ways_and_respects_a_domain_bound():
     # RP3beta's axes; the peak is at alpha = 4 (above the grid) and beta = -0.5 (below it)
     k_of = lambda p: 1 + abs(np.log2(p["alpha"] / 4.0)) + abs(p["beta"] + 0.5) / 0.25  # noqa: E731
-    axes = (baselines.Axis("alpha", baselines.RP3BETA_ALPHAS, factor=2.0),
-            baselines.Axis("beta", baselines.RP3BETA_BETAS, step=0.25))
-    chosen = baselines.select_on_validation(baselines.Grid(lambda w: ranked_at(k_of), axes, weights=("raw",)), *PAIRS)
+    axes = (tuning.Axis("alpha", baselines.RP3BETA_ALPHAS, factor=2.0),
+            tuning.Axis("beta", baselines.RP3BETA_BETAS, step=0.25))
+    chosen = tuning.select_on_validation(tuning.Grid(lambda w: ranked_at(k_of), axes, weights=("raw",)), *PAIRS)
     assert chosen.params == {"alpha": 4.0, "beta": -0.5, "weights": "raw"}
     assert chosen.grid[-1]["validation_mrr"] < 1.0 and chosen.cap_hit == {}
     # shrinkage cannot go below 0: a best point there is on its domain bound, not extended
-    shrink = baselines.Axis("shrink", baselines.ITEMKNN_SHRINKS, factor=10.0, lower=0.0)
-    at_zero = baselines.select_on_validation(
-        baselines.Grid(lambda w: ranked_at(lambda p: 1 + p["shrink"]), (shrink,), weights=("raw",)), *PAIRS)
+    shrink = tuning.Axis("shrink", baselines.ITEMKNN_SHRINKS, factor=10.0, lower=0.0)
+    at_zero = tuning.select_on_validation(
+        tuning.Grid(lambda w: ranked_at(lambda p: 1 + p["shrink"]), (shrink,), weights=("raw",)), *PAIRS)
     assert at_zero.params["shrink"] == 0.0 and at_zero.at_bound == {"shrink": 0.0}
     assert len(at_zero.grid) == len(baselines.ITEMKNN_SHRINKS)
 
@@ -312,8 +312,8 @@ def noisy_weights_graph(seed: int = 0):
 
 def test_the_weight_treatment_is_chosen_on_validation_and_binary_wins_over_noisy_counts():
     g, q, t = noisy_weights_graph()
-    tuned = baselines.tuned_baselines(g, q, t, ease_max_items=100)
-    models = {"ease": baselines._ease_model, "rp3beta": baselines._rp3beta_model, "itemknn": baselines._itemknn_model}
+    tuned = tuning.tuned_baselines(g, q, t, ease_max_items=100)
+    models = {"ease": baselines.ease_model, "rp3beta": baselines.rp3beta_model, "itemknn": baselines.itemknn_model}
     for name in ("ease", "rp3beta", "itemknn"):
         chosen = tuned.hyperparameters[name]
         by_weights = {w: max(p["validation_mrr"] for p in tuned.selection[name]["grid"] if p["weights"] == w)
@@ -345,12 +345,12 @@ def test_rp3beta_binary_weights_ignore_a_heavy_decoy():
 
 def test_validation_subsample_is_seeded_and_bounded():
     q, t = np.arange(100), np.arange(100) + 1000
-    a = baselines.validation_subsample(q, t, max_pairs=30, seed=0)
-    b = baselines.validation_subsample(q, t, max_pairs=30, seed=0)
+    a = tuning.validation_subsample(q, t, max_pairs=30, seed=0)
+    b = tuning.validation_subsample(q, t, max_pairs=30, seed=0)
     assert len(a[0]) == 30 and np.array_equal(a[0], b[0]) and np.array_equal(a[1] - 1000, a[0])
     assert np.all(np.diff(a[0]) > 0)  # original order
-    assert baselines.validation_subsample(q, t, max_pairs=100)[0] is q
-    chosen = baselines.select_on_validation([({"k": 1.0}, lambda x: np.zeros((len(x), 1100), np.float32))], q, t,
+    assert tuning.validation_subsample(q, t, max_pairs=100)[0] is q
+    chosen = tuning.select_on_validation([({"k": 1.0}, lambda x: np.zeros((len(x), 1100), np.float32))], q, t,
                                             max_pairs=30)
     assert (chosen.n_pairs, chosen.n_pairs_total) == (30, 100)
 
@@ -404,10 +404,10 @@ def test_weight_treatments_are_searched_only_where_weights_differ():
     from pinsage.graph.bipartite import build_graph
 
     items, contexts = np.array([0, 1, 1, 2]), np.array([0, 0, 1, 1])
-    assert baselines.weight_treatments(build_graph(items, contexts, 3, 2)) == ("binary",)
-    assert baselines.weight_treatments(build_graph(items, contexts, 3, 2, weights=np.full(4, 3.0))) == ("binary",)
+    assert tuning.weight_treatments(build_graph(items, contexts, 3, 2)) == ("binary",)
+    assert tuning.weight_treatments(build_graph(items, contexts, 3, 2, weights=np.full(4, 3.0))) == ("binary",)
     weighted = build_graph(items, contexts, 3, 2, weights=np.array([1.0, 5.0, 2.0, 1.0]))
-    assert baselines.weight_treatments(weighted) == baselines.WEIGHTS
+    assert tuning.weight_treatments(weighted) == baselines.WEIGHTS
 
 
 def test_grid_stops_extending_on_a_plateau_and_says_so():
@@ -415,9 +415,9 @@ def test_grid_stops_extending_on_a_plateau_and_says_so():
     # reached its limit, so the search stops there instead of running to the extension cap
     ranks = {10.0: 520, 50.0: 519, 200.0: 518, 500.0: 517, 1000.0: 510, 2000.0: 500, 8000.0: 402}
     k_of = lambda p: ranks.get(p["lambda"], 401)  # noqa: E731
-    grid = baselines.Grid(lambda w: ranked_at(k_of, n_items=600),
-                          (baselines.Axis("lambda", baselines.EASE_LAMBDAS, factor=4.0),), weights=("binary",))
-    chosen = baselines.select_on_validation(grid, *PAIRS)
+    grid = tuning.Grid(lambda w: ranked_at(k_of, n_items=600),
+                          (tuning.Axis("lambda", baselines.EASE_LAMBDAS, factor=4.0),), weights=("binary",))
+    chosen = tuning.select_on_validation(grid, *PAIRS)
     assert [p["lambda"] for p in chosen.grid] == list(baselines.EASE_LAMBDAS) + [8_000.0, 32_000.0]
     assert chosen.params["lambda"] == 32_000.0
     assert chosen.plateau == {"lambda": "upper"} and chosen.cap_hit == {}

@@ -167,7 +167,7 @@ def test_hard_negatives_grow_by_one_per_epoch_up_to_the_cap_from_the_visit_rank_
 
 def _twins(nbrs, feats, seed=1):
     """Cold twins whose content neighbourhoods are another random table (items 20.. only)."""
-    from pinsage.model.sampler import ColdTwins
+    from pinsage.model.coldtwins import ColdTwins
 
     other, _, _ = random_graph(n=len(feats), t=nbrs.top_t, f=feats.shape[1], seed=seed)
     other.items[:] = np.maximum(other.items, 20)  # content neighbours are trained items
@@ -245,7 +245,7 @@ def test_cold_twins_see_up_to_three_of_their_interactions_then_their_look_alikes
     some of its own interactions (for about 3 in 4 items) and is filled with content neighbours."""
     import pyarrow as pa
 
-    from pinsage.model.sampler import cold_twins
+    from pinsage.model.coldtwins import cold_twins
     from pinsage.util.io import vector_column
 
     rng = np.random.default_rng(0)

@@ -12,11 +12,11 @@ from pinsage.graph.bipartite import BipartiteGraph, build_graph
 from pinsage.graph.neighbors import Neighbors, VisitTable, neighbors_from_visits
 from pinsage.graph.walks import (
     WalkConfig,
-    _walk_topm,
     dense_visit_counts,
     random_walk_neighbors,
     tie_keys,
     visit_counts_topm,
+    walk_topm,
 )
 
 
@@ -124,12 +124,12 @@ def test_two_hop_walks_continue_through_the_source(weighted):
 def test_walk_lengths_are_truncated_geometric():
     graph = _random_graph(50, 20, 200, seed=3, weighted=False)
     walks, p, length = 2000, 0.4, 5
-    _, hops = _walk_topm(graph, np.arange(50), 5, walks, p, length, seed=0)
+    _, hops = walk_topm(graph, np.arange(50), 5, walks, p, length, seed=0)
     mean_len = sum((1 - p) ** k for k in range(length))  # P(walk has > k hops) = (1-p)^k
     assert abs(hops / (50 * walks) - mean_len) < 0.02 * mean_len
-    _, hops = _walk_topm(graph, np.arange(50), 5, walks, 0.0, length, seed=0)
+    _, hops = walk_topm(graph, np.arange(50), 5, walks, 0.0, length, seed=0)
     assert hops == 50 * walks * length
-    _, hops = _walk_topm(graph, np.arange(50), 5, walks, 1.0, length, seed=0)
+    _, hops = walk_topm(graph, np.arange(50), 5, walks, 1.0, length, seed=0)
     assert hops == 50 * walks
 
 

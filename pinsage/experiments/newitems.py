@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pinsage.eval.selection import best_baseline
-from pinsage.eval import baselines
+from pinsage.eval import baselines, tuning
 from pinsage import pipeline
 from pinsage.eval.stats import aggregate, paired_bootstrap
 from pinsage.experiments.runner import Variant, run_variant
@@ -110,7 +110,7 @@ def _scorers(cfg: PipelineConfig, cold: dict[str, Path], run: Path, data: Path, 
     scorers["pixie"] = baselines.pixie(g, cfg.pixie_walks_per_item, w.restart_prob, w.max_walk_length, cfg.seed)
     per_direction, chosen = {}, {}
     for direction, pairs in valid.items():  # itemknn, ease, rp3beta
-        tuned = baselines.tuned_baselines(g, *pairs, ease_max_items=baselines.EASE_MAX_ITEMS)
+        tuned = tuning.tuned_baselines(g, *pairs, ease_max_items=baselines.EASE_MAX_ITEMS)
         per_direction[direction], chosen[direction] = {**scorers, **tuned.scorers}, tuned.hyperparameters
     return per_direction, chosen
 

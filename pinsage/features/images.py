@@ -15,7 +15,8 @@ from typing import Callable
 
 import numpy as np
 
-from pinsage.data.dataset import DatasetError
+from pinsage.data.dataset import ITEMS, DatasetError, find_table
+from pinsage.data.readers import csv_line_of
 
 RESIZE = 256  # shorter side, then a centre crop of CROP (torchvision's ImageNet evaluation transform)
 CROP = 224
@@ -46,8 +47,6 @@ def resolve_image_path(root: Path, rel: str, row: int | None = None, file: str =
 
 def items_row_locator(root: Path) -> tuple[str, Callable[[int], int]]:
     """(items file name, 0-based item index -> row as the user sees it in that file)."""
-    from pinsage.data.dataset import ITEMS, csv_line_of, find_table
-
     try:
         f = find_table(root, ITEMS)
     except DatasetError:

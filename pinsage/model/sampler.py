@@ -13,10 +13,9 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from pinsage.features.build import content_blocks, degree_column
-from pinsage.graph.content import beside_first, content_neighbors, content_vectors, engaged_beside, rank_profile
 from pinsage.graph.neighbors import Neighbors, VisitTable
 from pinsage.graph.walks import WalkConfig
+from pinsage.model.coldtwins import ColdTwins
 
 
 @dataclass
@@ -186,15 +185,6 @@ def hard_negative_band(n_items: int, reach: int | None = None) -> tuple[int, int
         hi = max(2, reach)
         lo = min(lo, max(1, hi // 2))
     return lo, hi
-
-
-@dataclass
-class ColdTwins:
-    """What the cold twin of catalogue item i (row ``N + i`` of the producer's graph) is made of."""
-
-    neighbors: Neighbors  # (N, T) the twins' neighbourhoods: engaged beside, then content; never the item itself
-    degree_column: int | None  # the log-degree column of the features (None: no degree input)
-    unknown_degree: float  # what an unknown degree reads: the catalogue mean (0 once standardised)
 
 
 @dataclass
@@ -380,40 +370,3 @@ def negative_candidates(degree: np.ndarray, sampler: SamplerConfig) -> np.ndarra
         raise ValueError(f"negatives_from must be 'catalogue' or 'trained', got {sampler.negatives_from!r}")
     candidates = np.arange(len(degree)) if sampler.negatives_from == "catalogue" else np.flatnonzero(degree > 0)
     return candidates if len(candidates) else np.arange(len(degree))
-
-
-MAX_REVEALED = 3  # a twin sees 0..3 of its own interactions, as a new item in its first days
-
-
-def cold_twins(table, walks: Neighbors, context: np.ndarray, item: np.ndarray, window: int, ordered: bool,
-               seed: int) -> ColdTwins:
-    """The cold twins of a catalogue (``SamplerConfig.cold_share``): what the cold-start path gives a
-    new item (:mod:`pinsage.serve.coldstart`), built from the training data.
-
-    Each item's twin sees r of its own interactions (r seeded, uniform in 0..``MAX_REVEALED``; which
-    ones at random): its neighbourhood is the items engaged beside those (``window``, ``ordered`` as
-    the loss's positives), then its content neighbours among the items with a walk neighbourhood
-    (never itself); its degree input reads the catalogue mean (unknown).
-
-    Args:
-        table: the feature table; walks: the walk neighbourhoods (candidates and the rank profile);
-        context, item: (M,) training interactions grouped by context in engagement order.
-    """
-    n = len(walks.items)
-    rng = np.random.default_rng([seed, 29])
-    trained = np.flatnonzero(walks.mask.any(axis=1))
-    profile = rank_profile(walks)
-    vectors = content_vectors(content_blocks(table), trained)
-    content = content_neighbors(vectors, np.arange(n), trained, profile, seed=seed)
-    revealed = rng.integers(0, MAX_REVEALED + 1, size=n)  # (N,) interactions each twin sees
-    key = rng.random(len(item))
-    by_item = np.lexsort((key, item))  # each item's interactions in a random order
-    sorted_items = item[by_item]
-    first = np.searchsorted(sorted_items, sorted_items)  # start of each item's run
-    rank = np.empty(len(item), dtype=np.int64)
-    rank[by_item] = np.arange(len(item)) - first
-    sources, partners = engaged_beside(context, item, rank < revealed[item], window, ordered)
-    neighbourhoods = beside_first(sources, partners, np.arange(n), content, profile, seed)
-    col = degree_column(table)
-    unknown = 0.0 if col is None else float(table.column("log_degree").to_numpy().astype(np.float32).mean())
-    return ColdTwins(neighbourhoods, col, unknown)

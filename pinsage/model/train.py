@@ -22,8 +22,8 @@ from pinsage.model.losses import max_margin_loss, sampled_softmax_loss
 from pinsage.model.network import PinSage
 from pinsage.util.progress import track
 from pinsage.util.resources import resolve_device
-from pinsage.model.sampler import (ColdTwins, MinibatchProducer, SamplerConfig, collate_identity, full_pass_pays,
-                                   reachable_items)
+from pinsage.model.coldtwins import ColdTwins
+from pinsage.model.sampler import MinibatchProducer, SamplerConfig, collate_identity, full_pass_pays, reachable_items
 
 
 @dataclass
