@@ -5,7 +5,6 @@ FROM apache/airflow:3.3.2-python3.11
 ARG PINSAGE_GIT_COMMIT=unknown
 ENV PINSAGE_HOME=/opt/pinsage \
     PINSAGE_GIT_COMMIT=${PINSAGE_GIT_COMMIT} \
-    PYTHONPATH=/opt/pinsage \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/pinsage/dags \
     AIRFLOW__CORE__LOAD_EXAMPLES=False
 
@@ -25,4 +24,7 @@ COPY --chown=airflow:0 pinsage /opt/pinsage/pinsage
 COPY --chown=airflow:0 tasks /opt/pinsage/tasks
 COPY --chown=airflow:0 dags /opt/pinsage/dags
 COPY --chown=airflow:0 data /opt/pinsage/data
+COPY --chown=airflow:0 pyproject.toml README.md /opt/pinsage/
+# the project as a package (pinsage, tasks and the `pinsage` command), its dependencies pinned above
+RUN pip install --no-cache-dir --no-deps --no-build-isolation -e /opt/pinsage
 WORKDIR /opt/pinsage

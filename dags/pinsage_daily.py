@@ -42,15 +42,12 @@ network or GPU when parsed. The steps live in `tasks/` and also run from the com
 
 from __future__ import annotations
 
-import sys
 from datetime import timedelta
-from pathlib import Path
 
 from airflow.sdk import dag, get_current_context, task
+from pinsage_wiring import CHAMPION_ASSET, DAG_DEFAULTS, announce_champion_event, fail_fast, form_params, run_step
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # the shared wiring lies beside this file
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pinsage_wiring import CHAMPION_ASSET, DAILY, announce_champion_event, call_step, form_params  # noqa: E402
+from tasks.handovers import handed
 
 DAG_ID = "pinsage_daily"
 
@@ -64,16 +61,6 @@ PARAMS = form_params(DAG_ID)
 TRAIN_POOL = "pinsage_train"
 
 
-def _run_step(step: str, *args, **kwargs) -> dict:
-    """Run ``tasks.<step>.run`` (imported at run time); bad input fails without retries.
-
-    Returns the step's references plus ``ref`` (the run reference) for the downstream tasks.
-    """
-    result = call_step(step, "run", *args, **kwargs)
-    ref = result if step == "prepare" else args[0]
-    return dict(result, ref={k: v for k, v in ref.items() if k != "ref"})
-
-
 def _iso(value) -> str | None:
     return value.isoformat() if hasattr(value, "isoformat") else (str(value) if value else None)
 
@@ -82,7 +69,7 @@ def _iso(value) -> str | None:
     dag_id=DAG_ID,
     description="Daily PinSage retrain: features, random-walk neighbourhoods, training, export, faiss index, "
                 "offline evaluation; registers a model version in MLflow and gates its `champion` alias.",
-    **DAILY,
+    **DAG_DEFAULTS,
     max_active_tasks=2,
     dagrun_timeout=timedelta(hours=12),
     params=PARAMS,
@@ -90,56 +77,72 @@ def _iso(value) -> str | None:
     doc_md=__doc__,
 )
 def pinsage_daily():
+    # Each task imports its step when it runs (parsing stays cheap), is handed what tasks.handovers
+    # says, and returns the step's references plus the run reference, so each task depends only on the
+    # tasks whose outputs it reads.
     @task(execution_timeout=timedelta(minutes=30))
     def prepare() -> dict:
+        from tasks import prepare as step
+
         ctx = get_current_context()
-        params = {k: ctx["params"][k] for k in ctx["params"]}
         dag_run = ctx["dag_run"]
         run_type = getattr(dag_run, "run_type", None)
         run_type = getattr(run_type, "value", run_type)
-        return _run_step("prepare", params, run_key=ctx["run_id"], dag_id=DAG_ID,
-                         logical_date=_iso(ctx.get("logical_date")), run_type=str(run_type) if run_type else None,
-                         data_interval_end=_iso(ctx.get("data_interval_end")),
-                         triggered_by=getattr(dag_run, "triggering_user_name", None))
+        with fail_fast():
+            ref = step.run({k: ctx["params"][k] for k in ctx["params"]}, run_key=ctx["run_id"], dag_id=DAG_ID,
+                           logical_date=_iso(ctx.get("logical_date")),
+                           run_type=str(run_type) if run_type else None,
+                           data_interval_end=_iso(ctx.get("data_interval_end")),
+                           triggered_by=getattr(dag_run, "triggering_user_name", None))
+        return dict(ref, ref=ref)
 
-    # Every task returns its step's references plus the run reference, so each task depends only on
-    # the tasks whose outputs it reads.
     @task(execution_timeout=timedelta(hours=1))
     def features(prepared: dict) -> dict:
-        return _run_step("features", prepared, prepare_dir=prepared["prepare_dir"])
+        from tasks import features as step
+
+        return run_step(step, prepared["ref"], **handed("features", prepare=prepared))
 
     @task(execution_timeout=timedelta(minutes=30))
     def graph(prepared: dict) -> dict:
-        return _run_step("graph", prepared, prepare_dir=prepared["prepare_dir"])
+        from tasks import graph as step
+
+        return run_step(step, prepared["ref"], **handed("graph", prepare=prepared))
 
     @task(execution_timeout=timedelta(hours=2))
-    def neighbors(graph_out: dict) -> dict:
-        return _run_step("neighbors", graph_out["ref"], graph=graph_out["graph"])
+    def neighbors(graphed: dict) -> dict:
+        from tasks import neighbors as step
+
+        return run_step(step, graphed["ref"], **handed("neighbors", graph=graphed))
 
     @task(execution_timeout=timedelta(hours=6), pool=TRAIN_POOL)
-    def train(features_out: dict, neighbors_out: dict) -> dict:
-        return _run_step("train", features_out["ref"], features=features_out["features"],
-                         neighbors=neighbors_out["neighbors"])
+    def train(featured: dict, neighboured: dict) -> dict:
+        from tasks import train as step
+
+        return run_step(step, featured["ref"], **handed("train", features=featured, neighbors=neighboured))
 
     @task(execution_timeout=timedelta(hours=2))
-    def export(train_out: dict) -> dict:
-        return _run_step("export", train_out["ref"], model_uri=train_out["model_uri"])
+    def export(trained: dict) -> dict:
+        from tasks import export as step
+
+        return run_step(step, trained["ref"], **handed("export", train=trained))
 
     @task(execution_timeout=timedelta(hours=1))
-    def index(export_out: dict) -> dict:
-        return _run_step("index", export_out["ref"], embeddings_dir=export_out["embeddings_dir"],
-                         model_uri=export_out["model_uri"], model_sha256=export_out["model_sha256"])
+    def index(exported: dict) -> dict:
+        from tasks import index as step
+
+        return run_step(step, exported["ref"], **handed("index", export=exported))
 
     @task(execution_timeout=timedelta(hours=2))
-    def evaluate(index_out: dict) -> dict:
-        return _run_step("evaluate", index_out["ref"], embeddings_dir=index_out["embeddings_dir"],
-                         index_dir=index_out["index_dir"])
+    def evaluate(indexed: dict) -> dict:
+        from tasks import evaluate as step
+
+        return run_step(step, indexed["ref"], **handed("evaluate", index=indexed))
 
     @task(execution_timeout=timedelta(minutes=30))
-    def register(index_out: dict, evaluate_out: dict) -> dict:
-        return _run_step("register", index_out["ref"], model_uri=index_out["model_uri"],
-                         embeddings_dir=index_out["embeddings_dir"], index_dir=index_out["index_dir"],
-                         metrics=evaluate_out["metrics"])
+    def register(indexed: dict, evaluated: dict) -> dict:
+        from tasks import register as step
+
+        return run_step(step, indexed["ref"], **handed("register", index=indexed, evaluate=evaluated))
 
     @task(outlets=[CHAMPION_ASSET])
     def announce_champion(registered: dict) -> None:

@@ -23,15 +23,11 @@ another `data` to add items at once. Wiring only: parsing this file touches no d
 
 from __future__ import annotations
 
-import sys
 from datetime import timedelta
-from pathlib import Path
 
 from airflow.sdk import dag, get_current_context, task
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # the shared wiring lies beside this file
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pinsage_wiring import CHAMPION_ASSET, DAILY, announce_champion_event, call_step, form_params  # noqa: E402
+from pinsage_wiring import CHAMPION_ASSET, DAG_DEFAULTS, announce_champion_event, fail_fast, form_params
 
 DAG_ID = "pinsage_refresh"
 
@@ -44,7 +40,7 @@ PARAMS = form_params(DAG_ID, data="The dataset with the added items (and their f
     dag_id=DAG_ID,
     description="Daily refresh between retrains: new items embedded with the champion's network, no training; "
                 "registered as a version whose parent is the champion, gated like a retrain.",
-    **DAILY,  # one run at a time: each refresh starts from the champion the previous one may have moved
+    **DAG_DEFAULTS,  # one run at a time: each refresh starts from the champion the previous one may have moved
     dagrun_timeout=timedelta(hours=2),
     params=PARAMS,
     tags=["pinsage", "recommender", "mlflow", "refresh"],
@@ -53,18 +49,23 @@ PARAMS = form_params(DAG_ID, data="The dataset with the added items (and their f
 def pinsage_refresh():
     @task(execution_timeout=timedelta(hours=1))
     def embed() -> dict:
+        from tasks import refresh
+
         ctx = get_current_context()
-        return call_step("refresh", "embed", {k: ctx["params"][k] for k in ctx["params"]},
-                         run_key=ctx["run_id"], dag_id=DAG_ID)
+        with fail_fast():
+            return refresh.embed({k: ctx["params"][k] for k in ctx["params"]}, run_key=ctx["run_id"], dag_id=DAG_ID)
 
     @task(execution_timeout=timedelta(minutes=30))
     def register(embedded: dict) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
+        from tasks import refresh
+
         if not embedded["n_new"]:
             raise AirflowSkipException(f"no new item in {embedded['data']}: champion version "
                                        f"{embedded['parent_version']} already knows every item")
-        return call_step("refresh", "register", embedded)
+        with fail_fast():
+            return refresh.register(embedded)
 
     @task(outlets=[CHAMPION_ASSET])
     def announce_champion(registered: dict) -> None:

@@ -20,15 +20,11 @@ queued). Wiring only: the HTTP call lives in `tasks/recommender_reload.py`.
 
 from __future__ import annotations
 
-import sys
 from datetime import timedelta
-from pathlib import Path
 
 from airflow.sdk import dag, get_current_context, task
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # the shared wiring lies beside this file
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pinsage_wiring import CHAMPION_ASSET, DAILY, DEFAULT_ARGS, call_step  # noqa: E402
+from pinsage_wiring import CHAMPION_ASSET, DAG_DEFAULTS, DEFAULT_ARGS, fail_fast
 
 DAG_ID = "pinsage_champion_reload"
 
@@ -37,7 +33,7 @@ DAG_ID = "pinsage_champion_reload"
     dag_id=DAG_ID,
     description="On each new champion (asset pinsage_champion): tell the recommender service to load it now.",
     schedule=[CHAMPION_ASSET],
-    start_date=DAILY["start_date"],
+    start_date=DAG_DEFAULTS["start_date"],
     catchup=False,
     max_active_runs=1,  # reloads in the order the champions came; events arriving meanwhile wait
     default_args=DEFAULT_ARGS,
@@ -48,8 +44,11 @@ DAG_ID = "pinsage_champion_reload"
 def pinsage_champion_reload():
     @task(execution_timeout=timedelta(minutes=2))
     def reload_recommender() -> dict:
+        from tasks.recommender_reload import on_champion
+
         events = get_current_context()["triggering_asset_events"].get(CHAMPION_ASSET, [])
-        return call_step("recommender_reload", "on_champion", list(events))
+        with fail_fast():
+            return on_champion(list(events))
 
     reload_recommender()
 

@@ -1,36 +1,29 @@
-"""What the PinSage DAG files share: the project on ``sys.path``, the trigger forms' parameters (from
-the table in ``pinsage.run.params``), failure notifications, retries and the ``pinsage_champion``
-asset. Wiring only: importing it touches no database, network or GPU (the parameter table is stdlib)."""
+"""What the PinSage DAG files share: the trigger forms' parameters (from the table in
+``pinsage.run.params``), running a step, failure notifications, retries, the schedule and the
+``pinsage_champion`` asset. Wiring only: importing it touches no database, network or GPU (the
+parameter table and ``tasks.handovers`` are standard library only). The project is an installed
+package (``pip install -e .``); Airflow puts this folder on ``sys.path``, so the DAG files import it."""
 
 from __future__ import annotations
 
-import importlib
-import sys
+import contextlib
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 from airflow.sdk import Asset, BaseNotifier
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
 # Updated when a version takes the `champion` alias (a retrain or a refresh); the event's extra carries
-# the model name, version and URI. Schedule downstream DAGs on this object (dags/pinsage_serving.py) or on
+# the model name and version. A downstream DAG schedules on this object (dags/pinsage_serving.py) or on
 # `Asset.ref(name="pinsage_champion")`: `Asset("pinsage_champion")` has another URI, so it is another asset.
 CHAMPION_ASSET = Asset(name="pinsage_champion", uri="pinsage://registry/champion", group="model")
-
-
-def _project_on_path() -> None:
-    if str(PROJECT_ROOT) not in sys.path:
-        sys.path.insert(0, str(PROJECT_ROOT))
 
 
 def form_params(dag_id: str, **descriptions: str) -> dict:
     """The trigger form of ``dag_id``: ``airflow.sdk.Param`` s generated from the parameter table."""
     from airflow.sdk import Param
 
-    _project_on_path()
-    rows = importlib.import_module("pinsage.run.params").form(dag_id, descriptions)
-    return {name: Param(default, **schema) for name, (default, schema) in rows.items()}
+    from pinsage.run.params import form
+
+    return {name: Param(default, **schema) for name, (default, schema) in form(dag_id, descriptions).items()}
 
 
 class FailureNotifier(BaseNotifier):
@@ -38,8 +31,9 @@ class FailureNotifier(BaseNotifier):
     ``pinsage_failure_webhook`` exists, a POST of its ids and error type there (``tasks/notify.py``)."""
 
     def notify(self, context) -> None:
-        _project_on_path()
-        importlib.import_module("tasks.notify").notify_failure(context)
+        from tasks.notify import notify_failure  # at run time: the notifier pulls requests
+
+        notify_failure(context)
 
 
 DEFAULT_ARGS = {
@@ -53,23 +47,32 @@ DEFAULT_ARGS = {
 }
 
 
-def call_step(module: str, function: str, *args, **kwargs):
-    """Import ``tasks.<module>`` at run time (never at parse time) and call ``function``; bad input
-    and bad parameters fail the task without retries."""
-    _project_on_path()
+@contextlib.contextmanager
+def fail_fast():
+    """Errors a retry cannot fix (bad input, a bad parameter: ``tasks.errors.permanent_errors``) fail
+    the task at once, without Airflow's retries; anything else is retried."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    errors = importlib.import_module("tasks.errors")
+    from tasks.errors import permanent_errors
+
     try:
-        return getattr(importlib.import_module(f"tasks.{module}"), function)(*args, **kwargs)
-    except errors.permanent_errors() as err:
+        yield
+    except permanent_errors() as err:
         raise AirflowFailException(f"{type(err).__name__}: {err}") from err
 
 
-# What both DAGs share in their ``@dag(...)``: a daily schedule from a fixed start, no catch-up, one
-# run at a time (each gate reads the champion the previous run may have moved), the retry policy.
-DAILY = {"schedule": "@daily", "start_date": datetime(2024, 1, 1, tzinfo=timezone.utc), "catchup": False,
-         "max_active_runs": 1, "default_args": DEFAULT_ARGS}
+def run_step(step, ref: dict, **handed) -> dict:
+    """``step.run(ref, **handed)`` under :func:`fail_fast`; its references plus ``ref`` (the run
+    reference) for the tasks downstream."""
+    with fail_fast():
+        result = step.run(ref, **handed)
+    return dict(result, ref={k: v for k, v in ref.items() if k != "ref"})
+
+
+# What every PinSage DAG shares in its ``@dag(...)``: a daily schedule from a fixed start, no catch-up,
+# one run at a time (each gate reads the champion the previous run may have moved), the retry policy.
+DAG_DEFAULTS = {"schedule": "@daily", "start_date": datetime(2024, 1, 1, tzinfo=timezone.utc), "catchup": False,
+                "max_active_runs": 1, "default_args": DEFAULT_ARGS}
 
 
 def announce_champion_event(registered: dict, **extra) -> None:

@@ -5,7 +5,6 @@
 FROM python:3.11-slim
 
 ENV PINSAGE_HOME=/opt/pinsage \
-    PYTHONPATH=/opt/pinsage \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -19,6 +18,9 @@ RUN pip install --no-cache-dir -r /opt/pinsage/requirements-serve.txt -c /opt/pi
 
 COPY pinsage /opt/pinsage/pinsage
 COPY tasks /opt/pinsage/tasks
+COPY pyproject.toml README.md /opt/pinsage/
+# pinsage and tasks as a package, without the library's training dependencies (the answer path needs none)
+RUN pip install --no-cache-dir --no-deps -e /opt/pinsage
 
 USER pinsage
 EXPOSE 8000

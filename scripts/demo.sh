@@ -16,8 +16,9 @@ PY="${PYTHON:-python3}"
 CONF="${1:-}"
 
 if [ "${PINSAGE_SKIP_INSTALL:-0}" != "1" ]; then
-  echo "==> installing requirements (pip install -r requirements.txt -c constraints.txt)"
+  echo "==> installing requirements (pip install -r requirements.txt -c constraints.txt) and the project (-e .)"
   "$PY" -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
+  "$PY" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 fi
 
 # From here on, what the demo writes (Airflow's and MLflow's databases, the runs) is readable by this
@@ -32,7 +33,6 @@ export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$AIRFLOW_HOME/airflow.db"
 export MLFLOW_TRACKING_URI="sqlite:///$STATE/mlflow.db"
 export PINSAGE_MLFLOW_ARTIFACT_ROOT="$STATE/mlartifacts"
 export PINSAGE_RUNS_DIR="$STATE/runs"
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$AIRFLOW_HOME"
 
 echo "==> airflow db migrate (SQLite: $AIRFLOW_HOME/airflow.db) and the pool pinsage_train"
@@ -102,7 +102,7 @@ cat <<EOF
   MLflow UI:   mlflow ui --backend-store-uri "sqlite:///$STATE/mlflow.db" --host 127.0.0.1 --port 5000   # http://127.0.0.1:5000 ("Model training" view)
   Load model:  MLFLOW_TRACKING_URI="sqlite:///$STATE/mlflow.db" python -c "import mlflow; m = mlflow.pyfunc.load_model('models:/pinsage@champion')"
   Run files:   $STATE/runs/pinsage_daily/
-  Airflow UI:  AIRFLOW_HOME="$AIRFLOW_HOME" AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags" PYTHONPATH="$ROOT" \\
+  Airflow UI:  AIRFLOW_HOME="$AIRFLOW_HOME" AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags" \\
                MLFLOW_TRACKING_URI="sqlite:///$STATE/mlflow.db" PINSAGE_RUNS_DIR="$STATE/runs" \\
                AIRFLOW__API__HOST=127.0.0.1 airflow standalone   # http://127.0.0.1:8080: DAG pinsage_daily, Trigger
 EOF

@@ -4,7 +4,8 @@
 #   bash scripts/test.sh python3 -m pytest -q    # everything: the README's test command, what .ci/run does
 #   bash scripts/test.sh -m "not slow"           # pytest options alone: python3 -m pytest -q with them
 #
-# 1. pip install -r requirements.txt -c constraints.txt   (PINSAGE_SKIP_INSTALL=1 skips it)
+# 1. pip install -r requirements.txt -c constraints.txt, then the project: pip install --no-deps -e .
+#    (PINSAGE_SKIP_INSTALL=1 skips both)
 # 2. chromium (tests/serving/test_report.py): Debian's package, apt-get installed when missing.
 #    No browser is ever downloaded (no `playwright install`): the tests launch Debian's /usr/bin/chromium.
 # 3. PostgreSQL (tests/orchestration/test_e2e_production.py, trust auth): the server at $PINSAGE_E2E_PG
@@ -60,8 +61,9 @@ trap 'exit 143' TERM
 
 # 1. Python requirements ---------------------------------------------------------------------------
 if [ "${PINSAGE_SKIP_INSTALL:-0}" != "1" ]; then
-  say "pip: installing requirements.txt -c constraints.txt"
+  say "pip: installing requirements.txt -c constraints.txt and the project (-e .)"
   "$PY" -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
+  "$PY" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 fi
 
 # What the tests write from here on (temporary stores, logs, the private server) is this user's only.

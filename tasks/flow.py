@@ -2,8 +2,7 @@
 
     python -m tasks.flow --data data/ml-latest-small --run-id try1 [--epochs 2 ...]
 
-``HANDED`` is the DAG's wiring as data: what each step is handed from the results of the steps
-before it, exactly as ``dags/pinsage_daily.py`` hands it through XCom.
+What each step is handed comes from :mod:`tasks.handovers`, as in ``dags/pinsage_daily.py``.
 """
 
 from __future__ import annotations
@@ -13,29 +12,18 @@ import json
 import logging
 
 from tasks import evaluate, export, features, graph, index, neighbors, prepare, register, train
+from tasks.handovers import ORDER, handed
 
 STEPS = {"features": features, "graph": graph, "neighbors": neighbors, "train": train, "export": export,
          "index": index, "evaluate": evaluate, "register": register}
-HANDED = {
-    "features": lambda d: {"prepare_dir": d["prepare"]["prepare_dir"]},
-    "graph": lambda d: {"prepare_dir": d["prepare"]["prepare_dir"]},
-    "neighbors": lambda d: {"graph": d["graph"]["graph"]},
-    "train": lambda d: {"features": d["features"]["features"], "neighbors": d["neighbors"]["neighbors"]},
-    "export": lambda d: {"model_uri": d["train"]["model_uri"]},
-    "index": lambda d: {k: d["export"][k] for k in ("embeddings_dir", "model_uri", "model_sha256")},
-    "evaluate": lambda d: {"embeddings_dir": d["index"]["embeddings_dir"], "index_dir": d["index"]["index_dir"]},
-    "register": lambda d: {**{k: d["index"][k] for k in ("model_uri", "embeddings_dir", "index_dir")},
-                           "metrics": d["evaluate"]["metrics"]},
-}
-ORDER = ("prepare", *STEPS)
 
 
 def continue_chain(ref: dict, done: dict) -> dict:
-    """Run every step of ``ORDER`` not in ``done`` (step -> its result), handing each what the DAG does."""
+    """Run every step not in ``done`` (step -> its result), in order, handing each what the DAG does."""
     done = dict(done)
-    for name, step in STEPS.items():
+    for name in ORDER[1:]:
         if name not in done:
-            done[name] = step.run(ref, **HANDED[name](done))
+            done[name] = STEPS[name].run(ref, **handed(name, **done))
     return done
 
 

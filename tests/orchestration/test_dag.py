@@ -31,10 +31,11 @@ PARSE = textwrap.dedent("""
     socket.socket.connect = refuse
     socket.create_connection = refuse
     before = set(sys.modules)
-    from airflow.dag_processing.dagbag import DagBag
+    from pathlib import Path
+    from airflow.dag_processing.dagbag import BundleDagBag
     loaded_by_airflow = set(sys.modules) - before
     before_dags = set(sys.modules)
-    bag = DagBag(dag_folder=sys.argv[1])
+    bag = BundleDagBag(dag_folder=sys.argv[1], bundle_path=Path(sys.argv[1]))  # as the dag-processor parses
     new = set(sys.modules) - before_dags
     dag = bag.dags.get("pinsage_daily")
     out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dag_ids": sorted(bag.dags),
@@ -108,7 +109,8 @@ def test_the_dag_parses_without_import_errors(parsed):
 
 # The parameter table the forms are generated from: stdlib only, the one part of the project a DAG
 # file may import while it is parsed.
-PARSE_TIME = {"pinsage", "pinsage.run", "pinsage.run.params", "pinsage.run.dotted"}
+PARSE_TIME = {"pinsage", "pinsage.run", "pinsage.run.params", "pinsage.run.param", "pinsage.run.dotted", "tasks",
+              "tasks.handovers"}
 
 
 def test_parsing_imports_nothing_heavy_and_touches_no_network(parsed):
@@ -122,6 +124,16 @@ def test_the_expected_tasks_and_edges(parsed):
     assert set(parsed["tasks"]) == {"prepare", "features", "graph", "neighbors", "train", "export", "index",
                                     "evaluate", "register", "announce_champion"}
     assert {tuple(e) for e in parsed["edges"]} == EXPECTED_EDGES
+
+
+def test_the_dags_edges_are_the_handovers_tasks_flow_runs(parsed):
+    """What each task reads (its upstream tasks) is what tasks.handovers hands its step, which is
+    also what tasks.flow hands it in one process: the wiring is written once."""
+    from tasks.handovers import HANDED, ORDER, upstream
+
+    assert {(source, step) for step in HANDED for source in upstream(step)} | {("register", "announce_champion")} \
+        == {tuple(e) for e in parsed["edges"]}
+    assert ORDER[0] == "prepare" and all(ORDER.index(u) < ORDER.index(s) for s in HANDED for u in upstream(s))
 
 
 def test_schedule_retries_timeouts_tags_and_docs(parsed):

@@ -37,12 +37,17 @@ MODEL = "reliability-refresh"
 
 
 def _call_step():
+    """``call(function, *args)`` as the refresh DAG's tasks call a step: under the wiring's fail_fast."""
     sys.path.insert(0, str(ROOT / "dags"))
     try:
-        from pinsage_wiring import call_step
+        from pinsage_wiring import fail_fast
     finally:
         sys.path.remove(str(ROOT / "dags"))
-    return call_step
+
+    def call(function, *args, **kwargs):
+        with fail_fast():
+            return function(*args, **kwargs)
+    return call
 
 
 def _versions(c) -> list[str]:
@@ -110,7 +115,7 @@ def test_a_defective_new_item_row_fails_embed_naming_file_row_and_column_and_reg
         assert (info.value.file, info.value.column, info.value.row) == (file, column, row)
         # the DAG's task fails for good: a retry cannot fix the file
         with pytest.raises(AirflowFailException, match=re.escape(f"DatasetError: {message}")):
-            _call_step()("refresh", "embed", params, run_key=run_key, dag_id=refresh.DAG_ID)
+            _call_step()(refresh.embed, params, run_key=run_key, dag_id=refresh.DAG_ID)
         run_dir = refresh.run_dir_for(refresh.DAG_ID, run_key)
         assert not (run_dir / "refresh").exists() and not list(run_dir.rglob("refresh_embed*"))  # no step record
         assert c.search_runs([exp], f"tags.`airflow.run_id` = '{run_key}'") == []  # no MLflow run either
@@ -145,7 +150,7 @@ def test_mlflow_down_during_refresh_register_fails_retryably_and_the_retry_regis
         assert "Nothing was registered" in text and "retried" in text
         assert not isinstance(down.value, errors.permanent_errors())
         with pytest.raises(errors.MlflowUnavailable):  # the DAG's wrapper lets Airflow retry it
-            call_step("refresh", "register", embedded)
+            call_step(refresh.register, embedded)
     finally:
         mlflow_server.start()  # the same port and the same store
     assert _versions(c) == before and _champion(c) == parent
