@@ -54,8 +54,6 @@ REVEALED = (0, 3)  # interactions revealed per new item (docs/evaluation.md: r =
 FEATURES_K0 = "no convolution (K=0), features only"
 # PinSage's test MRR over the best other method (chosen on validation) that the new-items issue asks
 BAR = {("to-new", 0): 1.1, ("to-new", 3): 1.3, ("from-new", 3): 1.2}
-CONTENT = ("annotation", "visual", "combined")
-GRAPH = ("popularity", "pixie", "itemknn", "ease", "rp3beta")
 
 
 def write_dataset(directory: Path, items: pd.DataFrame, interactions: pd.DataFrame, source: Path,

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pinsage.features.words import (
     item_annotations,
@@ -151,10 +150,6 @@ def save_features(directory: str | Path, table: pa.Table, manifest: dict) -> Pat
     write_table(directory / "features.parquet", table)
     write_json(directory / "features_manifest.json", manifest)
     return directory / "features.parquet"
-
-
-def load_features(path: str | Path) -> pa.Table:
-    return pq.read_table(path)
 
 
 def feature_matrix(table: pa.Table) -> np.ndarray:

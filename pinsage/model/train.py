@@ -7,7 +7,7 @@ import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -303,7 +303,3 @@ def _train(model, data: TrainData, config: TrainConfig, checkpoint_dir, evaluate
     model.load_state_dict(best_state)
     model.to("cpu").eval()
     return model, state
-
-
-def config_dict(config: TrainConfig) -> dict:
-    return asdict(config)
