@@ -39,6 +39,7 @@ import pandas as pd
 from pinsage.data import columns
 from pinsage.data.errors import DatasetError
 from pinsage.data.readers import Table, read_table
+from pinsage.util.io import update_sha256
 
 ITEMS = "items"
 INTERACTIONS = "interactions"
@@ -222,7 +223,5 @@ def data_fingerprint(path) -> str:
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode() + b"\0" + str(os.path.getsize(f)).encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+        update_sha256(h, f)
     return h.hexdigest()

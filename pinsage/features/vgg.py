@@ -27,7 +27,6 @@ fc7 product. ``layer="fc7"`` is available.
 from __future__ import annotations
 
 import collections
-import hashlib
 import os
 import re
 import time
@@ -41,6 +40,7 @@ import torch
 from torch import nn
 
 from pinsage.features.images import ImageReport, checked_image_path, decode, items_row_locator
+from pinsage.util.io import sha256_file
 from pinsage.util.resources import resolve_device
 
 VGG16_CHANNELS = (64, 128, 256, 512, 512)  # output channels of the five conv blocks
@@ -111,14 +111,6 @@ def expected_keys() -> list[str]:
             + [f"classifier.{i}.{p}" for i in (0, 3, 6) for p in ("weight", "bias")])
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @dataclass
 class LoadedVGG:
     model: VGG16
@@ -136,7 +128,7 @@ def load_vgg16(path: str | os.PathLike) -> LoadedVGG:
     if not path.is_file():
         raise FileNotFoundError(f"VGG16 weights file not found: {path} (give a local copy of "
                                 "torchvision's vgg16 weights, e.g. vgg16-397923af.pth; nothing is downloaded)")
-    digest = _sha256(path)
+    digest = sha256_file(path)
     hub = _HUB_HASH.search(path.name)
     if hub and not digest.startswith(hub.group(1).lower()):
         raise ValueError(f"{path.name}: sha256 {digest[:16]}... does not match the hash prefix "

@@ -136,10 +136,14 @@ def column_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.asarray(flat, dtype=np.float32).reshape(len(column), d)  # (N*D,) -> (N, D)
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """sha256 (hex) of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.sha256()
+def update_sha256(h, path: str | os.PathLike):
+    """Feed a file's bytes to the hash ``h`` (``hashlib.sha256()``) in 1 MiB chunks. -> h"""
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()
+    return h
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 (hex) of a file's bytes, read in 1 MiB chunks."""
+    return update_sha256(hashlib.sha256(), path).hexdigest()
