@@ -224,7 +224,8 @@ BAR_RATIO = 1.15  # the quality bar: test MRR and HR@10 at least this multiple o
 
 
 def quality_bar(report: dict, model: str = "pinsage", ablation: str = "no convolution (K=0)") -> dict:
-    """The quality issue's bar, checked on the report's own figures.
+    """The quality bar: whether the model beats the best baseline and its K=0 ablation, checked on the
+    report's own figures.
 
     ``beats_baselines``: the model's mean test MRR and HR@10 are >= ``BAR_RATIO`` x the best
     baseline's (best per metric on test: every baseline is beaten by that ratio) and the bootstrap
