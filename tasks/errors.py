@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pinsage.data.dataset import DatasetError
+from pinsage.run.dotted import ParamError
+from pinsage.run.params import BY_KEY, BY_NAME, SEED_KEYS
+
 
 class ConfigError(ValueError):
     """A parameter or override that can never work: retrying the step will not help."""
@@ -13,15 +17,12 @@ class MlflowUnavailable(RuntimeError):
 
 def permanent_errors() -> tuple[type[BaseException], ...]:
     """Exceptions an orchestrator should not retry (bad data, bad parameters, unimplemented engine)."""
-    from pinsage.data.dataset import DatasetError
-    from pinsage.run.dotted import ParamError
 
     return (DatasetError, ConfigError, ParamError, NotImplementedError)
 
 
 def param_name(param: str) -> str:
     """A refused parameter as the user wrote it: the DAG parameter, else the ``overrides`` key."""
-    from pinsage.run.params import BY_KEY, BY_NAME, SEED_KEYS
 
     if param in SEED_KEYS:
         return "DAG parameter 'seed'"

@@ -15,9 +15,10 @@ from __future__ import annotations
 import logging
 import math
 
-from tasks import browse, tracking
+from pinsage import pipeline
+from pinsage.eval.baselines import setting_text
+from tasks import mlflow_ui, tracking
 from tasks.step import main_for, stage_logger, stage_step
-
 
 # The figures logged as MLflow metrics, per method: what people compare runs on. Every figure of
 # every method stays in metrics.json and the table metrics.md (HR@50, ...).
@@ -38,10 +39,9 @@ def metric_values(metrics: dict) -> dict[str, float]:
 
 def _report(c, ref: dict, cfg) -> str | None:
     """Render and log ``report.html``; on failure record why (tag) and carry on. -> its path or None"""
-    from pinsage import pipeline
 
     rid = ref["mlflow_run_id"]
-    link = browse.run_link(tracking.configure_mlflow(), ref["experiment_id"], rid)
+    link = mlflow_ui.run_link(tracking.configure_mlflow(), ref["experiment_id"], rid)
     try:
         path = pipeline.report(cfg, log=stage_logger("evaluate"), mlflow_run_url=link)["report"]
     except Exception as err:  # noqa: BLE001  (the evaluation stands without its report)
@@ -53,8 +53,6 @@ def _report(c, ref: dict, cfg) -> str | None:
 
 
 def run(ref: dict, embeddings_dir: str | None = None, index_dir: str | None = None) -> dict:
-    from pinsage import pipeline
-    from pinsage.eval.baselines import setting_text
 
     with stage_step(ref, "evaluate", handed={"embeddings": embeddings_dir, "index": index_dir}) as s:
         c, rid = s.client, s.mlflow_run_id
@@ -65,7 +63,7 @@ def run(ref: dict, embeddings_dir: str | None = None, index_dir: str | None = No
             raise ValueError(f"validation MRR is {values['validation_mrr']}: the evaluation failed")
         # on the run and on its logged model (filled by register), linked to the evaluation dataset
         tracking.log_metrics(c, rid, values, dataset=(ref.get("datasets") or {}).get("evaluation"),
-                             model_id=browse.step_logged_model(c, ref))
+                             model_id=mlflow_ui.step_logged_model(c, ref))
         # the baselines' settings chosen on validation (weights, EASE's lambda, RP3beta's alpha and beta, ...)
         tracking.log_params(c, rid, {f"baselines.{name}.{k}": setting_text(v)
                                      for name, params in metrics.get("hyperparameters", {}).items()

@@ -5,11 +5,11 @@
 
 from __future__ import annotations
 
+from pinsage import pipeline
 from tasks.step import main_for, stage_step
 
 
 def run(ref: dict, prepare_dir: str | None = None) -> dict:
-    from pinsage import pipeline
 
     with stage_step(ref, "graph", handed={"prepare": prepare_dir}) as s:
         out = pipeline.graph(s.cfg, log=s.log)

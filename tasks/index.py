@@ -12,7 +12,6 @@ from __future__ import annotations
 from pinsage import pipeline
 from pinsage.export.index import answers_sha256
 from pinsage.util.io import sha256_file
-
 from tasks import registry
 from tasks.runs import read_step_record
 from tasks.step import main_for, stage_step

@@ -36,10 +36,11 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from mlflow.models import set_model
+from mlflow.models import ModelSignature, set_model
 from mlflow.pyfunc import PythonModel
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
-from pinsage.serve.recommend import DEFAULT_K, OUTPUT_COLUMNS
+from pinsage.serve.recommend import DEFAULT_K, OUTPUT_COLUMNS, Catalogue
 
 # Distributions the model needs at load time (exact versions of this environment are pinned); no
 # torch: the answer path never imports it (tests/serving/test_serve.py loads the model without it).
@@ -62,7 +63,6 @@ def answer_frame(records: list[dict]) -> pd.DataFrame:
 
 class PinSageRecommender(PythonModel):
     def load_context(self, context) -> None:
-        from pinsage.serve.recommend import Catalogue
 
         art = context.artifacts
         self.catalogue = Catalogue.from_dirs(art["index"], art["embeddings"], art["items"])
@@ -82,8 +82,6 @@ class PinSageRecommender(PythonModel):
 
 
 def signature():
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
     inputs = Schema([ColSpec("string", "item_id"), ColSpec("long", "k", required=False)])
     outputs = Schema([ColSpec("string", "query_item_id"), ColSpec("long", "rank", required=False),

@@ -24,6 +24,15 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import DatasetInput, InputTag
+from mlflow.exceptions import MlflowException
+from mlflow.types import ColSpec, DataType, Schema
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
+
+from pinsage.eval.selection import run_best_baseline
+
 DIGEST_CHARS = 32  # MLflow stores at most 36 characters of a dataset digest
 NOTE = "mlflow.note.content"
 PROJECT_TAGS = {"project": "pinsage", "task": "related-items recommendation",
@@ -31,9 +40,6 @@ PROJECT_TAGS = {"project": "pinsage", "task": "related-items recommendation",
 
 
 def _datasets(ref: dict, summary: dict):
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.types import ColSpec, DataType, Schema
 
     class ProfiledDataset(MetaDataset):
         """A MetaDataset with a profile (MLflow shows it beside the dataset's schema)."""
@@ -78,8 +84,6 @@ def _datasets(ref: dict, summary: dict):
 
 def log_datasets(c, ref: dict, summary: dict) -> dict:
     """Log the run's two datasets as inputs; returns ``{context: {"name", "digest"}}`` for the ref."""
-    from mlflow.entities import DatasetInput, InputTag
-    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     datasets = _datasets(ref, summary)
     run = c.get_run(ref["mlflow_run_id"])
@@ -97,7 +101,6 @@ MODEL_TAG = "pinsage.logged_model_id"
 def logged_model(c, run_id: str, *, model_name: str, dag_id: str, run_key: str, user: str | None = None,
                  data_sha256: str = "") -> str:
     """The MLflow run's logged model id: found again (run tag) or created PENDING with the run's params."""
-    from mlflow.exceptions import MlflowException
 
     run = c.get_run(run_id)
     model_id = run.data.tags.get(MODEL_TAG)
@@ -123,7 +126,6 @@ def step_logged_model(c, ref: dict) -> str:
 
 def source_tags(dag_id: str, task: str | None = None, user: str | None = None) -> dict[str, str]:
     """``mlflow.source.*`` and ``mlflow.user``: the Airflow DAG (and task) that made a run or a model."""
-    from mlflow.utils.mlflow_tags import MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
 
     where = f"Airflow DAG {dag_id}" if dag_id != "cli" else "python -m tasks"
     tags = {MLFLOW_SOURCE_NAME: f"{where}, task {task}" if task else where, MLFLOW_SOURCE_TYPE: "JOB"}
@@ -152,7 +154,6 @@ def run_description(ref: dict, summary: dict, settings: dict) -> str:
 
 def _set_tags(current, set_tag, read_tags, tags: dict[str, str]) -> None:
     """Set the tags whose value differs; a concurrent step setting the same tag first is no error."""
-    from mlflow.exceptions import MlflowException
 
     for k, v in tags.items():
         if current.get(k) == v:
@@ -196,7 +197,6 @@ def version_description(*, promoted: bool, reason: str, metrics: dict, ref: dict
     """The model version's description: the gate's decision, the figures beside the best baseline."""
     pin_v = metrics.get("validation", {}).get("methods", {}).get("pinsage", {})
     pin_t = metrics.get("methods", {}).get("pinsage", {})
-    from pinsage.eval.selection import run_best_baseline
 
     base = run_best_baseline(metrics)
     base_t = metrics["methods"].get(base, {}) if base else {}

@@ -5,11 +5,11 @@
 
 from __future__ import annotations
 
+from pinsage import pipeline
 from tasks.step import main_for, stage_step
 
 
 def run(ref: dict, graph: str | None = None) -> dict:
-    from pinsage import pipeline
 
     with stage_step(ref, "neighbors", handed={"graph_file": graph}) as s:
         out = pipeline.neighbors(s.cfg, log=s.log)

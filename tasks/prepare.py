@@ -13,7 +13,12 @@ import logging
 from datetime import datetime
 from pathlib import Path
 
-from tasks import browse, tracking
+from pinsage import pipeline
+from pinsage.data.dataset import data_fingerprint
+from pinsage.run.layout import RunDir
+from pinsage.run.params import ParamError, add_arguments, values_from_args
+from pinsage.util.io import write_json
+from tasks import mlflow_ui, tracking
 from tasks.errors import config_error
 from tasks.provenance import git_commit
 from tasks.redact import flat_params, redact
@@ -43,13 +48,8 @@ def run(params: dict, *, run_key: str, dag_id: str = "cli", logical_date: str | 
     """Create (or find again) the run, write ``config.json`` and ``run.json``, run ``prepare``.
 
     Logs the training and evaluation data as the run's MLflow datasets and describes the run (see
-    :mod:`tasks.browse`). Returns the run reference every later step takes.
+    :mod:`tasks.mlflow_ui`). Returns the run reference every later step takes.
     """
-    from pinsage import pipeline
-    from pinsage.data.dataset import data_fingerprint
-    from pinsage.run.layout import RunDir
-    from pinsage.run.params import ParamError
-    from pinsage.util.io import write_json
 
     settings = build_settings(params)
     max_ts = resolve_max_timestamp(params, run_type, data_interval_end)
@@ -66,9 +66,9 @@ def run(params: dict, *, run_key: str, dag_id: str = "cli", logical_date: str | 
             "pinsage.engine": cfg.engine, "mlflow.runName": run_key[:250]}
     ref = {"run_key": run_key, "dag_id": dag_id, "run_dir": str(run_dir),
            "config": str(run.config), "experiment_id": exp_id, "settings": settings,
-           "data_path": cfg.data, "user": browse.run_user(triggered_by, run_type)}
-    tags.update(browse.source_tags(ref["dag_id"], user=ref["user"]))
-    browse.describe_experiment(c, exp_id)
+           "data_path": cfg.data, "user": mlflow_ui.run_user(triggered_by, run_type)}
+    tags.update(mlflow_ui.source_tags(ref["dag_id"], user=ref["user"]))
+    mlflow_ui.describe_experiment(c, exp_id)
     mlflow_run_id = tracking.find_or_create_run(c, exp_id, dag_id, run_key, tags)
     ref["mlflow_run_id"] = mlflow_run_id
     write_json(run.config, cfg.to_dict())
@@ -93,8 +93,8 @@ def run(params: dict, *, run_key: str, dag_id: str = "cli", logical_date: str | 
         c.set_tag(mlflow_run_id, "data_path", cfg.data)
         ref["data_sha256"] = fingerprint
         # the data's counts are the datasets' profiles, not single-point metrics
-        datasets = browse.log_datasets(c, ref, summary)
-        c.set_tag(mlflow_run_id, browse.NOTE, browse.run_description(ref, summary, settings))
+        datasets = mlflow_ui.log_datasets(c, ref, summary)
+        c.set_tag(mlflow_run_id, mlflow_ui.NOTE, mlflow_ui.run_description(ref, summary, settings))
         tracking.log_json_redacted(c, mlflow_run_id, "config.json", cfg.to_dict())
         # the catalogue, training edges and validation pairs: what a refresh of this version starts from
         for path in (run.summary_file, run.items, run.split("train"), run.split("valid")):
@@ -107,14 +107,12 @@ def run(params: dict, *, run_key: str, dag_id: str = "cli", logical_date: str | 
 
 def add_param_arguments(p: argparse.ArgumentParser) -> None:
     """The table's flags (run settings included) and ``--params FILE`` of DAG-style parameters."""
-    from pinsage.run.params import add_arguments
 
     p.add_argument("--params", default=None, help="JSON file of DAG-style parameters (the flags win)")
     add_arguments(p, settings=True)
 
 
 def params_from_args(args) -> dict:
-    from pinsage.run.params import values_from_args
 
     params = json.loads(Path(args.params).read_text()) if args.params else {}
     given = values_from_args(args)

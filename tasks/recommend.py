@@ -13,6 +13,8 @@ import sys
 import mlflow
 import pandas as pd
 
+from pinsage.serve.recommend import recommend_main
+
 
 def registered_source(model_uri: str, tracking_uri: str | None = None):
     """``(Catalogue, answer)`` of a registered PinSage recommender.
@@ -35,7 +37,6 @@ def registered_source(model_uri: str, tracking_uri: str | None = None):
 
 
 def main(argv=None) -> int:
-    from pinsage.serve.recommend import recommend_main
 
     p = argparse.ArgumentParser(prog="python -m tasks.recommend", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, metavar="URI", help="an MLflow model, e.g. models:/pinsage@champion")

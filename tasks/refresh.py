@@ -34,10 +34,10 @@ import mlflow
 from pinsage.data.dataset import load_dataset
 from pinsage.report import write_report
 from pinsage.run.layout import RunDir
+from pinsage.run.params import add_arguments, values_from_args
 from pinsage.serve.coldstart import embed_new_items
 from pinsage.util.io import atomic_dir, atomic_path, write_json
-
-from tasks import browse, registry, tracking
+from tasks import mlflow_ui, registry, tracking
 from tasks.errors import ConfigError
 from tasks.provenance import git_commit
 from tasks.runs import run_dir_for, write_step_record
@@ -125,7 +125,7 @@ def register(embedded: dict) -> dict:
             "mlflow.runName": embedded["run_key"][:250], "pinsage.kind": "refresh",
             "pinsage.parent_version": embedded["parent_version"], "git_commit": git_commit()}
     rid = tracking.find_or_create_run(c, exp_id, embedded["dag_id"], embedded["run_key"], tags)
-    c.set_tag(rid, browse.NOTE, f"Refresh of `{name}` version {embedded['parent_version']} without retraining: "
+    c.set_tag(rid, mlflow_ui.NOTE, f"Refresh of `{name}` version {embedded['parent_version']} without retraining: "
                                 f"{embedded['n_new']} new items embedded with its network; no existing item's "
                                 "embedding moved.")
     # a lost server is the retryable MlflowUnavailable, and the run is marked FAILED, like the daily steps
@@ -135,7 +135,7 @@ def register(embedded: dict) -> dict:
             tracking.log_artifacts(c, rid, path)
         for d in (out.prepare, out.features, out.neighbors, out.embeddings, out.index):
             tracking.log_artifacts(c, rid, d, out.relative(d))
-        mv = registry.register_version(c, name, rid, browse.logged_model(
+        mv = registry.register_version(c, name, rid, mlflow_ui.logged_model(
             c, rid, model_name=name, dag_id=embedded["dag_id"], run_key=embedded["run_key"]), out, tags={
                 "pinsage.promotion": "candidate", "pinsage.kind": "refresh",
                 "pinsage.parent_version": embedded["parent_version"], "pinsage.new_items": str(embedded["n_new"]),
@@ -164,7 +164,6 @@ def register(embedded: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    from pinsage.run.params import add_arguments, values_from_args
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -13,8 +13,7 @@ this MLflow run (no duplicate).
 from __future__ import annotations
 
 from pinsage.util.io import sha256_file
-
-from tasks import browse, registry
+from tasks import mlflow_ui, registry
 from tasks.runs import read_step_record, require, step_record_path
 from tasks.step import main_for, stage_step
 
@@ -43,7 +42,7 @@ def run(ref: dict, model_uri: str | None = None, embeddings_dir: str | None = No
         test_mrr = registry.as_mrr(m.get("methods", {}).get("pinsage", {}).get("mrr"))
         commit = c.get_run(rid).data.tags.get("git_commit", "")
         # the logged model was created by evaluate, with the evaluation's metrics
-        mv = registry.register_version(c, name, rid, browse.step_logged_model(c, ref), rundir, tags={
+        mv = registry.register_version(c, name, rid, mlflow_ui.step_logged_model(c, ref), rundir, tags={
             "pinsage.promotion": "candidate", "validation_mrr": f"{validation_mrr:.4f}",
             "test_mrr": f"{test_mrr:.4f}", "model_sha256": checked["model_sha256"], "source_model_uri": model_uri,
             "data_sha256": ref.get("data_sha256", ""), "airflow.dag_id": ref["dag_id"],
@@ -53,7 +52,7 @@ def run(ref: dict, model_uri: str | None = None, embeddings_dir: str | None = No
         report = (f"{c.get_run(rid).info.artifact_uri}/report.html"
                   if step_record_path(ref, "evaluate").is_file()
                   and read_step_record(ref, "evaluate").get("report") else None)
-        c.update_model_version(name, version, description=browse.version_description(
+        c.update_model_version(name, version, description=mlflow_ui.version_description(
             promoted=promoted, reason=reason, metrics=m, ref=ref, commit=commit, report_uri=report))
         c.set_tag(rid, "pinsage.model_version", version)
         c.set_tag(rid, "pinsage.promoted", str(promoted).lower())

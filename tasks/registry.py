@@ -49,8 +49,7 @@ from pinsage.export.embeddings import read_embeddings, read_prior
 from pinsage.export.index import answers_sha256
 from pinsage.run.layout import RunDir
 from pinsage.util.io import atomic_dir, write_json
-
-from tasks import browse, tracking
+from tasks import mlflow_ui, tracking
 from tasks.runs import require, runs_dir, safe_name
 
 CHAMPION = "champion"
@@ -309,7 +308,7 @@ def ensure_registered_model(c, name: str) -> None:
             c.create_registered_model(name)
         except MlflowException:
             c.get_registered_model(name)  # created concurrently
-    browse.describe_registered_model(c, name)
+    mlflow_ui.describe_registered_model(c, name)
 
 
 def register_version(c, name: str, run_id: str, model_id: str, run: RunDir, tags: dict[str, str],

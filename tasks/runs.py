@@ -19,6 +19,8 @@ import os
 import re
 from pathlib import Path
 
+from pinsage.util.io import write_json
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = REPO_ROOT / ".pinsage"
 RUN_JSON = "run.json"
@@ -52,7 +54,6 @@ def step_record_path(ref: dict, step: str) -> Path:
 
 
 def write_step_record(ref: dict, step: str, result: dict) -> None:
-    from pinsage.util.io import write_json
 
     write_json(step_record_path(ref, step), result)
 

@@ -27,6 +27,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+import mlflow
+
 from pinsage.serve.http import Loaded, Serving, create_app, now_iso, run_server
 from pinsage.serve.recommend import Catalogue
 
@@ -44,7 +46,6 @@ def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
 
 def load_version(client, name: str, version: str, cache: Path) -> Catalogue:
     """A registered version's catalogue: its index (and answer table), embeddings and titles."""
-    import mlflow
 
     root = f"models:/{name}/{version}/artifacts"
     listed = {Path(f.path).name: f for f in mlflow.artifacts.list_artifacts(artifact_uri=root)}
@@ -66,7 +67,6 @@ class Follower:
 
     def __init__(self, model_uri: str, serving: Serving, poll_seconds: float = 30.0,
                  tracking_uri: str | None = None):
-        import mlflow
 
         self.name, self.alias, self.version = parse_model_uri(model_uri)
         self.serving, self.poll_seconds = serving, poll_seconds

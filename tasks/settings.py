@@ -12,6 +12,9 @@ import json
 import os
 from pathlib import Path
 
+from pinsage.run.config import PipelineConfig
+from pinsage.run.dotted import ParamError
+from pinsage.run.params import BY_NAME, check_settings, config_from_params
 from tasks.errors import config_error
 from tasks.runs import REPO_ROOT
 
@@ -25,8 +28,6 @@ def resolve_data_path(data: str) -> str:
 
 def build_config(params: dict, out: str | Path, max_timestamp: int | None = None):
     """The checked PipelineConfig of a run; a refusal is a ConfigError naming the DAG parameter."""
-    from pinsage.run.dotted import ParamError
-    from pinsage.run.params import BY_NAME, config_from_params
 
     data = resolve_data_path(params.get("data") or BY_NAME["data"].default)
     try:
@@ -37,8 +38,6 @@ def build_config(params: dict, out: str | Path, max_timestamp: int | None = None
 
 def build_settings(params: dict) -> dict:
     """The run settings (registered model, experiment, gates) with the table's defaults, checked."""
-    from pinsage.run.dotted import ParamError
-    from pinsage.run.params import check_settings
 
     try:
         return check_settings(params)
@@ -47,6 +46,5 @@ def build_settings(params: dict) -> dict:
 
 
 def load_config(ref: dict):
-    from pinsage.run.config import PipelineConfig
 
     return PipelineConfig.from_dict(json.loads(Path(ref["config"]).read_text()))

@@ -24,6 +24,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from pinsage.run.layout import RunDir
 from tasks import tracking
 from tasks.runs import handed as check_handed
 from tasks.runs import read_ref, write_step_record
@@ -60,7 +61,6 @@ def stage_step(ref: dict, name: str, handed: dict[str, Any] | None = None,
                check: Callable[[Step], None] | None = None) -> Iterator[Step]:
     """Open step ``name`` of the run ``ref`` (see the module docstring); yields the :class:`Step`.
     ``check(step)``: refuses inputs that can never work, before the MLflow run is marked."""
-    from pinsage.run.layout import RunDir
 
     cfg = load_config(ref)
     run = RunDir(cfg.out)

@@ -14,9 +14,15 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
+
+import mlflow
+import requests
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
 
 from tasks.errors import ConfigError, MlflowUnavailable
 from tasks.redact import redact, redact_obj
@@ -27,7 +33,6 @@ log = logging.getLogger("pinsage.tasks")
 
 def configure_mlflow() -> str:
     """Default the tracking URI to the project's local SQLite store; return the URI in use."""
-    import mlflow
 
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
@@ -48,7 +53,6 @@ def check_tracking_server(uri: str | None = None, timeout: float = 10.0) -> None
     uri = uri or configure_mlflow()
     if not uri.startswith(("http://", "https://")):
         return
-    import requests
 
     try:
         r = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
@@ -67,7 +71,6 @@ def check_tracking_server(uri: str | None = None, timeout: float = 10.0) -> None
 
 
 def client():
-    from mlflow import MlflowClient
 
     check_tracking_server(configure_mlflow())
     return MlflowClient()
@@ -127,7 +130,6 @@ def sql_quote(s: str) -> str:
 
 
 def log_params(c, run_id: str, params: dict[str, str]) -> None:
-    from mlflow.entities import Param
 
     existing = c.get_run(run_id).data.params
     changed = {k: (existing[k], v) for k, v in params.items() if k in existing and existing[k] != v[:6000]}
@@ -147,7 +149,6 @@ def log_metrics(c, run_id: str, metrics: dict[str, float], step: int = 0, datase
     run's input) link the values to the model and the data they were measured on, as MLflow's UI
     shows them on the model's page.
     """
-    from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
     link = {"dataset_name": dataset["name"], "dataset_digest": dataset["digest"]} if dataset else {}
@@ -165,7 +166,6 @@ def log_metrics(c, run_id: str, metrics: dict[str, float], step: int = 0, datase
 
 def log_json_redacted(c, run_id: str, name: str, obj: dict, artifact_path: str | None = None) -> None:
     """Log ``obj`` as the artifact ``name`` with secrets hidden (the run directory keeps the original)."""
-    import tempfile
 
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / name

@@ -10,8 +10,9 @@ resumes from ``last.pt``: the finished epochs are not recomputed and not logged 
 
 from __future__ import annotations
 
-from tasks import tracking
+from pinsage import pipeline
 from pinsage.util.io import sha256_file
+from tasks import tracking
 from tasks.step import main_for, stage_step
 
 CHECKPOINT_ARTIFACTS = "checkpoint"
@@ -24,7 +25,6 @@ def epoch_metrics(record: dict) -> dict[str, float]:
 
 
 def run(ref: dict, features: str | None = None, neighbors: str | None = None) -> dict:
-    from pinsage import pipeline
 
     with stage_step(ref, "train", handed={"features_table": features, "neighbors_table": neighbors}) as s:
         def on_epoch_end(record: dict) -> None:

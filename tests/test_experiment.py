@@ -203,7 +203,7 @@ def test_best_baseline_is_chosen_on_validation():
 def test_report_and_version_description_name_the_validation_best(tmp_path):
     from pinsage.report import _comparison_sentence
     from pinsage.run.layout import RunDir
-    from tasks.browse import version_description
+    from tasks.mlflow_ui import version_description
 
     rng = np.random.default_rng(0)
     ranks = pd.DataFrame({"split": "test", "query": np.arange(40), "target": np.arange(40) + 1,

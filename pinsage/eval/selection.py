@@ -5,7 +5,7 @@
 * The best baseline is the baseline with the highest **validation** MRR (in the experiments: the mean
   over seeds). It is chosen as settings are, on validation pairs; test figures are only reported.
 
-Used by the run report, the model version description (``tasks/browse.py``) and the experiments.
+Used by the run report, the model version description (``tasks/mlflow_ui.py``) and the experiments.
 """
 
 from __future__ import annotations
