@@ -26,7 +26,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import dag, get_current_context, task
-
+from airflow.sdk.exceptions import AirflowSkipException
 from pinsage_wiring import CHAMPION_ASSET, DAG_DEFAULTS, announce_champion_event, fail_fast, form_params
 
 DAG_ID = "pinsage_refresh"
@@ -49,7 +49,7 @@ PARAMS = form_params(DAG_ID, data="The dataset with the added items (and their f
 def pinsage_refresh():
     @task(execution_timeout=timedelta(hours=1))
     def embed() -> dict:
-        from tasks import refresh
+        from tasks import refresh  # at run time, as every step: parsing stays cheap
 
         ctx = get_current_context()
         with fail_fast():
@@ -57,8 +57,6 @@ def pinsage_refresh():
 
     @task(execution_timeout=timedelta(minutes=30))
     def register(embedded: dict) -> dict:
-        from airflow.sdk.exceptions import AirflowSkipException
-
         from tasks import refresh
 
         if not embedded["n_new"]:

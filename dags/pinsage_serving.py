@@ -23,7 +23,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import dag, get_current_context, task
-
 from pinsage_wiring import CHAMPION_ASSET, DAG_DEFAULTS, DEFAULT_ARGS, fail_fast
 
 DAG_ID = "pinsage_champion_reload"
@@ -44,7 +43,7 @@ DAG_ID = "pinsage_champion_reload"
 def pinsage_champion_reload():
     @task(execution_timeout=timedelta(minutes=2))
     def reload_recommender() -> dict:
-        from tasks.recommender_reload import on_champion
+        from tasks.recommender_reload import on_champion  # at run time: parsing stays cheap
 
         events = get_current_context()["triggering_asset_events"].get(CHAMPION_ASSET, [])
         with fail_fast():

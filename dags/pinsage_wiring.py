@@ -9,7 +9,10 @@ from __future__ import annotations
 import contextlib
 from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import Asset, BaseNotifier
+from airflow.sdk import Asset, BaseNotifier, Param, get_current_context
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from pinsage.run.params import form
 
 # Updated when a version takes the `champion` alias (a retrain or a refresh); the event's extra carries
 # the model name and version. A downstream DAG schedules on this object (dags/pinsage_serving.py) or on
@@ -19,10 +22,6 @@ CHAMPION_ASSET = Asset(name="pinsage_champion", uri="pinsage://registry/champion
 
 def form_params(dag_id: str, **descriptions: str) -> dict:
     """The trigger form of ``dag_id``: ``airflow.sdk.Param`` s generated from the parameter table."""
-    from airflow.sdk import Param
-
-    from pinsage.run.params import form
-
     return {name: Param(default, **schema) for name, (default, schema) in form(dag_id, descriptions).items()}
 
 
@@ -51,9 +50,7 @@ DEFAULT_ARGS = {
 def fail_fast():
     """Errors a retry cannot fix (bad input, a bad parameter: ``tasks.errors.permanent_errors``) fail
     the task at once, without Airflow's retries; anything else is retried."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from tasks.errors import permanent_errors
+    from tasks.errors import permanent_errors  # at run time: the step's error types pull pandas
 
     try:
         yield
@@ -80,9 +77,6 @@ def announce_champion_event(registered: dict, **extra) -> None:
 
     The event's extra carries the model name, version and URI, plus ``extra``.
     """
-    from airflow.sdk import get_current_context
-    from airflow.sdk.exceptions import AirflowSkipException
-
     if not registered["promoted"]:
         raise AirflowSkipException(f"version {registered['version']} is not champion: {registered['reason']}")
     get_current_context()["outlet_events"][CHAMPION_ASSET].extra = {

@@ -109,7 +109,7 @@ def deliver(facts: dict, url: str, timeout_s: float = 10.0) -> bool:
 
 def connection_url(conn_id: str = CONNECTION_ID) -> str | None:
     """The webhook URL of the Airflow Connection ``conn_id``, or None when it is not defined."""
-    from airflow.sdk import Connection
+    from airflow.sdk import Connection  # here: tasks/ imports Airflow only when a DAG's callback runs
 
     try:
         conn = Connection.get(conn_id)
