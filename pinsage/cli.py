@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from pinsage.run.params import BY_KEY, add_arguments, config_from_params, values_from_args
+from pinsage.data.errors import DatasetError
+from pinsage.run.params import BY_KEY, ParamError, add_arguments, config_from_params, values_from_args
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "ml-latest-small"
 
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     cold.add_argument("--data", required=True, help="the dataset with the added items (and any interactions)")
     cold.add_argument("--out", required=True, help="where the extended embeddings and index go")
     args = parser.parse_args(argv)
+    # Each command imports its own machinery here, so the cheap ones stay cheap: recommend and serve
+    # never import torch (serve also needs the service's starlette and uvicorn), the rest do.
     if args.command == "recommend":  # no torch import: answers in about a second
         from pinsage.serve.recommend import recommend_main, run_source
 
@@ -86,9 +89,6 @@ def main(argv: list[str] | None = None) -> int:
         serving.swap(Loaded(Catalogue.from_run(args.run), model=str(args.run), version="run", source=str(args.run)))
         run_server(create_app(serving), args.host, args.port)
         return 0
-
-    from pinsage.data.dataset import DatasetError
-    from pinsage.run.params import ParamError
 
     if args.command == "run" and args.protocol == "new-items":
         print("error: --protocol new-items is an experiment (training, then new items through the "
@@ -111,9 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                     return 0
                 _log(f"done: {Path(args.out) / 'new_items.md'}")
             else:
-                from pinsage.experiments.runner import run_experiment
-
-                from pinsage.experiments.runner import table1_rows
+                from pinsage.experiments.runner import run_experiment, table1_rows
 
                 only = None if args.only_seeds is None else tuple(int(i) for i in args.only_seeds.split(",") if i)
                 run_experiment(cfg, args.seeds, log=_log, t_values=tuple(int(t) for t in args.t_values.split(",") if t),

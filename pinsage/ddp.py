@@ -11,12 +11,12 @@ import argparse
 import json
 import time
 
+from pinsage.model.distributed import group_from_env
+from pinsage.pipeline import train
+from pinsage.run.config import PipelineConfig
+
 
 def main(argv: list[str] | None = None) -> int:
-    from pinsage.model.distributed import group_from_env
-    from pinsage.run.config import PipelineConfig
-    from pinsage.pipeline import train
-
     parser = argparse.ArgumentParser(prog="python -m pinsage.ddp", description=__doc__)
     parser.add_argument("--config", required=True, help="the run's PipelineConfig as JSON")
     args = parser.parse_args(argv)

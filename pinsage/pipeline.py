@@ -22,6 +22,7 @@ import torch
 from pinsage.data.adapters import resolve_dataset_dir
 from pinsage.data.dataset import DatasetError, load_dataset
 from pinsage.data.split import split_interactions
+from pinsage.data.tags import allowed_tags, append_tags
 from pinsage.engines import export_on_engine, walk_engine
 from pinsage.eval import baselines, tuning
 from pinsage.eval.metrics import embedding_scorer, evaluate_scorer, markdown_table, metrics_from_ranks
@@ -37,6 +38,7 @@ from pinsage.model.coldtwins import cold_twins
 from pinsage.model.network import build_model, load_model, save_model
 from pinsage.model.sampler import hard_negative_depth, negative_candidates, positive_pairs
 from pinsage.model.train import TrainData, epoch_pairs, train_model
+from pinsage.report import write_report
 from pinsage.run.config import PipelineConfig
 from pinsage.run.layout import RunDir
 from pinsage.run.params import check_catalogue, check_config
@@ -73,7 +75,6 @@ def prepare(cfg: PipelineConfig, log: Log = print) -> dict:
     items = ds.items.reset_index(drop=True)
     tags = None
     if ds.tags is not None:  # users' tags join the text: only those the training split could have seen
-        from pinsage.data.tags import allowed_tags, append_tags
         tags = allowed_tags(ds.tags, split.heldout)
         items = append_tags(items, tags)
     index = pd.Index(items["item_id"])
@@ -290,8 +291,6 @@ def evaluate(cfg: PipelineConfig, log: Log = print) -> dict:
 def report(cfg: PipelineConfig, log: Log = print, mlflow_run_url: str | None = None) -> dict:
     """``report.html``: metrics against the baselines, training curves, example queries (one page);
     ``mlflow_run_url``: the run's MLflow page, linked from the report when given."""
-    from pinsage.report import write_report
-
     path = write_report(RunDir(cfg.out), mlflow_run_url=mlflow_run_url)
     log(f"report: {path} ({path.stat().st_size / 1e3:.0f} kB)")
     return {"report": str(path)}

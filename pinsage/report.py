@@ -29,8 +29,12 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pinsage.charts import HIGHLIGHT, bar_chart, esc, line_chart
+from pinsage.eval.baselines import setting_text
+from pinsage.eval.metrics import metrics_from_ranks
 from pinsage.eval.selection import run_best_baseline
+from pinsage.eval.stats import paired_bootstrap
 from pinsage.run.layout import RunDir
+from pinsage.serve.recommend import Catalogue
 from pinsage.util.io import write_text
 
 METRICS = ("mrr", "hr@10", "hr@50", "hr@100")
@@ -109,9 +113,6 @@ def _comparison_sentence(run: RunDir, metrics: dict, model: str = "pinsage") -> 
     """PinSage against the best baseline in words: Δ MRR and Δ HR@10 over the test pairs with their
     paired bootstrap 95% intervals (``ranks.parquet``, fixed seed), and whether that is ahead, behind
     or within noise. -> an HTML paragraph"""
-    from pinsage.eval.metrics import metrics_from_ranks
-    from pinsage.eval.stats import paired_bootstrap
-
     other = run_best_baseline(metrics, model)  # the project's one rule: best validation MRR
     if other is None:
         return ""
@@ -157,8 +158,6 @@ def _metrics_section(run: RunDir, metrics: dict | None) -> str:
 
 def _settings_note(metrics: dict) -> str:
     """The baselines' settings chosen on validation pairs, and the baselines skipped (and why)."""
-    from pinsage.eval.baselines import setting_text
-
     chosen = [f"{esc(name)}: " + ", ".join(f"{esc(k)} {esc(setting_text(v))}" for k, v in params.items())
               for name, params in metrics.get("hyperparameters", {}).items()]
     skipped = [f"{esc(name)} skipped: {esc(why)}" for name, why in metrics.get("skipped", {}).items()]
@@ -192,8 +191,6 @@ def _training_section(history: dict | None) -> str:
 
 
 def _examples_section(run: RunDir, groups: list[QueryGroup], k: int) -> str:
-    from pinsage.serve.recommend import Catalogue
-
     catalogue = Catalogue.from_run(run)
     degree = training_degree(run)
     items = pq.read_table(run.items).to_pandas()

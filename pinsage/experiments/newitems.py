@@ -39,15 +39,23 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pinsage.eval.selection import best_baseline
-from pinsage.eval import baselines, tuning
 from pinsage import pipeline
+from pinsage.data.adapters import resolve_dataset_dir
+from pinsage.data.dataset import load_dataset
+from pinsage.data.split import DIRECTIONS, split_new_items
+from pinsage.data.tags import allowed_tags, append_tags
+from pinsage.eval import baselines, tuning
+from pinsage.eval.metrics import embedding_scorer, evaluate_scorer, metrics_from_ranks
+from pinsage.eval.selection import best_baseline
 from pinsage.eval.stats import aggregate, paired_bootstrap
 from pinsage.experiments.runner import Variant, run_variant
-from pinsage.run.layout import RunDir
 from pinsage.experiments.tables import interval_rows, mean_std
-from pinsage.util.io import write_json, write_table, write_text
+from pinsage.export.embeddings import read_embeddings, read_prior
+from pinsage.features.build import feature_blocks
 from pinsage.run.config import PipelineConfig
+from pinsage.run.layout import RunDir
+from pinsage.serve.coldstart import embed_new_items, extended_graph
+from pinsage.util.io import write_json, write_table, write_text
 
 Log = Callable[[str], None]
 REVEALED = (0, 3)  # interactions revealed per new item (docs/evaluation.md: r = 0 and r = 3)
@@ -84,12 +92,6 @@ def _scorers(cfg: PipelineConfig, cold: dict[str, Path], run: Path, data: Path, 
              valid: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[dict, dict]:
     """Every method's scorer over the extended catalogue per direction (the tuned baselines choose
     their settings on that direction's validation pairs), and those settings."""
-    from pinsage.serve.coldstart import extended_graph
-    from pinsage.data.dataset import load_dataset
-    from pinsage.export.embeddings import read_embeddings, read_prior
-    from pinsage.eval.metrics import embedding_scorer
-    from pinsage.features.build import feature_blocks
-
     out = RunDir(next(iter(cold.values())))
     ext_ids = out.item_ids()
     scorers = {}
@@ -121,13 +123,6 @@ def run_new_items_experiment(cfg: PipelineConfig, seeds: int, log: Log = print, 
     Each seed's results are kept in ``seed{i}/new_items_seed.json``; ``only_seeds`` computes just those
     seeds (side by side in separate processes) and returns None; a later call without it reads them
     and renders."""
-    from pinsage.data.adapters import resolve_dataset_dir
-    from pinsage.serve.coldstart import embed_new_items
-    from pinsage.data.dataset import load_dataset
-    from pinsage.eval.metrics import evaluate_scorer, metrics_from_ranks
-    from pinsage.data.split import DIRECTIONS, split_new_items
-    from pinsage.data.tags import allowed_tags, append_tags
-
     root = Path(cfg.out)
     source = resolve_dataset_dir(cfg.data, root / "dataset")
     ds = load_dataset(source)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pinsage.eval.metrics import embedding_scorer, evaluate_offsets, evaluate_scorer, metrics_from_ranks
 from pinsage.model.network import PinSage
 from pinsage.util.progress import Progress
 from pinsage.model.sampler import TensorBlock, computation_graph
@@ -100,8 +101,6 @@ def validation_mrr(model: PinSage, features: np.ndarray, neighbors: Neighbors, q
                    targets: np.ndarray) -> float:
     """MRR of the exported embeddings on (query, target) pairs under full ranking: training's epoch
     score (the plain cosine: the popularity prior's weight is chosen after training)."""
-    from pinsage.eval.metrics import embedding_scorer, evaluate_scorer, metrics_from_ranks
-
     emb = export_embeddings(model, features, neighbors)
     return metrics_from_ranks(evaluate_scorer(embedding_scorer(emb), queries, targets))["mrr"]
 
@@ -130,8 +129,6 @@ def choose_prior_weight(model: PinSage, features: np.ndarray, neighbors: Neighbo
     weight is chosen on the validation pairs among ``tau * PRIOR_BETAS`` (ties: the smaller).
     Returns ``{"chosen", "validation_mrr": {weight: MRR}}`` (weights in score units).
     """
-    from pinsage.eval.metrics import embedding_scorer, evaluate_offsets
-
     if model.prior_weight is None:
         return {}
     emb = export_embeddings(model, features, neighbors)

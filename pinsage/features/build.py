@@ -32,6 +32,7 @@ from pinsage.features.words import (
     save_word_vectors,
     train_word2vec,
 )
+from pinsage.features.vgg import LAYERS, extract_visual, load_vgg16
 from pinsage.util.io import column_matrix, vector_column, write_json, write_table
 
 VECTOR_COLUMNS = ("annotation", "visual")  # concatenation order of vector features
@@ -97,8 +98,6 @@ def visual_features(image_paths, image_root, config: FeatureConfig,
                             f"VGG16 weights were given ({config.vgg_weights})")
     if image_root is None:
         raise ValueError("image paths need the dataset directory they are relative to (image_root)")
-    from pinsage.features.vgg import LAYERS, extract_visual, load_vgg16
-
     if config.vgg_layer not in LAYERS:
         raise ValueError(f"features.vgg_layer must be one of {LAYERS}, got {config.vgg_layer!r}")
     t0 = time.perf_counter()

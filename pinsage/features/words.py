@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pinsage.util.io import atomic_path
+
 TOKEN = re.compile(r"[0-9a-z]+(?:'[a-z]+)?")
 
 
@@ -73,7 +75,5 @@ def save_word_vectors(vectors, path: str | Path) -> None:
     word2vec on a changed catalogue would move every vector and make the new items' features
     meaningless to the trained model.
     """
-    from pinsage.util.io import atomic_path
-
     with atomic_path(path, ".bin") as tmp:
         vectors.save_word2vec_format(str(tmp), binary=True)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pinsage.model.layers import PinSageConv
+from pinsage.util.io import atomic_path, write_text
 
 
 @dataclass
@@ -141,8 +142,6 @@ def build_model(config: ModelConfig, features: np.ndarray) -> PinSage:
 
 def save_model(model: PinSage, directory: str | Path) -> None:
     """state_dict (loadable with weights_only=True) + the JSON config beside it."""
-    from pinsage.util.io import atomic_path, write_text
-
     directory = Path(directory)
     write_text(directory / "model_config.json", model.config.to_json())
     with atomic_path(directory / "model.pt", ".pt") as tmp:

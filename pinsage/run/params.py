@@ -270,7 +270,7 @@ def config_changes(values: dict) -> dict:
 def config_from_params(values: dict, out: str, data: str | None = None, max_timestamp: int | None = None):
     """The run's checked ``PipelineConfig``: the table's defaults, then ``values`` (parameter names
     and ``overrides``); ``data`` (resolved by the caller) and ``max_timestamp`` have their own say."""
-    from pinsage.run.config import PipelineConfig
+    from pinsage.run.config import PipelineConfig  # here: the table stays stdlib-only for the DAG files
 
     cfg = PipelineConfig(out=str(out), data=data or values.get("data") or BY_NAME["data"].default,
                          max_timestamp=max_timestamp if max_timestamp is not None else values.get("max_timestamp"))
