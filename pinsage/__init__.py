@@ -5,7 +5,7 @@ the Ray engine (``engines``), starlette, uvicorn and orjson only for the recomme
 (``serve.http``). It never imports Airflow or MLflow; the pipeline steps in ``tasks/`` do the
 orchestration and the logging.
 
-Its groups only import downward (``tests/test_layers.py`` holds them to it):
+Its groups only import downward (``tests/test_layering.py`` holds them to it):
 
     util                    atomic writes, progress, the CPU budget
     data                    the dataset contract, MovieLens adapters, the evaluation splits

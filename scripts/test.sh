@@ -6,7 +6,7 @@
 #
 # 1. pip install -r requirements.txt -c constraints.txt, then the project: pip install --no-deps -e .
 #    (PINSAGE_SKIP_INSTALL=1 skips both)
-# 2. chromium (tests/serving/test_report.py): Debian's package, apt-get installed when missing.
+# 2. chromium (tests/serve/test_report.py): Debian's package, apt-get installed when missing.
 #    No browser is ever downloaded (no `playwright install`): the tests launch Debian's /usr/bin/chromium.
 # 3. PostgreSQL (tests/orchestration/test_e2e_production.py, trust auth): the server at $PINSAGE_E2E_PG
 #    (default "host=127.0.0.1 port=5432 user=postgres") when one answers there; otherwise a private

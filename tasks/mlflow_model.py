@@ -43,7 +43,7 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 from pinsage.serve.recommend import DEFAULT_K, OUTPUT_COLUMNS, Catalogue
 
 # Distributions the model needs at load time (exact versions of this environment are pinned); no
-# torch: the answer path never imports it (tests/serving/test_serve.py loads the model without it).
+# torch: the answer path never imports it (tests/serve/test_serve.py loads the model without it).
 REQUIREMENTS = ("mlflow", "numpy", "pandas", "pyarrow", "faiss-cpu")
 
 

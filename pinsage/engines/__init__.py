@@ -1,6 +1,6 @@
 """Where the heavy stages run: ``local`` (in-process) or ``ray`` (sharded over a Ray cluster).
 
-Both engines give the same outputs (tests/scale/test_ray_engine.py); Ray is imported only for ``ray``.
+Both engines give the same outputs (tests/engines/test_ray_engine.py); Ray is imported only for ``ray``.
 """
 
 from __future__ import annotations

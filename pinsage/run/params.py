@@ -12,7 +12,7 @@ settings: registry, experiment, gates), type, bounds, default, description and f
   parameter and what was expected.
 
 Stdlib only (the DAG files import it at parse time); ``PipelineConfig`` is imported only where a
-config is built. ``tests/test_params.py`` holds every default here to the dataclass defaults.
+config is built. ``tests/run/test_params.py`` holds every default here to the dataclass defaults.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from conftest import make_community_dataset  # noqa: E402  (tests/conftest.py)
 # cold_share 0: these tests compare a strong small config against a deliberately weak one on a 60-item
 # toy trained 3 epochs, where the cold twins' second task costs the strong model its margin (validation
 # 0.1320 against the weak config's 0.1345 with twins on). The cold-start code path is the same either
-# way; the twins' effect is tested in tests/serving/test_coldstart.py and measured in docs/figures.md.
+# way; the twins' effect is tested in tests/serve/test_coldstart.py and measured in docs/figures.md.
 SMALL_OVERRIDES = {"features.word2vec_dim": 16, "features.word2vec_epochs": 5, "train.num_workers": 0,
                    "train.warmup_steps": 5, "train.sampler.batch_size": 64,
                    "train.sampler.n_shared_negatives": 20, "pixie_walks_per_item": 200,

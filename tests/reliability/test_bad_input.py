@@ -3,7 +3,7 @@ parameter) and what was expected -- or is recovered from as the README's dataset
 
 One table, one row per case: ``REFUSED`` (the loader or the prepare stage), ``PARAMS`` (DAG
 parameters), ``RECOVERED``. Good-input behaviour and the row-number mechanics stay in
-tests/test_dataset.py; the same refusals through the real task path with an MLflow server (nothing
+tests/data/test_dataset.py; the same refusals through the real task path with an MLflow server (nothing
 registered, no alias moved) are in test_faults_mlflow.py.
 """
 
@@ -380,7 +380,7 @@ def recovered_short_contexts_train_only(tmp_path):
 
 def recovered_image_path_to_a_missing_file_or_a_non_image(tmp_path):
     """Loading accepts it (the path stays inside the directory); the features stage gives that item a
-    zero visual vector and has_image = 0 and counts it (tests/test_features.py reads real images)."""
+    zero visual vector and has_image = 0 and counts it (tests/features/test_features.py reads real images)."""
     def with_files(root: Path, name: str) -> None:
         (root / "img").mkdir()
         (root / "img" / "notes.txt").write_text("not an image")

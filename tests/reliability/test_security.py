@@ -160,9 +160,9 @@ def test_every_torch_load_is_weights_only_and_nothing_is_unpickled():
                 if not (isinstance(loader, ast.Attribute) and loader.attr in ("SafeLoader", "CSafeLoader")):
                     problems.append(f"{where}: yaml.load without a safe loader")
             elif (base, name) in UNPICKLERS:
-                # tests/test_dataset.py round-trips an exception it pickled itself (what multiprocessing
+                # tests/data/test_dataset.py round-trips an exception it pickled itself (what multiprocessing
                 # does); no artifact is ever unpickled
-                if rel == "tests/test_dataset.py" and name == "loads":
+                if rel == "tests/data/test_dataset.py" and name == "loads":
                     continue
                 problems.append(f"{where}: {base}.{name}")
     assert problems == []

@@ -10,7 +10,7 @@ import pytest
 from pinsage.data.adapters import movielens_csv_to_contract, movielens_dat_to_contract, resolve_dataset_dir
 from pinsage.data.dataset import DatasetError, load_dataset
 
-ML_SMALL = Path(__file__).resolve().parents[1] / "data" / "ml-latest-small"
+ML_SMALL = Path(__file__).resolve().parents[2] / "data" / "ml-latest-small"
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import ray  # noqa: F401  (pinned in requirements.txt: without Ray this module f
 from pinsage.engines.ray_walks import random_walk_neighbors_ray
 from pinsage.engines.ray_session import ray_session, shard_bounds
 from pinsage.graph.walks import WalkConfig, random_walk_neighbors
-from test_walks import _random_graph
+from graph.test_walks import _random_graph
 
 pytestmark = pytest.mark.slow
 
