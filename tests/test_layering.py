@@ -1,5 +1,7 @@
 """The library's groups only look down: the paper's parts at the bottom, engines and serving above
-them, the stages and the command line on top; and the library never reaches into the orchestration."""
+them, the stages and the command line on top; and the library never reaches into the orchestration.
+In ``tasks/`` the steps share the modules made for sharing (the registry, tracking, run references)
+and never reach into one another."""
 
 from __future__ import annotations
 
@@ -31,16 +33,17 @@ def group_of(module: str) -> str:
     return "top"
 
 
-def imports(path: Path) -> list[tuple[int, str]]:
-    """(line, imported module) of every import in the file, function-level ones included."""
+def imports(path: Path, package: str = "pinsage") -> list[tuple[int, str]]:
+    """(line, imported module) of every import in the file, function-level ones included;
+    ``from {package} import x`` reads as ``{package}.x``."""
     out = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             out += [(node.lineno, a.name) for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
             assert node.level == 0, f"{path}:{node.lineno}: relative import (the layering reads absolute ones)"
-            if node.module == "pinsage":  # from pinsage import pipeline
-                out += [(node.lineno, f"pinsage.{a.name}") for a in node.names]
+            if node.module == package:  # from pinsage import pipeline
+                out += [(node.lineno, f"{package}.{a.name}") for a in node.names]
             else:
                 out.append((node.lineno, node.module))
     return out
@@ -91,3 +94,44 @@ def test_the_checks_see_a_violation(tmp_path):
     files = [("pinsage.model.bad", bad)]
     assert upward_imports(files) == ["bad.py:6 (model) imports pinsage.serve (serve)"]
     assert orchestration_imports(files) == ["bad.py:7 imports mlflow.pyfunc"]
+
+
+# tasks/: the pipeline's steps, each run by one DAG task; only tasks.flow (the whole chain in one
+# process) may import them. Everything else in tasks/ is made to be shared.
+TASKS = ROOT / "tasks"
+STEPS = {"prepare", "features", "graph", "neighbors", "train", "export", "index", "evaluate", "register", "refresh"}
+CHAINS = {"flow"}
+
+
+def task_modules() -> list[tuple[str, Path]]:
+    return [(f"tasks.{p.stem}", p) for p in sorted(TASKS.glob("*.py")) if p.stem != "__init__"]
+
+
+def step_imports(files) -> list[str]:
+    """Imports of a step module (``tasks.register``, ``from tasks import refresh``) by anything but a chain."""
+    wrong = []
+    for module, path in files:
+        if module.split(".")[1] in CHAINS:
+            continue
+        for line, imported in imports(path, package="tasks"):
+            parts = imported.split(".")
+            if parts[0] == "tasks" and len(parts) > 1 and parts[1] in STEPS and parts[1] != module.split(".")[1]:
+                wrong.append(f"{path.name}:{line} imports {imported}")
+    return wrong
+
+
+def test_every_step_is_known_and_the_steps_never_import_each_other():
+    assert STEPS <= {m.split(".")[1] for m, _ in task_modules()}
+    assert step_imports(task_modules()) == []
+
+
+def test_tasks_import_airflow_only_where_a_dag_callback_runs():
+    found = [f"{p.name}:{line}" for _, p in task_modules() for line, imported in imports(p)
+             if imported.split(".")[0] == "airflow"]
+    assert len(found) == 1 and found[0].startswith("notify.py:"), found  # the failure notifier's Connection
+
+
+def test_the_step_check_sees_a_violation(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from tasks import registry\nfrom tasks import refresh\nimport tasks.register\n")
+    assert step_imports([("tasks.bad", bad)]) == ["bad.py:2 imports tasks.refresh", "bad.py:3 imports tasks.register"]
