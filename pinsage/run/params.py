@@ -215,19 +215,23 @@ def form(dag_id: str, descriptions: dict[str, str] | None = None) -> dict[str, t
 
 def add_arguments(parser: argparse.ArgumentParser, *, settings: bool = False,
                   extra_choices: dict[str, tuple] | None = None, only: tuple[str, ...] | None = None) -> None:
-    """The table's command-line flags (``--epochs``, ...; defaults: the table's, applied later), plus
+    """The table's command-line flags (``--epochs``, ...; defaults: the table's, applied later), in the
+    trigger form's sections (``--help`` shows Data, Model, Training, ... as the Airflow form does), plus
     ``--override KEY=JSON``. ``settings``: also the run settings (``tasks``' command lines);
     ``only``: just these rows, and no ``--override`` (a command line that is not a training run)."""
+    groups: dict[str | None, argparse._ArgumentGroup] = {}
     for p in PARAMS:
         if (p.name not in only) if only is not None else (not p.cli or (p.is_setting and not settings)):
             continue
+        if p.section not in groups:
+            groups[p.section] = parser.add_argument_group(p.section or "Data")
         choices = tuple(p.choices or ()) + tuple((extra_choices or {}).get(p.name, ()))
         kind = p.type if p.type is not bool else None
-        parser.add_argument(p.flag, dest=p.name, type=kind, default=None, choices=choices or None,
-                            help=f"{p.description} (default: {p.default})".replace("%", "%%"))
+        groups[p.section].add_argument(p.flag, dest=p.name, type=kind, default=None, choices=choices or None,
+                                       help=f"{p.description} (default: {p.default})".replace("%", "%%"))
     if only is not None:
         return
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON",
+    groups.get(ADVANCED, parser).add_argument("--override", action="append", default=[], metavar="KEY=JSON",
                         help="a dotted PipelineConfig key, e.g. features.word2vec_dim=16 (repeatable)")
 
 
