@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -61,6 +60,9 @@ def _sized(stage: Callable[..., dict]) -> Callable[..., dict]:
 # Stage 1: prepare -- validate, split, dense indices
 
 def prepare(cfg: PipelineConfig, log: Log = print) -> dict:
+    """Stage 1, and the library's door: the config is checked here, before anything is written
+    (parameter values were checked when ``config_from_params`` built it); ``config.json`` is written
+    with the prepared data, so a failed prepare leaves the previous pair as it was."""
     check_config(cfg)
     root = resolve_dataset_dir(cfg.data, RunDir(cfg.out).dataset)
     ds = load_dataset(root, max_timestamp=cfg.max_timestamp)
@@ -77,27 +79,28 @@ def prepare(cfg: PipelineConfig, log: Log = print) -> dict:
     if ds.tags is not None:  # users' tags join the text: only those the training split could have seen
         tags = allowed_tags(ds.tags, split.heldout)
         items = append_tags(items, tags)
-    index = pd.Index(items["item_id"])
-    train = split.train.sort_values(["context_id", "order"], kind="stable").reset_index(drop=True)
-    train["item"] = index.get_indexer(train["item_id"]).astype(np.int64)
-    train["context"] = pd.factorize(train["context_id"], sort=True)[0].astype(np.int64)
+    item_rows = pd.Index(items["item_id"])  # item_id -> dense row
+    edges = split.train.sort_values(["context_id", "order"], kind="stable").reset_index(drop=True)
+    edges["item"] = item_rows.get_indexer(edges["item_id"]).astype(np.int64)
+    edges["context"] = pd.factorize(edges["context_id"], sort=True)[0].astype(np.int64)
     d = RunDir(cfg.out).prepare
     summary = {"dataset": str(root), "has_timestamps": bool(ds.has_timestamps),
-               "n_items": int(len(items)), "n_contexts": int(train["context"].max() + 1) if len(train) else 0,
-               "n_train_interactions": int(len(train)), "n_valid_pairs": int(len(split.valid)),
+               "n_items": int(len(items)), "n_contexts": int(edges["context"].max() + 1) if len(edges) else 0,
+               "n_train_interactions": int(len(edges)), "n_valid_pairs": int(len(split.valid)),
                "n_test_pairs": int(len(split.test)), "max_timestamp": cfg.max_timestamp,
                "protocol": cfg.protocol}
     if tags is not None:
         summary.update(n_tags=int(len(ds.tags)), n_tags_in_text=int(len(tags)))
     with atomic_dir(d) as tmp:  # the five files appear together or not at all (a full disk, a kill)
         write_table(tmp / "items.parquet", pa.Table.from_pandas(items, preserve_index=False))
-        write_table(tmp / "train.parquet", pa.Table.from_pandas(train, preserve_index=False))
+        write_table(tmp / "train.parquet", pa.Table.from_pandas(edges, preserve_index=False))
         for name, pairs in (("valid", split.valid), ("test", split.test)):
             pairs = pairs.reset_index(drop=True).copy()
-            pairs["query"] = index.get_indexer(pairs["query_item"]).astype(np.int64)
-            pairs["target"] = index.get_indexer(pairs["target_item"]).astype(np.int64)
+            pairs["query"] = item_rows.get_indexer(pairs["query_item"]).astype(np.int64)
+            pairs["target"] = item_rows.get_indexer(pairs["target_item"]).astype(np.int64)
             write_table(tmp / f"{name}.parquet", pa.Table.from_pandas(pairs, preserve_index=False))
         write_json(tmp / "summary.json", summary)
+    write_json(RunDir(cfg.out).config, cfg.to_dict())
     log(f"prepare: {summary['n_items']} items, {summary['n_contexts']} contexts, "
         f"{summary['n_train_interactions']} training interactions, {summary['n_valid_pairs']} validation "
         f"and {summary['n_test_pairs']} test pairs ({cfg.protocol} protocol)")
@@ -109,9 +112,9 @@ def prepare(cfg: PipelineConfig, log: Log = print) -> dict:
 
 def graph(cfg: PipelineConfig, log: Log = print) -> dict:
     run = RunDir(cfg.out)
-    s, train = run.summary(), run.interactions()
-    g = build_graph(train["item"].to_numpy(), train["context"].to_numpy(), s["n_items"], s["n_contexts"],
-                    weights=train["weight"].to_numpy())
+    s, edges = run.summary(), run.interactions()
+    g = build_graph(edges["item"].to_numpy(), edges["context"].to_numpy(), s["n_items"], s["n_contexts"],
+                    weights=edges["weight"].to_numpy())
     path = run.graph_file
     g.save(path)
     log(f"graph: {g.n_items} items, {g.n_contexts} contexts, {g.n_edges} edges")
@@ -124,11 +127,8 @@ def features(cfg: PipelineConfig, log: Log = print) -> dict:
     run = RunDir(cfg.out)
     items = pq.read_table(run.items).to_pandas()
     degree = np.bincount(run.interactions(["item"])["item"].to_numpy(), minlength=len(items))
-    fcfg = cfg.features  # VGG16 runs where training does unless features.device says otherwise
-    if fcfg.device == "auto":
-        fcfg = dataclasses.replace(fcfg, device=cfg.train.device)
     table, manifest = build_features(items["item_id"].to_numpy(), items["title"], items["text"], degree,
-                                     fcfg, image_paths=items.get("image_path"),
+                                     cfg.feature_config(), image_paths=items.get("image_path"),
                                      image_root=run.summary()["dataset"], log=log,
                                      save_vectors=run.word_vectors)  # for cold start
     path = save_features(run.features, table, manifest)
@@ -302,10 +302,7 @@ STAGES: dict[str, Callable[..., dict]] = {
 
 
 def run_all(cfg: PipelineConfig, log: Log = print) -> dict:
-    out: dict = {}
-    check_config(cfg)  # a parameter that can never work is refused before anything is written
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    write_json(RunDir(cfg.out).config, cfg.to_dict())
+    out: dict = {}  # prepare, the first stage, checks the config and writes config.json
     t_all = time.perf_counter()
     for name, stage in STAGES.items():
         t0 = time.perf_counter()

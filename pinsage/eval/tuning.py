@@ -192,7 +192,7 @@ def _search(grid: Grid, evaluate: Callable[[Scorer], float]) -> Selection:
         seen: dict[tuple, float] = {}  # point -> validation MRR, this treatment
         best: list = []  # [mrr, point] of this treatment
 
-        def run(point: tuple) -> None:
+        def run(point: tuple, model=model) -> None:  # this treatment's model, bound now (freed below)
             nonlocal overall
             params = {**dict(zip(names, point)), "weights": weights}
             scorer = model(params)

@@ -37,6 +37,13 @@ class PipelineConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
 
+    def feature_config(self) -> FeatureConfig:
+        """The features' config with its device resolved: VGG16 runs where training does unless
+        ``features.device`` says otherwise."""
+        if self.features.device != "auto":
+            return self.features
+        return dataclasses.replace(self.features, device=self.train.device)
+
     def with_seed(self, seed: int) -> "PipelineConfig":
         """Propagate one seed to every stage that draws random numbers."""
         return self.replace({"seed": seed, "features.seed": seed, "walks.seed": seed, "train.seed": seed})

@@ -190,9 +190,8 @@ def embed_new_items(run_dir: str | Path, data: str | Path, out: str | Path, log=
 
     # 2. features of the new items with the run's fitted transforms; their degree is unknown to the
     # network (what its cold twins were trained with): the catalogue mean, which standardises to 0
-    fcfg = cfg.features if cfg.features.device != "auto" else dataclasses.replace(cfg.features, device=cfg.train.device)
     new_table, _ = build_features(new_items["item_id"].to_numpy(), new_items["title"], new_items["text"],
-                                  degree[new_rows], fcfg, image_paths=new_items.get("image_path"),
+                                  degree[new_rows], cfg.feature_config(), image_paths=new_items.get("image_path"),
                                   image_root=root, log=log, word_vectors=_word_vectors(run, cfg))
     old_table = pq.read_table(run.features_table)
     col = degree_column(old_table)

@@ -128,6 +128,7 @@ def test_a_full_disk_during_prepare_leaves_the_previous_complete_output(tmp_path
     cfg.walks.top_t = 5
     pipeline.prepare(cfg, log=lambda s: None)
     before = {p.name: p.read_bytes() for p in (tmp_path / "run" / "prepare").iterdir()}
+    config_before = (tmp_path / "run" / "config.json").read_bytes()
     # the next day's data is bigger; the disk fills while train.parquet is written
     big = make_community_dataset(tmp_path / "v2", n_items=400, n_contexts=6000, per_context=8)
     cfg_big = pipeline.PipelineConfig.from_dict(dict(cfg.to_dict(), data=str(big)))
@@ -141,7 +142,8 @@ def test_a_full_disk_during_prepare_leaves_the_previous_complete_output(tmp_path
     # what a later step reads is still the previous complete output, byte for byte; no temporaries
     after = {p.name: p.read_bytes() for p in (tmp_path / "run" / "prepare").iterdir()}
     assert after == before
-    assert [p.name for p in (tmp_path / "run").iterdir()] == ["prepare"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json", "prepare"]
+    assert (tmp_path / "run" / "config.json").read_bytes() == config_before  # the config of that output
     assert pipeline.graph(cfg, log=lambda s: None)["graph"]  # the next stage runs on a consistent set
     # with the space back, the retry writes the new output
     pipeline.prepare(cfg_big, log=lambda s: None)
