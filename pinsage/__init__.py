@@ -12,10 +12,12 @@ Its groups only import downward (``tests/test_layering.py`` holds them to it):
     features, graph         word2vec + VGG16 inputs; the bipartite graph, random walks, neighbour tables
     model, eval             PinSageConv, PinSage, minibatches, cold twins, losses, training; metrics,
                             baselines and their tuning, bootstrap
-    export                  the MapReduce export, embedding files, the faiss index
+    export                  the MapReduce export, embedding files, the faiss index and its answer table
     run                     PipelineConfig, the parameter table, RunDir (a run directory's layout)
-    engines, serve          local or Ray; answers from a catalogue, new items without retraining
-    pipeline, report, charts, cli, experiments, ddp   the stages, the report page, the command line
+    engines, serve          local or Ray; the answer path and its HTTP service, new items without retraining
+    pipeline, validation, report, charts, cli, experiments, ddp
+                            the stages, training's choices on validation pairs, the report page, the
+                            command line
 """
 
 __version__ = "0.1.0"

@@ -25,8 +25,8 @@ from pinsage.data.tags import allowed_tags, append_tags
 from pinsage.engines import export_on_engine, walk_engine
 from pinsage.eval import baselines, tuning
 from pinsage.eval.metrics import embedding_scorer, evaluate_scorer, markdown_table, metrics_from_ranks
-from pinsage.export.embed import choose_prior_weight, item_prior, validation_mrr
 from pinsage.export.answers import table_k
+from pinsage.export.embed import item_prior
 from pinsage.export.embeddings import read_embeddings, read_prior, write_embeddings
 from pinsage.export.index import build_index, save_index
 from pinsage.features.build import build_features, feature_blocks, feature_matrix, save_features
@@ -43,6 +43,7 @@ from pinsage.run.layout import RunDir
 from pinsage.run.params import check_catalogue, check_config
 from pinsage.util.io import atomic_dir, read_npz, write_json, write_npz, write_table, write_text
 from pinsage.util.resources import cpu_threads
+from pinsage.validation import choose_prior_weight, validation_mrr
 
 Log = Callable[[str], None]
 

@@ -66,7 +66,7 @@ def test_run_all_writes_every_artifact_and_sensible_metrics(tmp_path):
     same = (top < 30) == (np.arange(60)[:, None] < 30)
     assert same.mean() > 0.9
     # the popularity prior: its weight chosen on validation is the one served, in every score
-    from pinsage.export.embed import PRIOR_BETAS
+    from pinsage.validation import PRIOR_BETAS
     from pinsage.export.embeddings import read_prior
     from pinsage.graph.bipartite import BipartiteGraph
     from pinsage.run.layout import RunDir

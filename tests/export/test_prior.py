@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from pinsage.eval.metrics import embedding_scorer
-from pinsage.export.embed import choose_prior_weight, item_prior
+from pinsage.export.embed import item_prior
 from pinsage.export.embeddings import read_embeddings, read_prior, write_embeddings
 from pinsage.export.index import IndexConfig, build_index, search
 from pinsage.graph.neighbors import Neighbors
 from pinsage.model.network import ModelConfig, PinSage, load_model, save_model
+from pinsage.validation import choose_prior_weight
 
 
 def unit(rng, n, d):
