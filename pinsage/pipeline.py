@@ -167,14 +167,14 @@ def train(cfg: PipelineConfig, log: Log = print, on_epoch_end=None,
     run this function with their ``group``; process 0 writes the model and the history."""
     run = RunDir(cfg.out)
     if group is None and cfg.train.nproc > 1:
-        config_path = run.train / "ddp_config.json"
+        config_path = run.checkpoint / "ddp_config.json"
         write_json(config_path, cfg.to_dict())
         distributed.launch(config_path, cfg.train.nproc, log=log)
         history = run.read_json(run.history)
         if on_epoch_end is not None:
             for record in history["epochs"]:
                 on_epoch_end(record)
-        return {"model_dir": str(run.train), "best_epoch": history["best_epoch"]}
+        return {"model_dir": str(run.checkpoint), "best_epoch": history["best_epoch"]}
     group = group or distributed.SINGLE_PROCESS
     feats, nbrs = _load_inputs(run)
     v = read_npz(run.visits)
@@ -199,20 +199,20 @@ def train(cfg: PipelineConfig, log: Log = print, on_epoch_end=None,
     # the cold offset exists where cold twins train it
     model = build_model(dataclasses.replace(cfg.model, cold_bias=cfg.model.cold_bias and cold is not None), feats)
     model, state = train_model(
-        model, data, cfg.train, checkpoint_dir=run.train,
+        model, data, cfg.train, checkpoint_dir=run.checkpoint,
         evaluate_fn=lambda m: validation_mrr(m, feats, nbrs, vq, vt),
         on_epoch_end=on_epoch_end, log=lambda s: log(f"train: {s}"), group=group)
     if not group.is_main:
-        return {"model_dir": str(run.train), "best_epoch": state.best_epoch}
+        return {"model_dir": str(run.checkpoint), "best_epoch": state.best_epoch}
     prior = choose_prior_weight(model, feats, nbrs, vq, vt, degree, cfg.train.temperature)
     best = prior["validation_mrr"][f"{prior['chosen']:g}"] if prior else state.best_score
-    save_model(model, run.train)
+    save_model(model, run.checkpoint)
     write_json(run.history, {"best_epoch": state.best_epoch, "best_validation_mrr": best,
                              "stopped": state.stopped, "epochs": state.history, "prior": prior})
     log(f"train: best epoch {state.best_epoch}, validation MRR {best:.4f}" + (
         f" with the popularity prior weight {prior['chosen']:g} chosen on validation (without it "
         f"{prior['validation_mrr']['0']:.4f})" if prior else ""))
-    return {"model_dir": str(run.train), "best_epoch": state.best_epoch}
+    return {"model_dir": str(run.checkpoint), "best_epoch": state.best_epoch}
 
 
 @_sized
@@ -221,7 +221,7 @@ def export(cfg: PipelineConfig, log: Log = print, model_dir: str | None = None) 
     t0 = time.perf_counter()
     run = RunDir(cfg.out)
     feats, nbrs = _load_inputs(run)
-    model = load_model(model_dir or run.train)
+    model = load_model(model_dir or run.checkpoint)
     emb = export_on_engine(cfg, model, feats, nbrs, log)
     prior = item_prior(model, BipartiteGraph.load(run.graph_file).item_degree())
     parts = write_embeddings(run.embeddings, run.item_ids(), emb, prior)

@@ -61,7 +61,9 @@ class RunDir:
         return self.root / "neighbors"
 
     @property
-    def train(self) -> Path:
+    def checkpoint(self) -> Path:
+        """``train/``: the training stage's output (checkpoints, the kept model, its history); not the
+        training split, which is ``split("train")``."""
         return self.root / "train"
 
     @property
