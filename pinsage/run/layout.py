@@ -123,7 +123,7 @@ class RunDir:
 
     @property
     def history(self) -> Path:
-        return self.train / "history.json"
+        return self.checkpoint / "history.json"
 
     @property
     def metrics(self) -> Path:
@@ -193,7 +193,7 @@ class RunDir:
     def model_dir(self) -> Path:
         """The network the run's embeddings come from: ``export/model`` when the export fetched one
         (orchestration), else ``train/``."""
-        for d in (self.export_model, self.train):
+        for d in (self.export_model, self.checkpoint):
             if (d / "model.pt").exists() and (d / "model_config.json").exists():
                 return d
         raise FileNotFoundError(f"{self.root}: no trained model (train/model.pt or export/model/model.pt)")
