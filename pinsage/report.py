@@ -48,7 +48,7 @@ def image_data_uri(root: Path | None, rel, px: int = THUMB_PX) -> str | None:
     if root is None or rel is None or rel != rel or not str(rel).strip():
         return None
     try:
-        from PIL import Image
+        from PIL import Image  # here: only a catalogue with images needs Pillow
 
         root = Path(root).resolve()
         full = (root / str(rel).strip()).resolve()

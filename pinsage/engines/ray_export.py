@@ -26,11 +26,12 @@ at 10^6 edges (302 s against 3.6 s, one Python call per group), so the shuffle i
 from __future__ import annotations
 
 import numpy as np
+import ray
 import torch
 
 from pinsage.engines.ray_session import shard_bounds
-from pinsage.model.network import ModelConfig, PinSage
 from pinsage.graph.neighbors import Neighbors
+from pinsage.model.network import ModelConfig, PinSage
 
 _MODELS: dict[str, PinSage] = {}  # per worker process: model rebuilt once per export
 
@@ -122,7 +123,6 @@ def export_embeddings_ray(model: PinSage, features: np.ndarray, neighbors: Neigh
     (N, F) features -> (N, output_dim) float32 unit vectors, rows in catalogue order.
     ``num_partitions``: item shards (map and reduce tasks per layer); default 2 per cluster CPU.
     """
-    import ray
 
     model = model.to("cpu").eval()
     n = len(features)

@@ -10,13 +10,13 @@ import os
 from typing import Iterator
 
 import numpy as np
+import ray
 
 
 @contextlib.contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
     """Connect to the cluster at ``address`` (e.g. ``ray://head:10001`` or ``auto``), or start a local
     one when ``address`` is empty; a session this call started is shut down on exit."""
-    import ray
 
     if ray.is_initialized():
         yield

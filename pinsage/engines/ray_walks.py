@@ -17,10 +17,11 @@ import math
 import os
 
 import numpy as np
+import ray
 
+from pinsage.engines.ray_session import process_memory, shard_bounds
 from pinsage.graph.bipartite import BipartiteGraph
 from pinsage.graph.neighbors import Neighbors, VisitTable
-from pinsage.engines.ray_session import process_memory, shard_bounds
 from pinsage.graph.walks import WalkConfig, random_walk_neighbors, visit_counts_topm, walk_tables
 
 
@@ -45,7 +46,6 @@ def visit_counts_ray(graph: BipartiteGraph, m: int, config: WalkConfig, n_shards
             from the object store without copying it), ``graph_bytes`` (size of the walk tables) and
             ``worker_private_bytes`` / ``worker_peak_rss_bytes`` (the largest over tasks).
     """
-    import ray
 
     n = graph.n_items
     if n_shards is None:

@@ -114,7 +114,7 @@ def ranks_on_pairs(item_ids: np.ndarray, embeddings: np.ndarray, query_ids, targ
     Returns:
         (P,) ranks over the model's own catalogue, the query excluded (the module's rank rule).
     """
-    import pandas as pd
+    import pandas as pd  # here: only this table needs pandas; the ranking code is numpy
 
     row = pd.Index(np.asarray(item_ids, dtype=str))
     q = row.get_indexer(np.asarray(query_ids, dtype=str))

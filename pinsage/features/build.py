@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from pinsage.features.vgg import LAYERS, extract_visual, load_vgg16
 from pinsage.features.words import (
     item_annotations,
     load_word_vectors,
@@ -32,7 +33,6 @@ from pinsage.features.words import (
     save_word_vectors,
     train_word2vec,
 )
-from pinsage.features.vgg import LAYERS, extract_visual, load_vgg16
 from pinsage.util.io import column_matrix, vector_column, write_json, write_table
 
 VECTOR_COLUMNS = ("annotation", "visual")  # concatenation order of vector features

@@ -63,7 +63,7 @@ def load_image(path: Path, resize: int = RESIZE, crop: int = CROP) -> np.ndarray
     shorter side >= ``resize`` (``Image.draft``), which makes big photos several times cheaper.
     Raises on a file that cannot be decoded (the caller counts it).
     """
-    from PIL import Image
+    from PIL import Image  # here: only a catalogue with images needs Pillow
 
     with Image.open(path) as img:
         img.draft("RGB", (resize, resize))

@@ -30,7 +30,7 @@ def item_annotations(titles, texts) -> list[list[str]]:
 
 def train_word2vec(corpus: list[list[str]], config):
     """gensim Word2Vec (skip-gram) over the catalogue's annotations, deterministic for a seed."""
-    from gensim.models import Word2Vec
+    from gensim.models import Word2Vec  # here: gensim (and its scipy) loads in seconds; only word2vec needs it
 
     sentences = [s for s in corpus if s]
     if not sentences:
@@ -43,7 +43,7 @@ def train_word2vec(corpus: list[list[str]], config):
 def load_word_vectors(path: str | Path):
     """Pretrained vectors from a local word2vec-format file: binary when the name ends in .bin
     (or .bin.gz), text otherwise. Tokens are looked up lower-cased, as ``tokenize`` produces them."""
-    from gensim.models import KeyedVectors
+    from gensim.models import KeyedVectors  # here: as above
 
     path = Path(path)
     if not path.is_file():

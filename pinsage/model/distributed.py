@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,6 @@ def wrap(model: torch.nn.Module, group: ProcessGroup, device: torch.device) -> t
     """DDP around ``model`` (which keeps its own parameters: checkpoints stay plain state dicts)."""
     if not group.distributed:
         return model
-    from torch.nn.parallel import DistributedDataParallel
-
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 

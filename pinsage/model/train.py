@@ -14,16 +14,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from pinsage.util.io import atomic_path
-from pinsage.model.distributed import SINGLE_PROCESS, ProcessGroup
-from pinsage.model import distributed
 from pinsage.graph.neighbors import Neighbors, VisitTable
+from pinsage.model import distributed
+from pinsage.model.coldtwins import ColdTwins
+from pinsage.model.distributed import SINGLE_PROCESS, ProcessGroup
 from pinsage.model.losses import max_margin_loss, sampled_softmax_loss
 from pinsage.model.network import PinSage
+from pinsage.model.sampler import MinibatchProducer, SamplerConfig, collate_identity, full_pass_pays, reachable_items
+from pinsage.util.io import atomic_path
 from pinsage.util.progress import track
 from pinsage.util.resources import resolve_device
-from pinsage.model.coldtwins import ColdTwins
-from pinsage.model.sampler import MinibatchProducer, SamplerConfig, collate_identity, full_pass_pays, reachable_items
 
 
 @dataclass

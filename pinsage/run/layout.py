@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 SPLITS = ("train", "valid", "test")
 
@@ -164,28 +165,24 @@ class RunDir:
 
     def item_ids(self) -> np.ndarray:
         """(N,) str catalogue ids in catalogue (row) order."""
-        import pyarrow.parquet as pq
 
         return pq.read_table(self.items, columns=["item_id"]).column("item_id") \
             .to_numpy(zero_copy_only=False).astype(str)
 
     def pairs(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(P,) query and (P,) target catalogue indices of the ``valid`` or ``test`` pairs."""
-        import pyarrow.parquet as pq
 
         t = pq.read_table(self.split(name), columns=["query", "target"])
         return t.column("query").to_numpy(), t.column("target").to_numpy()
 
     def interactions(self, columns=("context", "item", "weight", "order")):
         """The training interactions (pandas), grouped by context in engagement order."""
-        import pyarrow.parquet as pq
 
         return pq.read_table(self.split("train"), columns=list(columns)).to_pandas()
 
     def ranks_table(self, split: str = "test"):
         """Per-pair ranks of every method on the ``test`` or ``valid`` pairs (pandas): what paired
         bootstrap comparisons resample."""
-        import pyarrow.parquet as pq
 
         table = pq.read_table(self.ranks).to_pandas()
         return table[table["split"] == split].reset_index(drop=True)

@@ -18,6 +18,7 @@ config is built. ``tests/run/test_params.py`` holds every default here to the da
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from pinsage.run.dotted import ParamError, get_dotted
@@ -237,7 +238,6 @@ def add_arguments(parser: argparse.ArgumentParser, *, settings: bool = False,
 
 def values_from_args(args: argparse.Namespace) -> dict:
     """``{name: value}`` of the flags given, and ``overrides`` from ``--override KEY=JSON``."""
-    import json
 
     values = {p.name: getattr(args, p.name) for p in PARAMS if getattr(args, p.name, None) is not None}
     overrides = {}

@@ -43,14 +43,25 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
+from pinsage.data.adapters import resolve_dataset_dir
+from pinsage.data.dataset import load_dataset
+from pinsage.export.embed import export_embeddings, item_prior
+from pinsage.export.embeddings import read_embeddings, write_embeddings
+from pinsage.export.index import build_index, save_index
+from pinsage.features.build import build_features, content_blocks, degree_column, feature_matrix, save_features
+from pinsage.features.words import load_word_vectors
+from pinsage.graph.bipartite import build_graph
+from pinsage.graph.content import beside_first, content_neighbors, content_vectors, engaged_beside, rank_profile
+from pinsage.graph.neighbors import Neighbors
+from pinsage.model.network import PinSage, load_model
 from pinsage.run.config import PipelineConfig
 from pinsage.run.layout import RunDir
 from pinsage.util.io import write_json, write_table
 
 
 def _word_vectors(run: RunDir, cfg):
-    from pinsage.features.words import load_word_vectors
 
     saved = run.word_vectors
     if saved.exists():
@@ -63,9 +74,7 @@ def _word_vectors(run: RunDir, cfg):
 
 def extend_model(model, n_items: int):
     """A copy of ``model`` whose id-embedding table has ``n_items`` rows, the new ones zero."""
-    import torch
 
-    from pinsage.model.network import PinSage
 
     config = dataclasses.replace(model.config, n_items=n_items)
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -99,7 +108,6 @@ def extended_graph(run: RunDir, interactions: pd.DataFrame, ext_index: pd.Index,
     neighbourhoods without retraining and, in the ``new-items`` experiment, hand every method the
     held-out future. -> (graph over ``ext_index``, number of contexts the new items touch)
     """
-    from pinsage.graph.bipartite import build_graph
 
     train = RunDir(run).interactions(["context_id", "context", "item", "weight"])
     extra = interactions[interactions["item_id"].isin(new_ids)]
@@ -124,7 +132,6 @@ def beside_new_items(run: RunDir, interactions: pd.DataFrame, ext_index: pd.Inde
     """(new item rows, existing item rows): the existing items engaged beside each interaction of a
     new item (:func:`pinsage.graph.content.engaged_beside`) in the training sequence of its context,
     the new interaction placed by its timestamp (``ordered``), else anywhere in the context."""
-    from pinsage.graph.content import engaged_beside
 
     extra = interactions[interactions["item_id"].isin(new_ids)]
     cols = ["context_id", "item"] + (["timestamp"] if ordered else [])
@@ -147,15 +154,6 @@ def embed_new_items(run_dir: str | Path, data: str | Path, out: str | Path, log=
 
     Returns a summary (also ``out/coldstart.json``). Raises ValueError when ``data`` has no new item.
     """
-    from pinsage.data.adapters import resolve_dataset_dir
-    from pinsage.data.dataset import load_dataset
-    from pinsage.export.embeddings import read_embeddings, write_embeddings
-    from pinsage.export.embed import export_embeddings, item_prior
-    from pinsage.features.build import build_features, content_blocks, degree_column, feature_matrix, save_features
-    from pinsage.graph.content import beside_first, content_neighbors, content_vectors, rank_profile
-    from pinsage.export.index import build_index, save_index
-    from pinsage.model.network import load_model
-    from pinsage.graph.neighbors import Neighbors
 
     t0 = time.perf_counter()
     run, out = RunDir(run_dir), RunDir(out)

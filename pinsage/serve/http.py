@@ -180,6 +180,6 @@ def create_app(serving: Serving) -> Starlette:
 def run_server(app: Starlette, host: str, port: int) -> None:
     """uvicorn, one process (the holder and its loader live in it), no access log (a line per request
     costs more than the answer)."""
-    import uvicorn
+    import uvicorn  # here: only a process that listens needs the server (tests drive the app in process)
 
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

@@ -55,7 +55,7 @@ def cpu_threads(requested: int = 0):
     Child processes (minibatch producers) inherit ``PINSAGE_CPUS``; torch's DataLoader already gives
     each of them one intra-op thread.
     """
-    import numba
+    import numba  # here: loading numba (LLVM) costs about half a second; only callers that run kernels pay it
 
     n = cpu_budget(requested)
     before = torch.get_num_threads(), numba.get_num_threads(), os.environ.get("PINSAGE_CPUS")
