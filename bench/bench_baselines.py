@@ -34,8 +34,8 @@ if __package__ in (None, ""):  # run as a script from anywhere: make `pinsage` /
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.synthetic import synthetic_graph  # noqa: E402
-from pinsage.eval import baselines, tuning  # noqa: E402
 from pinsage import pipeline  # noqa: E402
+from pinsage.eval import baselines, tuning  # noqa: E402
 from pinsage.eval.metrics import evaluate_scorer, metrics_from_ranks  # noqa: E402
 from pinsage.graph.bipartite import BipartiteGraph  # noqa: E402
 from pinsage.run.layout import RunDir  # noqa: E402

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.synthetic import synthetic_features, synthetic_graph  # noqa: E402
 from pinsage.export.embed import export_embeddings, per_item_embeddings  # noqa: E402
-from pinsage.model.network import ModelConfig, PinSage  # noqa: E402
 from pinsage.graph.walks import WalkConfig, random_walk_neighbors  # noqa: E402
+from pinsage.model.network import ModelConfig, PinSage  # noqa: E402
 
 
 def main() -> None:

@@ -35,7 +35,8 @@ def _local(graph, cfg: WalkConfig) -> dict:
     t0 = time.perf_counter()
     random_walk_neighbors(graph, cfg)
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "memory": f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB"}
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": seconds, "memory": f"peak RSS {peak_mib:,.0f} MiB"}
 
 
 def _ray(graph, cfg: WalkConfig) -> dict:

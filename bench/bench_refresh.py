@@ -27,12 +27,12 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(REPO))
 
 from pinsage.data.adapters import resolve_dataset_dir  # noqa: E402
-from pinsage.serve.coldstart import embed_new_items  # noqa: E402
 from pinsage.data.dataset import load_dataset  # noqa: E402
-from pinsage.experiments.newitems import write_dataset  # noqa: E402
-from pinsage.run.config import PipelineConfig
-from pinsage.pipeline import run_all  # noqa: E402
 from pinsage.data.split import split_new_items  # noqa: E402
+from pinsage.experiments.newitems import write_dataset  # noqa: E402
+from pinsage.pipeline import run_all  # noqa: E402
+from pinsage.run.config import PipelineConfig  # noqa: E402
+from pinsage.serve.coldstart import embed_new_items  # noqa: E402
 
 
 def main() -> None:

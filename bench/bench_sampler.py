@@ -27,8 +27,8 @@ if __package__ in (None, ""):  # run as a script: make `pinsage` / `bench` impor
 
 from bench.bench_stages_scale import FEATURE_DIM, _positive_pairs  # noqa: E402
 from bench.synthetic import synthetic_features, synthetic_graph  # noqa: E402
-from pinsage.model.sampler import MinibatchProducer, SamplerConfig  # noqa: E402
 from pinsage.graph.walks import WalkConfig, random_walk_neighbors  # noqa: E402
+from pinsage.model.sampler import MinibatchProducer, SamplerConfig  # noqa: E402
 
 GPU_GOAL = 15_000  # examples/s on one H200 at paper dimensions (the scale issue's goal)
 SETTINGS = (("CPU default", 20, 512), ("paper", 50, 2048))

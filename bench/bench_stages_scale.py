@@ -159,8 +159,8 @@ def run_one(edges: int, a) -> dict:
     r = {"edges": graph.n_edges, "items": graph.n_items, "top_t": walk_cfg.top_t, "stages": []}
     session = None
     if "ray" in a.engines:
-        from pinsage.engines.ray_walks import random_walk_neighbors_ray
         from pinsage.engines.ray_session import ray_session
+        from pinsage.engines.ray_walks import random_walk_neighbors_ray
 
         session = ray_session(num_cpus=a.cpus)
         session.__enter__()

@@ -30,8 +30,7 @@ from pinsage import pipeline  # noqa: E402
 from pinsage.graph.neighbors import VisitTable  # noqa: E402
 from pinsage.model.losses import sampled_softmax_loss  # noqa: E402
 from pinsage.model.network import build_model  # noqa: E402
-from pinsage.model.sampler import (MinibatchProducer, SamplerConfig, negative_candidates, positive_pairs,  # noqa: E402
-                                   reachable_items)
+from pinsage.model.sampler import MinibatchProducer, SamplerConfig, negative_candidates, positive_pairs, reachable_items  # noqa: E402
 from pinsage.run.config import PipelineConfig  # noqa: E402
 from pinsage.run.layout import RunDir  # noqa: E402
 from pinsage.util.io import read_npz  # noqa: E402

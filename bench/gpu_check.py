@@ -827,7 +827,8 @@ def parent(a) -> int:
     limits = SMOKE_LIMITS if a.cpu_smoke else LIMITS
     wanted = [s for s in STEPS if not a.only or s in a.only]
     report = {"check": "bench/gpu_check.py (issue 32)", "mode": "cpu-smoke" if a.cpu_smoke else "gpu",
-              "command": invoked, "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "command": invoked,
+              "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "budget_s": budget, "gpu_goal_examples_per_s": GPU_GOAL, "sizes": dataclasses.asdict(sizes)}
     if a.cpu_smoke:
         report["note"] = SMOKE_NOTE

@@ -74,7 +74,8 @@ def _datasets(ref: dict, summary: dict):
         {"items": summary["n_items"], "contexts": summary["n_contexts"],
          "training_interactions": summary["n_train_interactions"], "as_of_timestamp": as_of,
          "has_timestamps": summary.get("has_timestamps"), "sha256": sha},
-        source=source, name=f"{name} ({protocol}: training interactions{when})", digest=sha[:DIGEST_CHARS], schema=interactions)
+        source=source, name=f"{name} ({protocol}: training interactions{when})", digest=sha[:DIGEST_CHARS],
+        schema=interactions)
     evaluation = ProfiledDataset(
         {"validation_pairs": summary["n_valid_pairs"], "test_pairs": summary["n_test_pairs"],
          "items_ranked": summary["n_items"], "protocol": protocol, "as_of_timestamp": as_of, "sha256": sha},

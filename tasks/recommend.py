@@ -1,8 +1,9 @@
 """Related items from a registered recommender: ``python -m tasks.recommend --model URI --item X [-k 10]``.
 
 The same table as ``python -m pinsage recommend --run OUT``, answered by the model's own ``predict``.
-The library (``pinsage/``) never talks to MLflow; this is where the command line reaches the registry. It is its own module, not part of ``tasks/mlflow_model.py``, because importing
-that model-from-code file registers it with ``set_model``.
+The library (``pinsage/``) never talks to MLflow; this is where the command line reaches the registry.
+It is its own module, not part of ``tasks/mlflow_model.py``, because importing that model-from-code
+file registers it with ``set_model``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-SECRET_KEY = re.compile(r"(^|[._-])(password|passwd|pwd|secret|token|credentials?|api_?key|private_?key)($|[._-])", re.I)
+SECRET_KEY = re.compile(
+    r"(^|[._-])(password|passwd|pwd|secret|token|credentials?|api_?key|private_?key)($|[._-])", re.I)
 URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@:\s]*):(?P<pw>[^/@\s]+)@")
 
 

@@ -248,7 +248,8 @@ def _decide(c, name: str, version: str, candidate_mrr, margin: float, out, score
             return False, (f"{CHAMPION} version {champ.version} knows none of this run's validation pairs' items, "
                            f"so the two cannot be compared: is this run's data the catalogue {name!r} serves? "
                            "Register another catalogue under another model name")
-        on = f" on the {same['n_pairs']} of this run's {same['n_total']} validation pairs that both versions can answer,"
+        on = (f" on the {same['n_pairs']} of this run's {same['n_total']} validation pairs "
+              "that both versions can answer,")
         return _beats(same["candidate"], same["champion"], champ.version, margin, on)
     cm = champion_mrr(c, champ)
     if not math.isfinite(cm):

@@ -122,8 +122,11 @@ class Follower:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m tasks.serve", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, metavar="URI", help="models:/NAME@ALIAS (followed) or models:/NAME/VERSION")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (all interfaces only inside a container whose port is published on 127.0.0.1)")
+    p.add_argument("--model", required=True, metavar="URI",
+                   help="models:/NAME@ALIAS (followed) or models:/NAME/VERSION")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (all interfaces only inside a container whose port is published "
+                        "on 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--poll-seconds", type=float, default=30.0, help="how often the alias is resolved")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")

@@ -43,8 +43,10 @@ def run(ref: dict, features: str | None = None, neighbors: str | None = None) ->
                          f"{stopped.get('reason', 'unknown')}: {stopped.get('detail', '')}")
         for name in CHECKPOINT_FILES:
             s.log_artifacts(s.run.checkpoint / name, CHECKPOINT_ARTIFACTS)
-        s.result = {"model_dir": str(s.run.checkpoint), "model_uri": f"runs:/{s.mlflow_run_id}/{CHECKPOINT_ARTIFACTS}",
-                    "model_sha256": sha256_file(s.run.checkpoint / "model.pt"), "best_epoch": int(history["best_epoch"]),
+        s.result = {"model_dir": str(s.run.checkpoint),
+                    "model_uri": f"runs:/{s.mlflow_run_id}/{CHECKPOINT_ARTIFACTS}",
+                    "model_sha256": sha256_file(s.run.checkpoint / "model.pt"),
+                    "best_epoch": int(history["best_epoch"]),
                     "best_validation_mrr": float(history["best_validation_mrr"])}
     return s.result
 

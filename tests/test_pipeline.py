@@ -10,13 +10,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import ROOT, make_community_dataset
 
 from pinsage import pipeline
 from pinsage.eval.stats import paired_bootstrap
-from pinsage.run.config import PipelineConfig
 from pinsage.graph.neighbors import Neighbors
-
-from conftest import ROOT, make_community_dataset
+from pinsage.run.config import PipelineConfig
 
 
 def small_config(data, out, seed=0, epochs=3, workers=0) -> PipelineConfig:
@@ -66,11 +65,11 @@ def test_run_all_writes_every_artifact_and_sensible_metrics(tmp_path):
     same = (top < 30) == (np.arange(60)[:, None] < 30)
     assert same.mean() > 0.9
     # the popularity prior: its weight chosen on validation is the one served, in every score
-    from pinsage.validation import PRIOR_BETAS
     from pinsage.export.embeddings import read_prior
     from pinsage.graph.bipartite import BipartiteGraph
     from pinsage.run.layout import RunDir
     from pinsage.serve.recommend import Catalogue
+    from pinsage.validation import PRIOR_BETAS
 
     history = json.loads((out / "train" / "history.json").read_text())
     chosen, tried = history["prior"]["chosen"], history["prior"]["validation_mrr"]

@@ -235,7 +235,8 @@ def markdown(report: dict) -> str:
         order = sorted(rep["table"], key=lambda m: -rep["table"][m]["mrr"][0])
         for m in order:
             t = rep["table"][m]
-            lines.append(f"| {m} | {mean_std(t['mrr'])} | {mean_std(t['hr@10'])} | {mean_std(t['hr@50'])} | {mean_std(t['valid_mrr'])} |")
+            lines.append(f"| {m} | {mean_std(t['mrr'])} | {mean_std(t['hr@10'])} | {mean_std(t['hr@50'])} "
+                         f"| {mean_std(t['valid_mrr'])} |")
         lines += ["", "| comparison (paired bootstrap, test pairs) | Δ MRR | Δ HR@10 |", "|---|---:|---:|"]
         lines += interval_rows(rep["bootstrap_95"])
         b = rep["bar"]

@@ -68,7 +68,8 @@ def annotation_features(titles, texts, config: FeatureConfig, word_vectors=None,
     elif config.word2vec_vectors:
         vectors = load_word_vectors(config.word2vec_vectors)
         dim = int(vectors.vector_size)
-        source = f"pretrained word2vec vectors {Path(config.word2vec_vectors).name}, item = mean of its known words' vectors"
+        source = (f"pretrained word2vec vectors {Path(config.word2vec_vectors).name}, "
+                  "item = mean of its known words' vectors")
     else:
         vectors = train_word2vec(corpus, config)
         dim = config.word2vec_dim

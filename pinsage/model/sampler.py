@@ -222,7 +222,8 @@ class SamplerConfig:
     hard_negatives: bool = True  # curriculum: epoch e adds e-1 hard negatives per query (paper)
     max_hard_negatives: int = 6  # cap for long runs (the paper trains few epochs)
     positive_window: int = 3  # engagement steps counted as "one after the other"
-    negatives_from: str = "trained"  # items with training interactions ("catalogue": every item); see docs/paper_differences.md
+    # items with training interactions ("catalogue": every item); see docs/paper_differences.md
+    negatives_from: str = "trained"
     # Share of the pairs whose query or positive (one side, at random) is replaced by its cold twin:
     # the item as the cold-start path sees a new one (no id vector, degree unknown, the neighbourhood
     # of 0-3 revealed interactions: ``cold_twins``). DropoutNet's idea (Volkovs et al., NeurIPS 2017)

@@ -65,7 +65,8 @@ PARAMS: tuple[Param, ...] = (
     Param("walks_per_item", "walks.walks_per_item", _I, 200, "Walks per item",
           "Random walks with restart started from every item.", MODEL, minimum=1, form=DAILY, cli=True),
     Param("aggregator", "model.aggregator", _S, "importance", "Aggregator",
-          "'importance': the paper's importance pooling; 'mean': the GraphSAGE ablation.", choices=("importance", "mean")),
+          "'importance': the paper's importance pooling; 'mean': the GraphSAGE ablation.",
+          choices=("importance", "mean")),
     Param("id_embedding", "model.id_embedding", _B, True, "Id embeddings",
           "A learnable vector per item added to its projected features (not in the paper).", ),
     Param("input_skip", "model.input_skip", _B, True, "Final layers see h^0",
@@ -153,7 +154,8 @@ PARAMS: tuple[Param, ...] = (
     Param("pixie_walks_per_item", "pixie_walks_per_item", _I, 4000, "Pixie walks",
           "Walks per query of the Pixie baseline.", minimum=1),
     Param("index_kind", "index.kind", _S, "auto", "Index kind",
-          "faiss index: 'flat' (exact), 'hnsw', or 'auto' (HNSW above the threshold).", choices=("auto", "flat", "hnsw")),
+          "faiss index: 'flat' (exact), 'hnsw', or 'auto' (HNSW above the threshold).",
+          choices=("auto", "flat", "hnsw")),
     Param("hnsw_threshold", "index.hnsw_threshold", _I, 200_000, "HNSW threshold",
           "Catalogue size from which 'auto' builds HNSW instead of exact search.", minimum=1),
     Param("hnsw_m", "index.hnsw_m", _I, 32, "HNSW degree", "Graph degree of the HNSW index.", minimum=2),
@@ -169,7 +171,8 @@ PARAMS: tuple[Param, ...] = (
           "more than this (absolute MRR).", REGISTRY, minimum=0, maximum=1, form=DAILY, cli=True),
     Param("max_mrr_loss", "settings.max_mrr_loss", _F, 0.02, "Largest MRR loss (share)",
           "A refreshed version takes 'champion' unless its MRR on the champion's own validation pairs is "
-          "lower by more than this share of the champion's.", REGISTRY, minimum=0, maximum=1, form=("pinsage_refresh",)),
+          "lower by more than this share of the champion's.", REGISTRY, minimum=0, maximum=1,
+          form=("pinsage_refresh",)),
     # -- engine -----------------------------------------------------------------------------------------------
     Param("engine", "engine", _S, "local", "Engine",
           "Where the heavy steps run. 'local': in-process (the Airflow worker). 'ray': neighbourhoods and "

@@ -91,7 +91,8 @@ class Catalogue:
         """index: faiss index (inner product) over rows ``index_ids`` (n,) str; item_ids (N,) str and
         embeddings (N, D) float32: the query vectors; titles: item_id -> title or None; table: the
         answer table over the index rows, or None."""
-        self.index, self.index_ids, self.item_ids = index, np.asarray(index_ids, dtype=str), np.asarray(item_ids, dtype=str)
+        self.index = index
+        self.index_ids, self.item_ids = np.asarray(index_ids, dtype=str), np.asarray(item_ids, dtype=str)
         self.embeddings, self.titles, self.table = embeddings, titles, table
         self.row_of = {item: r for r, item in enumerate(self.item_ids.tolist())}  # embedding rows
         same = len(self.index_ids) == len(self.item_ids) and bool(np.all(self.index_ids == self.item_ids))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import ray  # noqa: F401  (pinned in requirements.txt: without Ray this module fails, it is not skipped)
-
-from pinsage.engines.ray_walks import random_walk_neighbors_ray
-from pinsage.engines.ray_session import ray_session, shard_bounds
-from pinsage.graph.walks import WalkConfig, random_walk_neighbors
 from graph.test_walks import _random_graph
+
+from pinsage.engines.ray_session import ray_session, shard_bounds
+from pinsage.engines.ray_walks import random_walk_neighbors_ray
+from pinsage.graph.walks import WalkConfig, random_walk_neighbors
 
 pytestmark = pytest.mark.slow
 
@@ -50,11 +50,11 @@ def test_ray_neighbours_equal_local(local_ray, weighted):
 def test_ray_export_equals_local(local_ray, partitions):
     import torch
 
-    from pinsage.export.embed import export_embeddings
     from pinsage.engines.ray_export import export_embeddings_ray
-    from pinsage.model.network import ModelConfig, PinSage
+    from pinsage.export.embed import export_embeddings
     from pinsage.graph.neighbors import neighbors_from_visits
     from pinsage.graph.walks import visit_counts_topm
+    from pinsage.model.network import ModelConfig, PinSage
 
     graph = _random_graph(120, 40, 500, seed=5, weighted=False, isolated=3)
     visits = visit_counts_topm(graph, np.arange(graph.n_items), 6, 30, 0.5, 8, 0)

@@ -7,14 +7,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
+from conftest import make_community_dataset
 
-from pinsage.eval import baselines, tuning
 from pinsage import pipeline
+from pinsage.eval import baselines, tuning
 from pinsage.eval.metrics import evaluate_scorer, metrics_from_ranks
 from pinsage.graph.bipartite import build_graph
 from pinsage.run.config import PipelineConfig
-
-from conftest import make_community_dataset
 
 
 def graph_from(contexts: list[list[int]], n_items: int, weights: dict | None = None):

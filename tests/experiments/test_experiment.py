@@ -6,13 +6,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from conftest import make_community_dataset
+from test_pipeline import small_config
 
 from pinsage.eval.stats import aggregate, paired_bootstrap
 from pinsage.experiments.runner import FEATURES_ONLY, FEATURES_ONLY_K0, Variant, run_experiment
 from pinsage.graph.bipartite import BipartiteGraph
-
-from conftest import make_community_dataset
-from test_pipeline import small_config
 
 
 def test_aggregate_takes_mean_and_std_over_seeds():
@@ -108,7 +107,8 @@ def test_experiment_runs_variants_over_seeds(tmp_path):
     # 2 seeds x 2 variants; the T=5 row is the configured T, so it reuses the pinsage row's training
     assert sum("already done" in line for line in logs) == 2 * 2
     assert report["table4"]["pinsage T=5"]["mrr"] == report["table1"]["pinsage"]["mrr"]
-    assert again["table1"] == report["table1"] and again["table4"]["pinsage T=5"]["mrr"] == report["table4"]["pinsage T=5"]["mrr"]
+    assert again["table1"] == report["table1"]
+    assert again["table4"]["pinsage T=5"]["mrr"] == report["table4"]["pinsage T=5"]["mrr"]
 
 
 def _report(pinsage_mrr, pinsage_hr, knn_ci_lo, k0_ci_lo, sparse_ci_lo=0.001, valid=(0.04, 0.039)):
@@ -166,7 +166,8 @@ def test_variant_settings_apply_to_a_copy_and_refuse_unknown_keys(tmp_path):
     changed = Variant.of("x", model__n_layers=0, walks__top_t=3).apply(cfg)
     assert (changed.model.n_layers, changed.walks.top_t) == (0, 3)
     assert cfg.model.n_layers != 0 and cfg.walks.top_t != 3  # the base config is untouched
-    assert Variant.of("x", walks__top_t=7).changes_neighbors and not Variant.of("x", model__n_layers=0).changes_neighbors
+    assert Variant.of("x", walks__top_t=7).changes_neighbors
+    assert not Variant.of("x", model__n_layers=0).changes_neighbors
     with pytest.raises(ValueError, match="no setting 'model.n_layerz'"):
         Variant.of("x", model__n_layerz=1).apply(cfg)
 

@@ -3,8 +3,8 @@ import torch
 
 from pinsage.export.embed import export_embeddings, per_item_embeddings
 from pinsage.export.embeddings import read_embeddings, write_embeddings
-from pinsage.model.network import ModelConfig, PinSage
 from pinsage.graph.neighbors import Neighbors
+from pinsage.model.network import ModelConfig, PinSage
 
 
 def _random_neighbors(n, t, rng):

@@ -10,16 +10,15 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import make_community_dataset
 from PIL import Image
 
 from pinsage import pipeline
-from pinsage.features import images, vgg
 from pinsage.data.dataset import DatasetError
+from pinsage.features import images, vgg
 from pinsage.features.build import FeatureConfig, build_features, feature_blocks, feature_matrix
 from pinsage.features.words import item_annotations, train_word2vec
 from pinsage.util.io import column_matrix
-
-from conftest import make_community_dataset
 
 TINY = dict(channels=(4, 8, 8, 16, 16), fc_dim=32, num_classes=10)  # VGG16 keys, narrow widths
 

@@ -10,15 +10,14 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from pinsage import pipeline
-from pinsage.model.network import build_model
-from pinsage.run.layout import RunDir
-from pinsage.model.sampler import MinibatchProducer, SamplerConfig
-from pinsage.graph.neighbors import Neighbors
-
 from conftest import make_community_dataset
 from test_pipeline import small_config
+
+from pinsage import pipeline
+from pinsage.graph.neighbors import Neighbors
+from pinsage.model.network import build_model
+from pinsage.model.sampler import MinibatchProducer, SamplerConfig
+from pinsage.run.layout import RunDir
 
 
 def _prepared(tmp_path, name, data, nproc):

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
+from pinsage.graph.neighbors import Neighbors
 from pinsage.model.layers import PinSageConv
+from pinsage.model.losses import max_margin_loss, sampled_softmax_loss
 from pinsage.model.network import ModelConfig, PinSage
 from pinsage.model.sampler import computation_graph, hard_negative_band, positive_pairs
-from pinsage.model.losses import max_margin_loss, sampled_softmax_loss
-from pinsage.graph.neighbors import Neighbors
 
 
 def test_conv_matches_the_paper_equations():
@@ -123,8 +123,8 @@ def test_hard_negative_band_scales_and_caps():
 
 
 def test_visit_table_depth_is_capped_by_what_the_walks_can_reach():
-    from pinsage.run.config import PipelineConfig
     from pinsage.model.sampler import hard_negative_depth
+    from pinsage.run.config import PipelineConfig
 
     cfg = PipelineConfig()
     reach = cfg.walks.walks_per_item * cfg.walks.max_walk_length
@@ -143,8 +143,7 @@ def test_model_zero_layers_is_the_mlp_on_inputs():
 
 
 def test_negative_candidates_are_the_trained_items_or_the_catalogue():
-    from pinsage.model.sampler import negative_candidates
-    from pinsage.model.sampler import SamplerConfig
+    from pinsage.model.sampler import SamplerConfig, negative_candidates
 
     degree = np.array([0, 1, 4, 0, 9])
     assert np.array_equal(negative_candidates(degree, SamplerConfig()), [1, 2, 4])  # default: seen in training

@@ -111,7 +111,8 @@ def test_stop_rule_without_patience_and_on_resume():
     assert stop_reason(TrainState(4, 0, 0.1, 1, [], gain_epoch=1), config) is None  # patience off
     assert stop_reason(TrainState(5, 0, 0.1, 1, [], gain_epoch=1), config)["reason"] == "budget"
     # a run resumed after it had stopped on patience stops again at once
-    assert stop_reason(TrainState(4, 0, 0.1, 1, [], gain_epoch=1), TrainConfig(epochs=9, patience=3))["reason"] == "patience"
+    resumed = TrainState(4, 0, 0.1, 1, [], gain_epoch=1)
+    assert stop_reason(resumed, TrainConfig(epochs=9, patience=3))["reason"] == "patience"
 
 
 def test_producers_auto_samples_inline_on_the_cpu_and_feeds_a_gpu_from_one_process():
@@ -162,7 +163,8 @@ def test_hard_negatives_grow_by_one_per_epoch_up_to_the_cap_from_the_visit_rank_
         assert np.all((offset >= 1 + lo) & (offset <= hi)), epoch
     assert seen == [0, 1, 2, 3, 3, 3]  # epoch e (1-based) adds e - 1, capped at max_hard_negatives
     off = SamplerConfig(batch_size=50, n_shared_negatives=10, hard_negatives=False)
-    assert MinibatchProducer(pairs, features, nbrs, visits, off, 4, 0, np.arange(n), 1).make_batch(0).hard_item.shape[1] == 0
+    batch = MinibatchProducer(pairs, features, nbrs, visits, off, 4, 0, np.arange(n), 1).make_batch(0)
+    assert batch.hard_item.shape[1] == 0
 
 
 def _twins(nbrs, feats, seed=1):

@@ -218,7 +218,8 @@ def test_the_recommender_image_is_slim_non_root_and_carries_the_code():
         assert "PYTHONPATH" not in image
         assert "COPY --chown=airflow:0 pyproject.toml README.md /opt/pinsage/" in image or \
             "COPY pyproject.toml README.md /opt/pinsage/" in image
-        assert re.search(r"^RUN pip install --no-cache-dir --no-deps (--no-build-isolation )?-e /opt/pinsage$", image, re.M)
+        assert re.search(r"^RUN pip install --no-cache-dir --no-deps (--no-build-isolation )?-e /opt/pinsage$",
+                         image, re.M)
 
 
 def test_the_serve_requirements_pull_in_no_torch_airflow_pandas_or_full_mlflow():

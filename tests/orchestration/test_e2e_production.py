@@ -25,8 +25,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import (ROOT, RecordingServer, community_data, small_params, subprocess_env, weak_params,
-                       with_new_items)
+from .conftest import ROOT, RecordingServer, community_data, small_params, subprocess_env, weak_params, with_new_items
 
 pytestmark = pytest.mark.slow
 
@@ -366,7 +365,8 @@ def test_triggered_runs_register_versions_and_only_the_better_one_takes_champion
     strong_mrr = float(tags["validation_mrr"])
     # a consumer elsewhere loads the champion through the tracking server and asks for related items
     consumer = subprocess.run(
-        [sys.executable, "-c", "import mlflow, pandas as pd, json; m = mlflow.pyfunc.load_model('models:/pinsage@champion'); "
+        [sys.executable, "-c", "import mlflow, pandas as pd, json; "
+                               "m = mlflow.pyfunc.load_model('models:/pinsage@champion'); "
                                "out = m.predict(pd.DataFrame({'item_id': ['i3', 'i45']}), params={'k': 4}); "
                                "print(json.dumps(out.to_dict('records')))"],
         env=subprocess_env(top["mlflow_env"]), cwd=top["tmp"], capture_output=True,
@@ -713,7 +713,8 @@ def test_the_stacks_database_roles_own_their_database_and_nothing_else():
     suffix = uuid.uuid4().hex[:8]
     airflow, mlflow = f"pinsage_t_airflow_{suffix}", f"pinsage_t_mlflow_{suffix}"
     kv = _pg_kv()
-    env = subprocess_env({"AIRFLOW_DB_NAME": airflow, "MLFLOW_DB_NAME": mlflow, "POSTGRES_USER": kv.get("user", "postgres"),
+    env = subprocess_env({"AIRFLOW_DB_NAME": airflow, "MLFLOW_DB_NAME": mlflow,
+                          "POSTGRES_USER": kv.get("user", "postgres"),
                           "AIRFLOW_DB_PASSWORD": "it's \"quoted\"; DROP ROLE postgres; --",
                           "MLFLOW_DB_PASSWORD": secrets.token_urlsafe(16),
                           "PGHOST": kv.get("host", "127.0.0.1"), "PGPORT": kv.get("port", "5432"),

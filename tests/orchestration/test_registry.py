@@ -11,7 +11,6 @@ import pytest
 from tasks import registry
 
 
-
 @pytest.fixture
 def store(module_store):
     """One SQLite registry for the module; each test gets its own registered model name."""
@@ -151,10 +150,10 @@ def test_a_champion_without_recorded_mrr_falls_back_to_its_run_metric(store, tmp
 def _run_dir(tmp_path, ids, vectors, pairs):
     """The parts of a run directory the gate reads: its validation pairs and its embeddings."""
     import pandas as pd
+    import pyarrow as pa
 
     from pinsage.export.embeddings import write_embeddings
     from pinsage.util.io import write_table
-    import pyarrow as pa
 
     out = tmp_path / f"run-{len(list(tmp_path.glob('run-*')))}"
     (out / "prepare").mkdir(parents=True)

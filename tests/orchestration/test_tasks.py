@@ -298,7 +298,8 @@ def test_steps_run_from_the_command_line(module_store, first_run, tmp_path):
     env = subprocess_env(module_store.env)
     args = ["--data", str(first_run["data"]), "--run-id", "cli-run", "--epochs", "1", "--hidden-dim", "8",
             "--output-dim", "4", "--top-t", "3", "--walks-per-item", "20", "--model-name", MODEL,
-            "--device", "cpu"] + [f"--override={k}={json.dumps(v)}" for k, v in first_run["params"]["overrides"].items()]
+            "--device", "cpu"]
+    args += [f"--override={k}={json.dumps(v)}" for k, v in first_run["params"]["overrides"].items()]
     p = subprocess.run([sys.executable, "-m", "tasks.prepare", *args], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -8,9 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from orchestration.conftest import (ROOT, Store, community_data, small_params,  # noqa: F401  (re-exported)
-                                    subprocess_env, weak_params)
+from orchestration.conftest import ROOT, Store, community_data, small_params, subprocess_env, weak_params  # noqa: F401  (re-exported)
 from orchestration.test_e2e_production import Processes, _free_port
 
 

@@ -208,7 +208,8 @@ REFUSED = [
         "context_id": ["u", None], "item_id": ["A", "B"]})), "interactions.parquet", "context_id", 2,
         ("missing (null)",)),
     Refused("parquet_nan_weight", files(items=GOOD_ITEMS, inter=GOOD_INTER.append_column(
-        "weight", pa.array([1.0, float("nan")]))), "interactions.parquet", "weight", 2, ("positive number, got 'nan'",)),
+        "weight", pa.array([1.0, float("nan")]))), "interactions.parquet", "weight", 2,
+        ("positive number, got 'nan'",)),
     Refused("parquet_negative_timestamp", files(items=GOOD_ITEMS, inter=GOOD_INTER.append_column(
         "timestamp", pa.array([-5, 10], pa.int64()))), "interactions.parquet", "timestamp", 1, (">= 0",)),
     Refused("parquet_millisecond_timestamp", files(items=GOOD_ITEMS, inter=GOOD_INTER.append_column(

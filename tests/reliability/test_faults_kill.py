@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import make_community_dataset
+
 from tasks import features, graph, neighbors, prepare
 
 from .conftest import ROOT, small_params, subprocess_env

@@ -23,7 +23,21 @@ import pandas as pd
 import pytest
 
 from pinsage.data.dataset import DatasetError
-from tasks import errors, evaluate, export, features, flow, graph, index, neighbors, prepare, register, registry, tracking, train
+from tasks import (
+    errors,
+    evaluate,
+    export,
+    features,
+    flow,
+    graph,
+    index,
+    neighbors,
+    prepare,
+    register,
+    registry,
+    tracking,
+    train,
+)
 
 from .conftest import ROOT, community_data, small_params, subprocess_env
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import make_community_dataset
+
 from pinsage import pipeline
 from pinsage.export.embeddings import read_embeddings, write_embeddings
 from pinsage.util.io import atomic_dir, restore_interrupted_swap, write_table

@@ -98,7 +98,6 @@ def _served_version(c, name: str, mrr: float, ids, vectors, tmp_path) -> str:
 
 def test_a_5xx_while_fetching_the_champions_embeddings_fails_the_gate_and_the_retry_decides(proxy, tmp_path):
     from mlflow import MlflowClient
-
     from orchestration.test_registry import _clusters, _run_dir
 
     name = "gate-5xx"

@@ -22,12 +22,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from orchestration.conftest import with_new_items
 
 from pinsage.data.dataset import DatasetError, load_dataset
-from tasks import errors, flow, refresh
-from tasks import registry
-
-from orchestration.conftest import with_new_items
+from tasks import errors, flow, refresh, registry
 
 from .conftest import ROOT, community_data, small_params
 

@@ -43,7 +43,8 @@ def test_airflow_authentication_is_on_with_the_password_required_from_env(compos
     for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
         env = services[name]["environment"]
         # FAB: per-user accounts with roles (the simple auth manager is documented for development only)
-        assert env["AIRFLOW__CORE__AUTH_MANAGER"] == "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+        assert env["AIRFLOW__CORE__AUTH_MANAGER"] == (
+            "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager")
         assert not [k for k in env if "SIMPLE_AUTH_MANAGER" in k], name
         assert str(env.get("AIRFLOW__API__EXPOSE_CONFIG", "False")).lower() == "false", name
     init_env = services["airflow-init"]["environment"]
@@ -176,8 +177,8 @@ def test_artifact_loaders_refuse_pickles(tmp_path):
     import numpy as np
     import torch
 
-    from pinsage.util.io import read_npz
     from pinsage.model.network import load_model
+    from pinsage.util.io import read_npz
 
     class Payload:
         def __reduce__(self):

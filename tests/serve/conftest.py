@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from orchestration.conftest import ROOT, community_data, small_params, subprocess_env  # noqa: F401
 
 MODEL = "pinsage-serving-test"
@@ -48,6 +47,7 @@ def served(tmp_path_factory):
     the chain runs; tests pass ``store.uri`` explicitly to the processes and clients they start.
     """
     from orchestration.conftest import Store, _activate
+
     from tasks import flow
 
     mp = pytest.MonkeyPatch()

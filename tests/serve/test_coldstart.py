@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pinsage import pipeline
-from pinsage.serve.coldstart import embed_new_items
 from pinsage.export.embeddings import read_embeddings
-from pinsage.util.io import write_json
+from pinsage.serve.coldstart import embed_new_items
 from pinsage.serve.recommend import Catalogue
+from pinsage.util.io import write_json
 
 from .conftest import ROOT, subprocess_env
 
@@ -198,7 +198,8 @@ def test_a_new_items_neighbourhood_is_what_was_engaged_beside_it_then_its_look_a
         if new.endswith(("_0", "_1")):  # 3 interactions, each the last of its context in time
             counts = {}
             for c in contexts:
-                last = train[train["context_id"] == c].sort_values("timestamp")["item_id"].astype(str).tolist()[-window:]
+                mine = train[train["context_id"] == c]
+                last = mine.sort_values("timestamp")["item_id"].astype(str).tolist()[-window:]
                 for i in last:
                     counts[i] = counts.get(i, 0) + 1
             best = sorted(counts.values(), reverse=True)

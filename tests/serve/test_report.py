@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from pinsage.eval.stats import paired_bootstrap
-from pinsage.serve.recommend import Catalogue
 from pinsage.report import BOOTSTRAP_DRAWS, BOOTSTRAP_SEED, TAIL_QUANTILE, example_queries, render_report
+from pinsage.serve.recommend import Catalogue
 
 CHROMIUM_HINT = ("chromium is not installed: `apt-get install -y chromium` (Debian; .ci/run installs it). "
                  "This test renders the report in a real browser and does not skip without one.")

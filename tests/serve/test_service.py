@@ -180,7 +180,8 @@ class Loop(threading.Thread):
             try:
                 r = s.get(f"{self.url}/related/{q}", params={"k": 10}, timeout=10)
                 body = r.json() if r.status_code == 200 else {}
-                self.seen.append((r.status_code, body.get("version"), q, [x["item_id"] for x in body.get("related", [])]))
+                related = [x["item_id"] for x in body.get("related", [])]
+                self.seen.append((r.status_code, body.get("version"), q, related))
             except requests.RequestException as err:
                 self.seen.append((repr(err), None, q, []))
 

@@ -6,10 +6,10 @@ import numba
 import pytest
 import torch
 
-from pinsage.run.params import ParamError, check_config
-from pinsage.run.config import PipelineConfig
-from pinsage.util.resources import available_cpus, cpu_budget, cpu_threads
 from pinsage.model.train import MIN_EPOCH_PAIRS, TrainConfig, epoch_pairs
+from pinsage.run.config import PipelineConfig
+from pinsage.run.params import ParamError, check_config
+from pinsage.util.resources import available_cpus, cpu_budget, cpu_threads
 
 
 def test_budget_order(monkeypatch):
