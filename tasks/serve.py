@@ -20,6 +20,7 @@ every MLflow client does: ``MLFLOW_TRACKING_URI`` (or ``--tracking-uri``), and
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import re
 import shutil
@@ -104,6 +105,10 @@ class Follower:
                 return False
             self.serving.swap(Loaded(catalogue, model=self.name, version=version, alias=self.alias,
                                      source=f"models:/{self.name}/{version}"))
+            # what is loaded now lives until the next swap: keep it out of the collector's full passes
+            # (~300k objects after MLflow's client: a 150-230 ms pause on the event loop otherwise)
+            gc.collect()
+            gc.freeze()
             return True
 
     def run_forever(self) -> None:
