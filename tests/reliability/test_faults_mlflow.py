@@ -212,7 +212,7 @@ def test_bad_input_through_the_real_tasks_registers_nothing_and_moves_no_alias(
 
     sys.path.insert(0, str(ROOT / "dags"))
     try:
-        from pinsage_daily import _run_step
+        from pinsage_wiring import fail_fast
     finally:
         sys.path.remove(str(ROOT / "dags"))
     c = mlflow_server.client()
@@ -233,8 +233,8 @@ def test_bad_input_through_the_real_tasks_registers_nothing_and_moves_no_alias(
             flow.run_chain(params, run_key=run_key, dag_id="pinsage_daily")
         assert message in str(info.value)
         # the DAG's task wrapper fails it for good: Airflow does not retry what a retry cannot fix
-        with pytest.raises(AirflowFailException, match=type(info.value).__name__):
-            _run_step("prepare", params, run_key=run_key, dag_id="pinsage_daily")
+        with pytest.raises(AirflowFailException, match=type(info.value).__name__), fail_fast():
+            prepare.run(params, run_key=run_key, dag_id="pinsage_daily")  # as the DAG's prepare task calls it
         runs = c.search_runs([exp], f"tags.`airflow.run_id` = '{run_key}'")
         if run_key == "manual__neg_epochs":
             assert runs == []  # refused before any MLflow run or directory exists
@@ -250,7 +250,7 @@ def test_bad_input_through_the_real_tasks_registers_nothing_and_moves_no_alias(
 def test_mlflow_server_down_fails_clearly_retries_and_registers_once(mlflow_server, concurrent, server_env):
     sys.path.insert(0, str(ROOT / "dags"))
     try:
-        from pinsage_daily import _run_step
+        from pinsage_wiring import run_step
     finally:
         sys.path.remove(str(ROOT / "dags"))
     c = mlflow_server.client()
@@ -284,7 +284,7 @@ def test_mlflow_server_down_fails_clearly_retries_and_registers_once(mlflow_serv
         assert not isinstance(down.value, errors.permanent_errors())
         # the DAG's wrapper passes it through unchanged, so Airflow's retries (2, with backoff) apply
         with pytest.raises(errors.MlflowUnavailable):
-            _run_step("register", ref, **handed)
+            run_step(register, ref, **handed)
     finally:
         mlflow_server.start()  # the same port and the same store: what a restarted server looks like
     assert len(c.search_model_versions(f"name = '{MODEL}'")) == before
